@@ -1,0 +1,283 @@
+//! Every setting in one place: a flag with an environment variable, parsed and checked once at
+//! start. A bad value stops the process with a one-line message naming the setting (exit code 2).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sqlx::sqlite::SqliteConnectOptions;
+use url::Url;
+
+use crate::domain::AdminPassword;
+use crate::security::PasswordHash;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "enlist",
+    version,
+    about = "A self-hosted email-list signup service"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the web server (the default).
+    Serve(ServeArgs),
+    /// Read a password on stdin and print its argon2id PHC string.
+    HashPassword,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "ENLIST_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Where the list lives: a SQLite file, created if missing.
+    #[arg(long, env = "ENLIST_DATABASE_URL", default_value = "sqlite://enlist.db",
+          value_parser = DatabaseUrl::parse)]
+    pub database_url: DatabaseUrl,
+    /// Secret key file (created with 64 random bytes on first start). Default: `enlist.key`
+    /// beside the SQLite file.
+    #[arg(long, env = "ENLIST_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+    /// The admin password as an argon2id PHC string (see `enlist hash-password`).
+    #[arg(long, env = "ENLIST_ADMIN_PASSWORD_HASH", hide_env_values = true)]
+    pub admin_password_hash: Option<String>,
+    /// The address visitors use, e.g. https://list.example.com. Default: http:// + bind address.
+    #[arg(long, env = "ENLIST_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<Url>,
+    /// An admin session ends after this long without a request.
+    #[arg(long, env = "ENLIST_ADMIN_IDLE_TIMEOUT", default_value = "30m",
+          value_parser = parse_positive_duration)]
+    pub admin_idle_timeout: Duration,
+    /// An admin session ends this long after login, however active.
+    #[arg(long, env = "ENLIST_ADMIN_ABSOLUTE_TIMEOUT", default_value = "12h",
+          value_parser = parse_positive_duration)]
+    pub admin_absolute_timeout: Duration,
+    /// How long a visitor stays remembered after their last change.
+    #[arg(long, env = "ENLIST_VISITOR_SESSION_TTL", default_value = "365d",
+          value_parser = parse_positive_duration)]
+    pub visitor_session_ttl: Duration,
+    /// A directory whose templates replace the built-in ones of the same name.
+    #[arg(long, env = "ENLIST_TEMPLATES_DIR")]
+    pub templates_dir: Option<PathBuf>,
+    /// Log output format.
+    #[arg(long, env = "ENLIST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Where data lives. Only SQLite for now; the variant keeps room for more backends.
+#[derive(Debug, Clone)]
+pub enum DatabaseUrl {
+    Sqlite(SqliteConnectOptions),
+}
+
+impl DatabaseUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.starts_with("sqlite:") {
+            if raw.contains(":memory:") || raw.contains("mode=memory") {
+                return Err(
+                    "an in-memory database loses every signup at exit; give a file path".into(),
+                );
+            }
+            let options = SqliteConnectOptions::from_str(raw).map_err(|e| e.to_string())?;
+            Ok(Self::Sqlite(options))
+        } else {
+            Err("expected a sqlite:// URL, such as sqlite://enlist.db".into())
+        }
+    }
+
+    /// The directory the default key file goes into: beside the SQLite file.
+    fn data_dir(&self) -> PathBuf {
+        match self {
+            Self::Sqlite(options) => options
+                .get_filename()
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+fn parse_public_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("expected an http:// or https:// URL with a host".into());
+    }
+    Ok(url)
+}
+
+fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(raw).map_err(|e| e.to_string())?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(duration)
+}
+
+/// Which admin password the operator asked for.
+#[derive(Debug, Clone)]
+pub enum AdminPasswordSetting {
+    Hash(PasswordHash),
+    Plain(AdminPassword),
+    /// Nothing configured: reuse the stored one, or generate one on first start.
+    Unset,
+}
+
+/// Checked settings the server runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub database: DatabaseUrl,
+    pub secret_key_file: PathBuf,
+    pub admin_password: AdminPasswordSetting,
+    pub public_url: Option<Url>,
+    pub admin_idle_timeout: Duration,
+    pub admin_absolute_timeout: Duration,
+    pub visitor_session_ttl: Duration,
+    pub templates_dir: Option<PathBuf>,
+    pub log_format: LogFormat,
+}
+
+/// A setting that cannot be used, named the way the operator wrote it.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {setting}: {message}")]
+pub struct SettingError {
+    pub setting: &'static str,
+    pub message: String,
+}
+
+impl SettingError {
+    pub fn new(setting: &'static str, message: impl ToString) -> Self {
+        Self {
+            setting,
+            message: message.to_string(),
+        }
+    }
+}
+
+pub const ADMIN_PASSWORD_ENV: &str = "ENLIST_ADMIN_PASSWORD";
+
+impl Settings {
+    /// Checks what clap could not check on its own. `admin_password_env` is the value of
+    /// `ENLIST_ADMIN_PASSWORD`, which deliberately has no flag (flags show up in `ps`).
+    pub fn from_args(
+        args: ServeArgs,
+        admin_password_env: Option<String>,
+    ) -> Result<Self, SettingError> {
+        let admin_password = match (args.admin_password_hash, admin_password_env) {
+            (Some(_), Some(_)) => {
+                return Err(SettingError::new(
+                    "--admin-password-hash (ENLIST_ADMIN_PASSWORD_HASH)",
+                    format!("set either it or {ADMIN_PASSWORD_ENV}, not both"),
+                ));
+            }
+            (Some(hash), None) => {
+                AdminPasswordSetting::Hash(PasswordHash::parse(&hash).map_err(|e| {
+                    SettingError::new("--admin-password-hash (ENLIST_ADMIN_PASSWORD_HASH)", e)
+                })?)
+            }
+            (None, Some(plain)) => AdminPasswordSetting::Plain(
+                AdminPassword::parse(plain)
+                    .map_err(|e| SettingError::new(ADMIN_PASSWORD_ENV, e))?,
+            ),
+            (None, None) => AdminPasswordSetting::Unset,
+        };
+        if args.admin_absolute_timeout < args.admin_idle_timeout {
+            return Err(SettingError::new(
+                "--admin-absolute-timeout (ENLIST_ADMIN_ABSOLUTE_TIMEOUT)",
+                "must not be shorter than --admin-idle-timeout",
+            ));
+        }
+        let secret_key_file = args
+            .secret_key_file
+            .unwrap_or_else(|| args.database_url.data_dir().join("enlist.key"));
+        Ok(Self {
+            bind: args.bind,
+            database: args.database_url,
+            secret_key_file,
+            admin_password,
+            public_url: args.public_url,
+            admin_idle_timeout: args.admin_idle_timeout,
+            admin_absolute_timeout: args.admin_absolute_timeout,
+            visitor_session_ttl: args.visitor_session_ttl,
+            templates_dir: args.templates_dir,
+            log_format: args.log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["enlist", "serve"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Some(Command::Serve(args)) => args,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_put_the_key_beside_the_database() {
+        let settings =
+            Settings::from_args(args(&["--database-url", "sqlite://data/list.db"]), None).unwrap();
+        assert_eq!(settings.secret_key_file, PathBuf::from("data/enlist.key"));
+        assert_eq!(settings.admin_idle_timeout, Duration::from_secs(30 * 60));
+        assert_eq!(
+            settings.visitor_session_ttl,
+            Duration::from_secs(365 * 24 * 3600)
+        );
+        let default = Settings::from_args(args(&[]), None).unwrap();
+        assert_eq!(default.secret_key_file, PathBuf::from("enlist.key"));
+    }
+
+    #[test]
+    fn refuses_bad_values_naming_the_setting() {
+        for bad in [
+            &["--bind", "nowhere"][..],
+            &["--database-url", "mysql://x"],
+            &["--database-url", "sqlite::memory:"],
+            &["--public-url", "ftp://example.com"],
+            &["--admin-idle-timeout", "soon"],
+            &["--admin-idle-timeout", "0s"],
+        ] {
+            let mut argv = vec!["enlist"];
+            argv.extend_from_slice(bad);
+            let err = Cli::try_parse_from(argv).unwrap_err();
+            assert!(err.to_string().contains(bad[0]), "{err}");
+        }
+        let short = Settings::from_args(args(&[]), Some("short".into())).unwrap_err();
+        assert_eq!(short.setting, ADMIN_PASSWORD_ENV);
+        let empty = Settings::from_args(args(&[]), Some(String::new())).unwrap_err();
+        assert_eq!(empty.setting, ADMIN_PASSWORD_ENV);
+        let hash = Settings::from_args(args(&["--admin-password-hash", "nope"]), None).unwrap_err();
+        assert!(hash.setting.starts_with("--admin-password-hash"));
+        let order = Settings::from_args(
+            args(&[
+                "--admin-idle-timeout",
+                "2h",
+                "--admin-absolute-timeout",
+                "1h",
+            ]),
+            None,
+        )
+        .unwrap_err();
+        assert!(order.setting.starts_with("--admin-absolute-timeout"));
+    }
+}

@@ -1,0 +1,10 @@
+//! Types that can only hold valid values. Everything a client or an operator sends is parsed into
+//! one of these at the edge, so the rest of the code never re-checks.
+
+mod admin_password;
+mod search_term;
+mod subscriber_email;
+
+pub use admin_password::{AdminPassword, AdminPasswordError, MAX_PASSWORD_BYTES};
+pub use search_term::{SearchTerm, SearchTermError};
+pub use subscriber_email::{EmailError, SubscriberEmail};

@@ -1,0 +1,231 @@
+use std::fmt;
+
+use email_address::{EmailAddress, Options};
+
+/// The longest address SMTP can carry (RFC 5321 path limit minus the angle brackets).
+const MAX_ADDRESS_LEN: usize = 254;
+const MAX_LOCAL_PART_LEN: usize = 64;
+
+/// An address that passed every check the list cares about.
+///
+/// The only way to get one is [`SubscriberEmail::parse`], so code holding one never re-validates.
+/// The local part is kept exactly as typed (some mail servers treat it case-sensitively); the
+/// domain is lower-cased and IDNA-normalised. Two addresses that differ only in case are the same
+/// subscriber: [`SubscriberEmail::key`] is what uniqueness and lookups use.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SubscriberEmail {
+    address: String,
+    key: String,
+}
+
+/// Why an address was refused, in words a visitor can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EmailError {
+    #[error("Please enter your email address.")]
+    Empty,
+    #[error("That address is too long (at most 254 characters).")]
+    TooLong,
+    #[error("The part before the @ is too long (at most 64 characters).")]
+    LocalPartTooLong,
+    #[error("That address contains characters that are not allowed.")]
+    ControlCharacter,
+    #[error("Please enter a complete address, like name@example.com.")]
+    Malformed,
+    #[error("The part after the @ is not a valid domain name.")]
+    BadDomain,
+}
+
+impl SubscriberEmail {
+    pub fn parse(raw: &str) -> Result<Self, EmailError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(EmailError::Empty);
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(EmailError::ControlCharacter);
+        }
+        if trimmed.len() > MAX_ADDRESS_LEN {
+            return Err(EmailError::TooLong);
+        }
+        let (local, domain) = trimmed.rsplit_once('@').ok_or(EmailError::Malformed)?;
+        if local.len() > MAX_LOCAL_PART_LEN {
+            return Err(EmailError::LocalPartTooLong);
+        }
+        // Quoted local parts and display names are legal in headers but nobody types them into a
+        // signup form; refusing them keeps every stored address safe to paste anywhere.
+        if local.starts_with('"') {
+            return Err(EmailError::Malformed);
+        }
+        let syntax = Options::default()
+            .without_display_text()
+            .without_domain_literal()
+            .with_required_tld();
+        EmailAddress::parse_with_options(trimmed, syntax).map_err(|_| EmailError::Malformed)?;
+
+        let ascii_domain =
+            idna::domain_to_ascii_strict(domain).map_err(|_| EmailError::BadDomain)?;
+        let (unicode_domain, unicode_check) = idna::domain_to_unicode(&ascii_domain);
+        unicode_check.map_err(|_| EmailError::BadDomain)?;
+
+        let address = format!("{local}@{unicode_domain}");
+        if address.len() > MAX_ADDRESS_LEN {
+            return Err(EmailError::TooLong);
+        }
+        let key = format!("{}@{ascii_domain}", local.to_lowercase());
+        Ok(Self { address, key })
+    }
+
+    /// The address as shown to its owner and the admin.
+    pub fn as_str(&self) -> &str {
+        &self.address
+    }
+
+    /// The case-insensitive identity of the address (lower-cased local part, ASCII domain).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+// Stored copies (in sessions) are parsed again on the way in, so they cannot smuggle in an
+// address that would be refused today.
+impl TryFrom<String> for SubscriberEmail {
+    type Error = EmailError;
+
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<SubscriberEmail> for String {
+    fn from(email: SubscriberEmail) -> Self {
+        email.address
+    }
+}
+
+impl AsRef<str> for SubscriberEmail {
+    fn as_ref(&self) -> &str {
+        &self.address
+    }
+}
+
+impl fmt::Display for SubscriberEmail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.address)
+    }
+}
+
+// Addresses are personal data: keep them out of logs that print debug output.
+impl fmt::Debug for SubscriberEmail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SubscriberEmail(..)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn accepts_and_normalises() {
+        let email = SubscriberEmail::parse("  Alice.Smith+news@Example.COM \t").unwrap();
+        assert_eq!(email.as_str(), "Alice.Smith+news@example.com");
+        assert_eq!(email.key(), "alice.smith+news@example.com");
+    }
+
+    #[test]
+    fn internationalised_domains_share_one_identity() {
+        let unicode = SubscriberEmail::parse("kim@Bücher.de").unwrap();
+        let punycode = SubscriberEmail::parse("KIM@xn--bcher-kva.de").unwrap();
+        assert_eq!(unicode.as_str(), "kim@bücher.de");
+        assert_eq!(punycode.as_str(), "KIM@bücher.de");
+        assert_eq!(unicode.key(), punycode.key());
+        assert_eq!(unicode.key(), "kim@xn--bcher-kva.de");
+    }
+
+    #[test]
+    fn refuses_bad_input_with_a_reason() {
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        let long_total = format!("a@{}.com", "b".repeat(250));
+        let cases: &[(&str, EmailError)] = &[
+            ("", EmailError::Empty),
+            ("   ", EmailError::Empty),
+            ("plainaddress", EmailError::Malformed),
+            ("@example.com", EmailError::Malformed),
+            ("a@", EmailError::Malformed),
+            ("a@@example.com", EmailError::Malformed),
+            ("a b@example.com", EmailError::Malformed),
+            ("a@localhost", EmailError::Malformed),
+            ("a@[127.0.0.1]", EmailError::Malformed),
+            ("Alice <a@example.com>", EmailError::Malformed),
+            ("\"quoted\"@example.com", EmailError::Malformed),
+            ("a..b@example.com", EmailError::Malformed),
+            ("<script>@example.com", EmailError::Malformed),
+            ("'--", EmailError::Malformed),
+            ("a@exa mple.com", EmailError::Malformed),
+            ("a\n@example.com", EmailError::ControlCharacter),
+            ("a@exam\0ple.com", EmailError::ControlCharacter),
+            (
+                "a@example.com\r\nBcc: b@example.com",
+                EmailError::ControlCharacter,
+            ),
+            ("a@-example.com", EmailError::Malformed),
+            ("a@xn--zz.com", EmailError::BadDomain),
+            (&long_local, EmailError::LocalPartTooLong),
+            (&long_total, EmailError::TooLong),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(
+                SubscriberEmail::parse(input),
+                Err(*expected),
+                "input {input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_the_address() {
+        let email = SubscriberEmail::parse("secret@example.com").unwrap();
+        assert!(!format!("{email:?}").contains("secret"));
+    }
+
+    // Single hyphens only: IDNA reserves "--" in the third and fourth position.
+    fn label() -> impl Strategy<Value = String> {
+        "[a-z0-9]{1,10}(-[a-z0-9]{1,10})?"
+    }
+
+    fn valid_address() -> impl Strategy<Value = String> {
+        let local = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,20}(\\.[A-Za-z0-9_+-]{1,10}){0,2}";
+        let domain = (proptest::collection::vec(label(), 1..4), "[a-z]{2,10}")
+            .prop_map(|(labels, tld)| format!("{}.{tld}", labels.join(".")));
+        (local, domain).prop_map(|(l, d)| format!("{l}@{d}"))
+    }
+
+    proptest! {
+        #[test]
+        fn valid_addresses_parse_and_round_trip(raw in valid_address()) {
+            let parsed = SubscriberEmail::parse(&raw).unwrap();
+            let again = SubscriberEmail::parse(parsed.as_str()).unwrap();
+            prop_assert_eq!(&again, &parsed);
+            prop_assert_eq!(parsed.key(), raw.to_lowercase());
+        }
+
+        #[test]
+        fn case_and_surrounding_space_never_change_identity(raw in valid_address()) {
+            let shouted = format!("  {}\t", raw.to_uppercase());
+            let parsed = SubscriberEmail::parse(&raw).unwrap();
+            let shouted = SubscriberEmail::parse(&shouted).unwrap();
+            prop_assert_eq!(parsed.key(), shouted.key());
+        }
+
+        #[test]
+        fn arbitrary_input_never_panics_and_valid_output_is_bounded(raw in any::<String>()) {
+            if let Ok(email) = SubscriberEmail::parse(&raw) {
+                prop_assert!(email.as_str().len() <= MAX_ADDRESS_LEN);
+                prop_assert!(!email.as_str().chars().any(char::is_control));
+                prop_assert!(email.as_str().contains('@'));
+            }
+        }
+    }
+}

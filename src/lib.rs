@@ -1,0 +1,169 @@
+//! enlist: a self-hosted email-list signup service.
+//!
+//! [`Server::build`] turns checked [`config::Settings`] into a bound, ready server; the binary and
+//! the black-box tests both go through it.
+
+pub mod config;
+pub mod domain;
+pub mod security;
+pub mod session;
+pub mod store;
+pub mod web;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+use url::Url;
+
+use crate::config::{DatabaseUrl, SettingError, Settings};
+use crate::domain::AdminPassword;
+use crate::security::{SecretKey, resolve_admin_credential};
+use crate::session::{SessionConfig, SessionLayerState, unix_now};
+use crate::store::{SqliteStore, Store};
+use crate::web::{AppState, Templates};
+
+const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(10 * 60);
+
+/// Why the server could not start. A bad setting exits with code 2, anything else with 1.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Setting(#[from] SettingError),
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// A server that is bound to its address and ready to run.
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+    store: Arc<dyn Store>,
+    public_url: Url,
+    generated_admin_password: Option<AdminPassword>,
+}
+
+impl Server {
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let store: Arc<dyn Store> = match &settings.database {
+            DatabaseUrl::Sqlite(options) => {
+                Arc::new(SqliteStore::open(options.clone()).await.map_err(|e| {
+                    SettingError::new("--database-url (ENLIST_DATABASE_URL)", format!("{e:#}"))
+                })?)
+            }
+        };
+        let secret = SecretKey::load_or_create(&settings.secret_key_file)
+            .map_err(|e| SettingError::new("--secret-key-file (ENLIST_SECRET_KEY_FILE)", e))?;
+        let (admin, generated_admin_password) =
+            resolve_admin_credential(store.as_ref(), settings.admin_password.clone()).await?;
+        let templates = Templates::load(settings.templates_dir.as_deref()).map_err(|e| {
+            SettingError::new("--templates-dir (ENLIST_TEMPLATES_DIR)", format!("{e:#}"))
+        })?;
+        let listener = TcpListener::bind(settings.bind)
+            .await
+            .map_err(|e| SettingError::new("--bind (ENLIST_BIND)", e))?;
+        let local_addr = listener.local_addr().context("reading the bound address")?;
+        let public_url = match settings.public_url.clone() {
+            Some(url) => url,
+            None => Url::parse(&format!("http://{local_addr}"))
+                .context("building the default public URL")?,
+        };
+
+        let secure_cookie = public_url.scheme() == "https";
+        let sessions = SessionLayerState {
+            store: store.clone(),
+            config: Arc::new(SessionConfig {
+                cookie_name: SessionConfig::cookie_name_for(secure_cookie),
+                secure_cookie,
+                visitor_ttl: settings.visitor_session_ttl,
+                admin_idle_timeout: settings.admin_idle_timeout,
+                admin_absolute_timeout: settings.admin_absolute_timeout,
+                secret,
+            }),
+        };
+        let state = AppState {
+            store: store.clone(),
+            templates: Arc::new(templates),
+            admin: Arc::new(admin),
+        };
+        let router = web::app(state, sessions, &public_url)
+            .map_err(|e| SettingError::new("--public-url (ENLIST_PUBLIC_URL)", e))?;
+        Ok(Self {
+            listener,
+            router,
+            store,
+            public_url,
+            generated_admin_password,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn public_url(&self) -> &Url {
+        &self.public_url
+    }
+
+    /// The admin password made up on first start, to be shown to the operator exactly once.
+    pub fn generated_admin_password(&self) -> Option<&AdminPassword> {
+        self.generated_admin_password.as_ref()
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let sweeper = tokio::spawn(sweep_expired_sessions(self.store.clone()));
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP");
+        sweeper.abort();
+        served
+    }
+}
+
+async fn sweep_expired_sessions(store: Arc<dyn Store>) {
+    let mut interval = tokio::time::interval(EXPIRED_SESSION_SWEEP);
+    loop {
+        interval.tick().await;
+        match store.delete_expired_sessions(unix_now()).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::debug!(removed, "removed expired sessions"),
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "could not remove expired sessions"
+            ),
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

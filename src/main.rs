@@ -1,0 +1,123 @@
+use std::io::Read;
+use std::process::ExitCode;
+
+use clap::Parser;
+use clap::error::ErrorKind;
+use enlist::config::{ADMIN_PASSWORD_ENV, Cli, Command, LogFormat, ServeArgs, Settings};
+use enlist::domain::AdminPassword;
+use enlist::security::hash_password;
+use enlist::{Server, StartError, shutdown_signal};
+use tracing_subscriber::EnvFilter;
+
+const SETTING_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ValueValidation | ErrorKind::InvalidValue
+            ) =>
+        {
+            // One line naming the setting is what an operator (or a supervisor's log) needs.
+            let rendered = e.render().to_string();
+            eprintln!(
+                "{}",
+                rendered.lines().next().unwrap_or("error: invalid setting")
+            );
+            return ExitCode::from(SETTING_ERROR);
+        }
+        Err(e) => e.exit(),
+    };
+    match cli.command {
+        Some(Command::HashPassword) => print_password_hash(),
+        Some(Command::Serve(args)) => serve(args),
+        None => serve(cli.serve),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let settings = match Settings::from_args(args, std::env::var(ADMIN_PASSWORD_ENV).ok()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(SETTING_ERROR);
+        }
+    };
+    init_logging(settings.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let server = match Server::build(settings).await {
+            Ok(server) => server,
+            Err(StartError::Setting(e)) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(SETTING_ERROR);
+            }
+            Err(StartError::Failed(e)) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Some(password) = server.generated_admin_password() {
+            eprintln!(
+                "WARNING: no admin password was configured, so one was generated and only its hash stored. \
+                 admin password: {} (shown once; set {ADMIN_PASSWORD_ENV} or --admin-password-hash to choose your own)",
+                password.expose()
+            );
+        }
+        tracing::info!(url = %server.public_url(), address = %server.local_addr(), "enlist is listening");
+        match server.run(shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "server stopped");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn print_password_hash() -> ExitCode {
+    let mut input = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut input) {
+        eprintln!("error: cannot read the password from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let line = input.strip_suffix('\n').unwrap_or(&input);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let password = match AdminPassword::parse(line.to_owned()) {
+        Ok(password) => password,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(SETTING_ERROR);
+        }
+    };
+    match hash_password(&password) {
+        Ok(hash) => {
+            println!("{}", hash.as_str());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

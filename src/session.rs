@@ -1,0 +1,560 @@
+//! Server-side sessions and typed access to them.
+//!
+//! The cookie carries only a random 256-bit id; storage keeps its SHA-256 and a small JSON
+//! document ([`SessionData`]). Nothing is written until a handler stores something, so a plain
+//! visit sets no cookie. Handlers never see raw keys: they call the typed methods below, each of
+//! which writes through to storage before the handler answers, so a `303` is only ever sent after
+//! the session change it implies is durable.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header::{COOKIE, SET_COOKIE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::Mutex;
+
+use crate::domain::SubscriberEmail;
+use crate::security::SecretKey;
+use crate::store::{SessionKey, Store, StoreError, StoreResult};
+
+const ID_BYTES: usize = 32;
+const FORM_TOKEN_PURPOSE: &str = "enlist form token v1";
+/// Admin activity is recorded at most this often, so browsing the admin pages is mostly reads.
+const MAX_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How sessions behave; built once at start.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub cookie_name: &'static str,
+    pub secure_cookie: bool,
+    pub visitor_ttl: Duration,
+    pub admin_idle_timeout: Duration,
+    pub admin_absolute_timeout: Duration,
+    pub secret: SecretKey,
+}
+
+impl SessionConfig {
+    /// On https the cookie gets `Secure` and the `__Host-` prefix, which pins it to this exact
+    /// host and path `/`.
+    pub fn cookie_name_for(secure: bool) -> &'static str {
+        if secure {
+            "__Host-enlist_session"
+        } else {
+            "enlist_session"
+        }
+    }
+
+    fn touch_interval(&self) -> Duration {
+        MAX_TOUCH_INTERVAL.min(self.admin_idle_timeout / 10)
+    }
+}
+
+/// Everything a session can remember.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+struct SessionData {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    visitor_email: Option<SubscriberEmail>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    notice: Option<Notice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin: Option<AdminLogin>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    admin_notice: Option<Notice>,
+}
+
+impl SessionData {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A one-time message shown on the next page view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub kind: NoticeKind,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoticeKind {
+    Success,
+    Error,
+}
+
+impl Notice {
+    pub fn success(text: impl Into<String>) -> Self {
+        Self {
+            kind: NoticeKind::Success,
+            text: text.into(),
+        }
+    }
+
+    pub fn error(text: impl Into<String>) -> Self {
+        Self {
+            kind: NoticeKind::Error,
+            text: text.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct AdminLogin {
+    /// Which admin password opened this session (see `PasswordHash::fingerprint`).
+    credential: String,
+    logged_in_at_ms: i64,
+    last_seen_at_ms: i64,
+}
+
+/// Whether the request comes from a logged-in admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminStatus {
+    Active,
+    /// Was logged in, but a timeout passed or the password changed.
+    Expired,
+    LoggedOut,
+}
+
+/// A rejected per-session form token.
+#[derive(Debug, thiserror::Error)]
+#[error("the form token is missing or does not belong to this session")]
+pub struct BadFormToken;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct SessionId([u8; ID_BYTES]);
+
+impl SessionId {
+    fn generate() -> StoreResult<Self> {
+        let mut id = [0u8; ID_BYTES];
+        getrandom::fill(&mut id)
+            .map_err(|e| StoreError::from(anyhow::anyhow!("no randomness: {e}")))?;
+        Ok(Self(id))
+    }
+
+    fn parse(cookie_value: &str) -> Option<Self> {
+        let mut id = [0u8; ID_BYTES];
+        // 32 bytes are exactly 43 base64 characters; anything else is not one of ours.
+        if cookie_value.len() != 43 {
+            return None;
+        }
+        match URL_SAFE_NO_PAD.decode_slice(cookie_value, &mut id) {
+            Ok(ID_BYTES) => Some(Self(id)),
+            _ => None,
+        }
+    }
+
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    fn storage_key(&self) -> SessionKey {
+        Sha256::digest(self.0).into()
+    }
+}
+
+/// What the response must do with the cookie.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CookieChange {
+    Keep,
+    Set(SessionId),
+    Clear,
+}
+
+struct Loaded {
+    /// `None` while nothing is stored.
+    id: Option<SessionId>,
+    data: SessionData,
+}
+
+struct RequestState {
+    loaded: Option<Loaded>,
+    cookie: CookieChange,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    config: Arc<SessionConfig>,
+    incoming: Option<SessionId>,
+    state: Mutex<RequestState>,
+}
+
+/// The current request's session. Loaded from storage on first use, so routes that never ask
+/// cost nothing.
+#[derive(Clone)]
+pub struct Session(Arc<Inner>);
+
+impl Session {
+    fn new(store: Arc<dyn Store>, config: Arc<SessionConfig>, incoming: Option<SessionId>) -> Self {
+        Self(Arc::new(Inner {
+            store,
+            config,
+            incoming,
+            state: Mutex::new(RequestState {
+                loaded: None,
+                cookie: CookieChange::Keep,
+            }),
+        }))
+    }
+
+    async fn with_loaded<R>(&self, f: impl FnOnce(&mut RequestState) -> R) -> StoreResult<R> {
+        let mut state = self.0.state.lock().await;
+        if state.loaded.is_none() {
+            let loaded = self.load().await?;
+            if self.0.incoming.is_some() && loaded.id.is_none() {
+                // Unknown, expired or ended elsewhere: tell the browser to forget it.
+                state.cookie = CookieChange::Clear;
+            }
+            state.loaded = Some(loaded);
+        }
+        Ok(f(&mut state))
+    }
+
+    async fn load(&self) -> StoreResult<Loaded> {
+        let empty = Loaded {
+            id: None,
+            data: SessionData::default(),
+        };
+        let Some(id) = self.0.incoming else {
+            return Ok(empty);
+        };
+        let Some(json) = self
+            .0
+            .store
+            .load_session(&id.storage_key(), unix_now())
+            .await?
+        else {
+            return Ok(empty);
+        };
+        match serde_json::from_str(&json) {
+            Ok(data) => Ok(Loaded { id: Some(id), data }),
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable session record; starting afresh");
+                Ok(empty)
+            }
+        }
+    }
+
+    async fn read<R>(&self, f: impl FnOnce(&SessionData) -> R) -> StoreResult<R> {
+        self.with_loaded(|state| f(&state.loaded.as_ref().expect("loaded above").data))
+            .await
+    }
+
+    /// Applies `f` and writes the result through to storage: an empty session is deleted, a new
+    /// one gets a fresh id. With `rotate`, the old id is retired and the data moves to a new one.
+    async fn write<R>(
+        &self,
+        rotate: bool,
+        f: impl FnOnce(&mut SessionData) -> R,
+    ) -> StoreResult<R> {
+        self.with_loaded(|_| ()).await?;
+        let mut state = self.0.state.lock().await;
+        let store = &self.0.store;
+        let loaded = state.loaded.as_mut().expect("loaded above");
+        let mut data = loaded.data.clone();
+        let result = f(&mut data);
+        if data == loaded.data && !rotate {
+            return Ok(result);
+        }
+        let expires_at = unix_now() + secs(self.0.config.visitor_ttl);
+        let old_id = loaded.id;
+        let mut new_id = old_id;
+        if let Some(id) = old_id.filter(|_| rotate || data.is_empty()) {
+            store.delete_session(&id.storage_key()).await?;
+            new_id = None;
+        }
+        if !data.is_empty() {
+            let json = serde_json::to_string(&data)
+                .map_err(|e| StoreError::from(anyhow::Error::from(e)))?;
+            match new_id {
+                Some(id) => {
+                    store
+                        .save_session(&id.storage_key(), &json, expires_at)
+                        .await?
+                }
+                None => new_id = Some(self.create(&json, expires_at).await?),
+            }
+        }
+        let loaded = state.loaded.as_mut().expect("loaded above");
+        loaded.id = new_id;
+        loaded.data = data;
+        state.cookie = match new_id {
+            Some(id) => CookieChange::Set(id),
+            None if self.0.incoming.is_some() || old_id.is_some() => CookieChange::Clear,
+            None => CookieChange::Keep,
+        };
+        Ok(result)
+    }
+
+    async fn create(&self, json: &str, expires_at: i64) -> StoreResult<SessionId> {
+        // 256 random bits do not collide in practice; the loop only makes that a guarantee.
+        loop {
+            let id = SessionId::generate()?;
+            if self
+                .0
+                .store
+                .create_session(&id.storage_key(), json, expires_at)
+                .await?
+            {
+                return Ok(id);
+            }
+        }
+    }
+
+    /// The token every form rendered inside this session carries. `None` before anything is
+    /// stored: such forms are only the signup and login forms, which need no token.
+    pub async fn form_token(&self) -> StoreResult<Option<String>> {
+        let id = self
+            .with_loaded(|state| state.loaded.as_ref().and_then(|l| l.id))
+            .await?;
+        Ok(id.map(|id| URL_SAFE_NO_PAD.encode(self.token_for(id))))
+    }
+
+    fn token_for(&self, id: SessionId) -> [u8; 32] {
+        self.0.config.secret.sign(FORM_TOKEN_PURPOSE, &id.0)
+    }
+
+    /// Checks a submitted form token against this session, in constant time.
+    pub async fn verify_form_token(&self, submitted: &str) -> Result<(), BadFormToken> {
+        let id = self
+            .with_loaded(|state| state.loaded.as_ref().and_then(|l| l.id))
+            .await
+            .map_err(|_| BadFormToken)?
+            .ok_or(BadFormToken)?;
+        let mut decoded = [0u8; 32];
+        let valid = match URL_SAFE_NO_PAD.decode_slice(submitted.as_bytes(), &mut decoded) {
+            Ok(32) => bool::from(decoded.ct_eq(&self.token_for(id))),
+            _ => false,
+        };
+        if valid { Ok(()) } else { Err(BadFormToken) }
+    }
+
+    // --- the visitor ---
+
+    pub async fn visitor_email(&self) -> StoreResult<Option<SubscriberEmail>> {
+        self.read(|data| data.visitor_email.clone()).await
+    }
+
+    pub async fn remember_visitor(&self, email: SubscriberEmail) -> StoreResult<()> {
+        self.write(false, |data| data.visitor_email = Some(email))
+            .await
+    }
+
+    /// Forgets the visitor's address and leaves a message for the next page.
+    pub async fn forget_visitor(&self, notice: Notice) -> StoreResult<()> {
+        self.write(false, |data| {
+            data.visitor_email = None;
+            data.notice = Some(notice);
+        })
+        .await
+    }
+
+    pub async fn set_notice(&self, notice: Notice) -> StoreResult<()> {
+        self.write(false, |data| data.notice = Some(notice)).await
+    }
+
+    /// The one-time message for the public page, removed as it is read.
+    pub async fn take_notice(&self) -> StoreResult<Option<Notice>> {
+        if self.read(|data| data.notice.is_none()).await? {
+            return Ok(None);
+        }
+        self.write(false, |data| data.notice.take()).await
+    }
+
+    // --- the admin ---
+
+    /// Starts an admin session under a brand-new id, so an id seen before login (planted or
+    /// sniffed) is worthless afterwards.
+    pub async fn log_in_admin(&self, credential: String) -> StoreResult<()> {
+        let now = unix_now_ms();
+        self.write(true, |data| {
+            data.admin = Some(AdminLogin {
+                credential,
+                logged_in_at_ms: now,
+                last_seen_at_ms: now,
+            });
+            data.admin_notice = None;
+        })
+        .await
+    }
+
+    /// Ends the whole session on the server; replaying the old cookie finds nothing.
+    pub async fn log_out(&self) -> StoreResult<()> {
+        self.write(false, |data| *data = SessionData::default())
+            .await
+    }
+
+    /// Checks the admin login against the timeouts and the current credential, ending it when
+    /// it no longer holds and recording activity at a coarse interval.
+    pub async fn admin_status(&self, current_credential: &str) -> StoreResult<AdminStatus> {
+        let config = &self.0.config;
+        let Some(login) = self.read(|data| data.admin.clone()).await? else {
+            return Ok(AdminStatus::LoggedOut);
+        };
+        let now = unix_now_ms();
+        let idle = now.saturating_sub(login.last_seen_at_ms);
+        let age = now.saturating_sub(login.logged_in_at_ms);
+        if login.credential != current_credential
+            || age > millis(config.admin_absolute_timeout)
+            || idle > millis(config.admin_idle_timeout)
+        {
+            self.write(false, |data| {
+                data.admin = None;
+                data.admin_notice = Some(Notice::error(
+                    "Your admin session has ended. Please log in again.",
+                ));
+            })
+            .await?;
+            return Ok(AdminStatus::Expired);
+        }
+        if idle > millis(config.touch_interval()) {
+            self.write(false, |data| {
+                if let Some(admin) = data.admin.as_mut() {
+                    admin.last_seen_at_ms = now;
+                }
+            })
+            .await?;
+        }
+        Ok(AdminStatus::Active)
+    }
+
+    pub async fn set_admin_notice(&self, notice: Notice) -> StoreResult<()> {
+        self.write(false, |data| data.admin_notice = Some(notice))
+            .await
+    }
+
+    pub async fn take_admin_notice(&self) -> StoreResult<Option<Notice>> {
+        if self.read(|data| data.admin_notice.is_none()).await? {
+            return Ok(None);
+        }
+        self.write(false, |data| data.admin_notice.take()).await
+    }
+
+    async fn cookie_change(&self) -> CookieChange {
+        self.0.state.lock().await.cookie
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Session {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Session>()
+            .cloned()
+            .expect("the session layer runs before every handler"))
+    }
+}
+
+/// State for [`session_layer`].
+#[derive(Clone)]
+pub struct SessionLayerState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<SessionConfig>,
+}
+
+/// Gives every request a [`Session`] and turns what happened to it into `Set-Cookie`.
+pub async fn session_layer(
+    State(layer): State<SessionLayerState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let incoming = session_id_from_headers(request.headers(), layer.config.cookie_name);
+    let session = Session::new(layer.store, layer.config.clone(), incoming);
+    request.extensions_mut().insert(session.clone());
+    let mut response = next.run(request).await;
+    let cookie = match session.cookie_change().await {
+        CookieChange::Keep => None,
+        CookieChange::Set(id) => Some(cookie_header(
+            &layer.config,
+            &id.encode(),
+            secs(layer.config.visitor_ttl),
+        )),
+        CookieChange::Clear => Some(cookie_header(&layer.config, "", 0)),
+    };
+    if let Some(value) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().append(SET_COOKIE, value);
+    }
+    response
+}
+
+fn session_id_from_headers(headers: &HeaderMap, name: &str) -> Option<SessionId> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(|(key, _)| *key == name)
+        .find_map(|(_, value)| SessionId::parse(value.trim()))
+}
+
+fn cookie_header(config: &SessionConfig, value: &str, max_age: i64) -> String {
+    let secure = if config.secure_cookie { "; Secure" } else { "" };
+    format!(
+        "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
+        config.cookie_name
+    )
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn secs(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_junk_is_rejected() {
+        let id = SessionId::generate().unwrap();
+        assert_eq!(SessionId::parse(&id.encode()).map(|p| p.0), Some(id.0));
+        assert!(SessionId::parse("").is_none());
+        assert!(SessionId::parse("not-a-session").is_none());
+        assert!(SessionId::parse(&"A".repeat(44)).is_none());
+        assert!(SessionId::parse(&"*".repeat(43)).is_none());
+    }
+
+    #[test]
+    fn finds_our_cookie_among_others_and_duplicates() {
+        let id = SessionId::generate().unwrap().encode();
+        let mut headers = HeaderMap::new();
+        headers.append(
+            COOKIE,
+            HeaderValue::from_static("theme=dark; enlist_session=garbage"),
+        );
+        headers.append(
+            COOKIE,
+            HeaderValue::from_str(&format!("enlist_session={id}")).unwrap(),
+        );
+        let found = session_id_from_headers(&headers, "enlist_session").unwrap();
+        assert_eq!(found.encode(), id);
+        assert!(session_id_from_headers(&headers, "__Host-enlist_session").is_none());
+    }
+}

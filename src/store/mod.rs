@@ -1,0 +1,71 @@
+//! The storage boundary. Handlers and sessions talk to [`Store`]; SQL lives only in the backends.
+
+mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::domain::{SearchTerm, SubscriberEmail};
+
+pub use sqlite::SqliteStore;
+
+/// Storage failed (unreachable, locked, full, read-only...). Clients see a generic 503; the
+/// cause chain goes to the log once, in `web::error`.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct StoreError(#[from] pub anyhow::Error);
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One row of the list as the admin sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscriber {
+    pub id: i64,
+    pub email: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// The SHA-256 of a session id. Only this reaches storage, so a copy of the database does not
+/// hand out live sessions.
+pub type SessionKey = [u8; 32];
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Answers when the database does.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Adds the address; an address already on the list (in any letter case) is left as it is.
+    /// Returns only after the change is durable.
+    async fn add_subscriber(&self, email: &SubscriberEmail, now: i64) -> StoreResult<()>;
+    /// Returns whether a row was removed.
+    async fn remove_subscriber(&self, email: &SubscriberEmail) -> StoreResult<bool>;
+    /// Newest first, ids below `before`, at most `limit` rows.
+    async fn list_subscribers(
+        &self,
+        search: Option<&SearchTerm>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<Subscriber>>;
+    async fn count_subscribers(&self, search: Option<&SearchTerm>) -> StoreResult<u64>;
+
+    /// The stored argon2id PHC string, if any.
+    async fn admin_password_hash(&self) -> StoreResult<Option<String>>;
+    /// Replaces (or sets) the stored hash.
+    async fn set_admin_password_hash(&self, phc: &str, now: i64) -> StoreResult<()>;
+    /// Stores the hash only if none is stored yet; `false` if one already was.
+    async fn create_admin_password_hash(&self, phc: &str, now: i64) -> StoreResult<bool>;
+
+    /// The session's JSON data, unless it is missing or expired.
+    async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<String>>;
+    /// Inserts a new session; `false` if the key is already taken.
+    async fn create_session(
+        &self,
+        key: &SessionKey,
+        data: &str,
+        expires_at: i64,
+    ) -> StoreResult<bool>;
+    async fn save_session(&self, key: &SessionKey, data: &str, expires_at: i64) -> StoreResult<()>;
+    async fn delete_session(&self, key: &SessionKey) -> StoreResult<()>;
+    /// Returns how many expired sessions were removed.
+    async fn delete_expired_sessions(&self, now: i64) -> StoreResult<u64>;
+}

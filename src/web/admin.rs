@@ -1,0 +1,207 @@
+//! What the admin does: log in, list and search, delete, log out. Everything but the login page
+//! sits behind [`require_admin`], applied once at the router.
+
+use anyhow::Context;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::AppError;
+use super::extract::{Form, Query};
+use super::public::TokenForm;
+use crate::domain::{SearchTerm, SubscriberEmail};
+use crate::security::verify_password;
+use crate::session::{AdminStatus, Notice, Session};
+
+const PAGE_SIZE: usize = 50;
+
+pub async fn require_admin(
+    State(app): State<AppState>,
+    session: Session,
+    request: Request,
+    next: Next,
+) -> Result<Response, AppError> {
+    match session.admin_status(app.admin.fingerprint()).await? {
+        AdminStatus::Active => Ok(next.run(request).await),
+        AdminStatus::Expired | AdminStatus::LoggedOut => {
+            Ok(Redirect::to("/admin/login").into_response())
+        }
+    }
+}
+
+pub async fn login_page(
+    State(app): State<AppState>,
+    session: Session,
+) -> Result<Response, AppError> {
+    if session.admin_status(app.admin.fingerprint()).await? == AdminStatus::Active {
+        return Ok(Redirect::to("/admin").into_response());
+    }
+    let notice = session.take_admin_notice().await?;
+    let page = LoginPage {
+        notice,
+        error: None,
+    };
+    Ok(Html(app.templates.render("admin_login.html", page)?).into_response())
+}
+
+/// What `admin_login.html` receives.
+#[derive(Serialize)]
+struct LoginPage {
+    notice: Option<Notice>,
+    error: Option<&'static str>,
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    password: String,
+}
+
+pub async fn login(
+    State(app): State<AppState>,
+    session: Session,
+    Form(form): Form<LoginForm>,
+) -> Result<Redirect, AppError> {
+    let hash = app.admin.hash().clone();
+    let matches = tokio::task::spawn_blocking(move || verify_password(&form.password, &hash))
+        .await
+        .context("running the password check")?;
+    if !matches {
+        return Err(AppError::WrongPassword);
+    }
+    session
+        .log_in_admin(app.admin.fingerprint().to_owned())
+        .await?;
+    Ok(Redirect::to("/admin"))
+}
+
+#[derive(Deserialize)]
+pub struct ListParams {
+    #[serde(default)]
+    q: String,
+    before: Option<i64>,
+}
+
+/// What `admin.html` receives.
+#[derive(Serialize)]
+struct ListPage<'a> {
+    rows: Vec<Row>,
+    total: u64,
+    /// Set only while searching.
+    matching: Option<u64>,
+    /// The `before` value of the next (older) page, if there is one.
+    next_before: Option<i64>,
+    notice: Option<Notice>,
+    form_token: Option<String>,
+    q: &'a str,
+    first_page: bool,
+}
+
+#[derive(Serialize)]
+struct Row {
+    email: String,
+    signed_up_at: String,
+    signed_up_display: String,
+}
+
+pub async fn list(
+    State(app): State<AppState>,
+    session: Session,
+    Query(params): Query<ListParams>,
+) -> Result<Html<String>, AppError> {
+    let search = SearchTerm::parse(&params.q)?;
+    let mut subscribers = app
+        .store
+        .list_subscribers(search.as_ref(), params.before, (PAGE_SIZE + 1) as u32)
+        .await?;
+    let next_before = (subscribers.len() > PAGE_SIZE).then(|| subscribers[PAGE_SIZE - 1].id);
+    subscribers.truncate(PAGE_SIZE);
+    let total = app.store.count_subscribers(None).await?;
+    let matching = match &search {
+        Some(term) => Some(app.store.count_subscribers(Some(term)).await?),
+        None => None,
+    };
+    let rows: Vec<Row> = subscribers
+        .into_iter()
+        .map(|s| {
+            let (signed_up_at, signed_up_display) = timestamps(s.created_at);
+            Row {
+                email: s.email,
+                signed_up_at,
+                signed_up_display,
+            }
+        })
+        .collect();
+    let notice = session.take_admin_notice().await?;
+    let form_token = session.form_token().await?;
+    let page = ListPage {
+        rows,
+        total,
+        matching,
+        next_before,
+        notice,
+        form_token,
+        q: params.q.trim(),
+        first_page: params.before.is_none(),
+    };
+    Ok(Html(app.templates.render("admin.html", page)?))
+}
+
+/// RFC 3339 for the `datetime` attribute, and a shorter form for people.
+fn timestamps(unix_seconds: i64) -> (String, String) {
+    let time = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(u64::try_from(unix_seconds).unwrap_or(0));
+    let machine = humantime::format_rfc3339_seconds(time).to_string();
+    let human = format!(
+        "{} UTC",
+        machine
+            .replace('T', " ")
+            .trim_end_matches('Z')
+            .get(..16)
+            .unwrap_or(&machine)
+    );
+    (machine, human)
+}
+
+#[derive(Deserialize)]
+pub struct DeleteForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    email: String,
+}
+
+pub async fn delete(
+    State(app): State<AppState>,
+    session: Session,
+    Form(form): Form<DeleteForm>,
+) -> Result<Redirect, AppError> {
+    session.verify_form_token(&form.csrf_token).await?;
+    let email =
+        SubscriberEmail::parse(&form.email).map_err(|e| AppError::Unprocessable(e.to_string()))?;
+    let notice = if app.store.remove_subscriber(&email).await? {
+        Notice::success(format!("We have removed {email} from the list."))
+    } else {
+        Notice::error(format!("{email} isn't on the list."))
+    };
+    session.set_admin_notice(notice).await?;
+    Ok(Redirect::to("/admin"))
+}
+
+pub async fn logout(session: Session, Form(form): Form<TokenForm>) -> Result<Redirect, AppError> {
+    session.verify_form_token(&form.csrf_token).await?;
+    session.log_out().await?;
+    Ok(Redirect::to("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_are_utc_minutes() {
+        let (machine, human) = super::timestamps(1_795_660_800);
+        assert_eq!(machine, "2026-11-26T00:00:00Z");
+        assert_eq!(human, "2026-11-26 00:00 UTC");
+    }
+}

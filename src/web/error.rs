@@ -1,0 +1,235 @@
+//! The one place that decides what a client sees when something is not a plain success: the
+//! status code, and the page. Causes go to the log here, once; clients get a short page.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::render::Templates;
+use crate::domain::{EmailError, SearchTermError};
+use crate::session::BadFormToken;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The signup form again, with the reason beside the field and the typed value kept.
+    #[error("invalid address: {error}")]
+    InvalidEmail { typed: String, error: EmailError },
+    /// The login form again, with one message for every kind of failure.
+    #[error("wrong admin password")]
+    WrongPassword,
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("cross-site or stale form")]
+    BadFormToken,
+    #[error("not found")]
+    NotFound,
+    #[error("unprocessable: {0}")]
+    Unprocessable(String),
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("storage unavailable")]
+    Unavailable(#[from] StoreError),
+    #[error("unexpected error")]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<BadFormToken> for AppError {
+    fn from(_: BadFormToken) -> Self {
+        Self::BadFormToken
+    }
+}
+
+impl From<SearchTermError> for AppError {
+    fn from(error: SearchTermError) -> Self {
+        Self::BadRequest(error.to_string())
+    }
+}
+
+/// What the error page renderer should show; attached to the response by `AppError`.
+#[derive(Debug, Clone)]
+enum ErrorPage {
+    Signup { typed: String, message: String },
+    Login { message: String },
+    Generic { message: Option<String> },
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, page) = match self {
+            Self::InvalidEmail { typed, error } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorPage::Signup {
+                    typed,
+                    message: error.to_string(),
+                },
+            ),
+            Self::WrongPassword => (
+                StatusCode::UNAUTHORIZED,
+                ErrorPage::Login {
+                    message: "That password is not right.".into(),
+                },
+            ),
+            Self::BadRequest(message) => (
+                StatusCode::BAD_REQUEST,
+                ErrorPage::Generic {
+                    message: Some(message),
+                },
+            ),
+            Self::BadFormToken => (StatusCode::FORBIDDEN, ErrorPage::Generic { message: None }),
+            Self::NotFound => (StatusCode::NOT_FOUND, ErrorPage::Generic { message: None }),
+            Self::Unprocessable(message) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorPage::Generic {
+                    message: Some(message),
+                },
+            ),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorPage::Generic { message: None },
+            ),
+            Self::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorPage::Generic { message: None },
+            ),
+            Self::Unavailable(cause) => {
+                tracing::error!(error = format!("{:#}", cause.0), "storage failed");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorPage::Generic { message: None },
+                )
+            }
+            Self::Unexpected(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorPage::Generic { message: None },
+                )
+            }
+        };
+        let mut response = status.into_response();
+        response.extensions_mut().insert(page);
+        response
+    }
+}
+
+/// A title and a next step for every error status a client can meet.
+fn describe(status: StatusCode) -> (&'static str, &'static str) {
+    match status.as_u16() {
+        400 => (
+            "Bad request",
+            "The request could not be read. Go back, check what you entered and try again.",
+        ),
+        401 => ("Not logged in", "Log in to see this page."),
+        403 => (
+            "Request refused",
+            "This form did not come from this site, or it has expired. Go back, reload the page and try again.",
+        ),
+        404 => (
+            "Page not found",
+            "There is nothing at this address. Check the link, or go to the signup page.",
+        ),
+        405 => (
+            "Not allowed",
+            "This address does not accept that kind of request. Use the buttons on the site's pages.",
+        ),
+        408 => (
+            "Too slow",
+            "The request took too long to arrive. Please try again.",
+        ),
+        413 => (
+            "Too large",
+            "What you sent is larger than this site accepts. Send less and try again.",
+        ),
+        415 => (
+            "Unsupported form",
+            "Forms must be sent as application/x-www-form-urlencoded, as browsers do.",
+        ),
+        422 => (
+            "Check your input",
+            "Something you entered could not be used. Go back and correct it.",
+        ),
+        429 => (
+            "Slow down",
+            "Too many requests. Wait a little, then try again.",
+        ),
+        503 => (
+            "Temporarily unavailable",
+            "The service cannot answer right now. Please try again in a moment.",
+        ),
+        500.. => (
+            "Something went wrong",
+            "Something failed on our side. Please try again in a moment.",
+        ),
+        _ => (
+            "Request failed",
+            "The request could not be completed. Go back and try again.",
+        ),
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorContext<'a> {
+    status: u16,
+    title: &'a str,
+    message: &'a str,
+}
+
+/// Gives every error response a page in the site's look: those from `AppError`, and the bare
+/// ones produced by the router and middleware (404, 405, 403 cross-origin, 413, panics...).
+pub async fn render_error_pages(
+    State(templates): State<Arc<Templates>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let page = parts
+        .extensions
+        .remove::<ErrorPage>()
+        .unwrap_or(ErrorPage::Generic { message: None });
+    let (title, default_message) = describe(status);
+    let rendered = match &page {
+        ErrorPage::Signup { typed, message } => templates.render(
+            "home.html",
+            minijinja::context! { error => message, typed => typed },
+        ),
+        ErrorPage::Login { message } => {
+            templates.render("admin_login.html", minijinja::context! { error => message })
+        }
+        ErrorPage::Generic { message } => templates.render(
+            "error.html",
+            ErrorContext {
+                status: status.as_u16(),
+                title,
+                message: message.as_deref().unwrap_or(default_message),
+            },
+        ),
+    };
+    let (content_type, body) = match rendered {
+        Ok(html) => ("text/html; charset=utf-8", html),
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "rendering an error page failed");
+            (
+                "text/plain; charset=utf-8",
+                format!("{title}. {default_message}\n"),
+            )
+        }
+    };
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    parts.headers.remove(CONTENT_LENGTH);
+    Response::from_parts(parts, body.into())
+}

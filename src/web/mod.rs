@@ -1,0 +1,135 @@
+//! Routes and the layer stack, in one readable place.
+
+mod admin;
+mod error;
+mod extract;
+mod public;
+mod render;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::csrf::CsrfLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use url::Url;
+
+pub use error::AppError;
+pub use render::Templates;
+
+use crate::security::AdminCredential;
+use crate::session::{SessionLayerState, session_layer};
+use crate::store::Store;
+
+/// Request bodies larger than this are refused with 413 before anything reads them.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+     object-src 'none'; form-action 'self'";
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub templates: Arc<Templates>,
+    pub admin: Arc<AdminCredential>,
+}
+
+/// The whole application as a router: pure, so tests and the binary build the same thing.
+pub fn app(
+    state: AppState,
+    sessions: SessionLayerState,
+    public_url: &Url,
+) -> anyhow::Result<Router> {
+    let admin_only = Router::new()
+        .route("/admin", get(admin::list))
+        .route("/admin/delete", post(admin::delete))
+        .route("/admin/logout", post(admin::logout))
+        .route_layer(from_fn_with_state(state.clone(), admin::require_admin));
+
+    // Behind a proxy that rewrites Host, the browser's Origin still names the public URL.
+    let cross_origin_check =
+        CsrfLayer::new().add_trusted_origin(public_url.origin().ascii_serialization())?;
+
+    let layers = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(RequestCounter::default()))
+        .layer(
+            TraceLayer::new_for_http()
+                // Path only: query strings can hold searched addresses.
+                .make_span_with(|request: &Request<_>| {
+                    let id = request
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!("request", method = %request.method(), path = request.uri().path(), id)
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetResponseHeaderLayer::overriding(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("content-security-policy"),
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::overriding(REFERRER_POLICY, HeaderValue::from_static("same-origin")))
+        // Pages are personal (a thanked visitor's address, the admin list): no cache may keep
+        // them. Static files set their own lifetime.
+        .layer(SetResponseHeaderLayer::if_not_present(CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        ))
+        .layer(from_fn_with_state(state.templates.clone(), error::render_error_pages))
+        .layer(CatchPanicLayer::new())
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(from_fn_with_state(sessions, session_layer))
+        .layer(cross_origin_check)
+        // The header check refuses declared oversize bodies at once; the extractor limit catches
+        // chunked ones as they stream in.
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+
+    Ok(Router::new()
+        .route("/", get(public::home))
+        .route("/signup", post(public::signup))
+        .route("/unregister", post(public::unregister))
+        .route("/admin/login", get(admin::login_page).post(admin::login))
+        .route("/healthz", get(public::healthz))
+        .route("/static/style.css", get(public::stylesheet))
+        .merge(admin_only)
+        .fallback(public::not_found)
+        .with_state(state)
+        .layer(layers))
+}
+
+/// Request ids: a per-process counter is enough to follow one request through the log.
+#[derive(Clone, Default)]
+struct RequestCounter(Arc<AtomicU64>);
+
+impl MakeRequestId for RequestCounter {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let id = self.0.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&id.to_string())
+            .ok()
+            .map(RequestId::new)
+    }
+}

@@ -1,0 +1,109 @@
+//! What a visitor does: see the form, sign up, be thanked, unregister.
+
+use axum::extract::State;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::{Html, IntoResponse, Redirect};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::AppError;
+use super::extract::Form;
+use crate::domain::SubscriberEmail;
+use crate::session::{Notice, Session, unix_now};
+
+#[derive(Deserialize)]
+pub struct SignupForm {
+    #[serde(default)]
+    email: String,
+}
+
+/// A form whose only field is the per-session token.
+#[derive(Deserialize)]
+pub struct TokenForm {
+    #[serde(default)]
+    pub csrf_token: String,
+}
+
+/// What `home.html` receives (the signup error page adds `error` and `typed`).
+#[derive(Serialize)]
+struct HomePage<'a> {
+    email: Option<&'a str>,
+    notice: Option<Notice>,
+    form_token: Option<String>,
+}
+
+pub async fn home(State(app): State<AppState>, session: Session) -> Result<Html<String>, AppError> {
+    let notice = session.take_notice().await?;
+    let email = session.visitor_email().await?;
+    let form_token = match email {
+        Some(_) => session.form_token().await?,
+        None => None,
+    };
+    let page = HomePage {
+        email: email.as_ref().map(SubscriberEmail::as_str),
+        notice,
+        form_token,
+    };
+    Ok(Html(app.templates.render("home.html", page)?))
+}
+
+pub async fn signup(
+    State(app): State<AppState>,
+    session: Session,
+    Form(form): Form<SignupForm>,
+) -> Result<Redirect, AppError> {
+    let email = match SubscriberEmail::parse(&form.email) {
+        Ok(email) => email,
+        Err(error) => {
+            return Err(AppError::InvalidEmail {
+                typed: form.email,
+                error,
+            });
+        }
+    };
+    // Already on the list or not, the answer is the same: the form is no membership oracle.
+    app.store.add_subscriber(&email, unix_now()).await?;
+    session.remember_visitor(email).await?;
+    Ok(Redirect::to("/"))
+}
+
+pub async fn unregister(
+    State(app): State<AppState>,
+    session: Session,
+    Form(form): Form<TokenForm>,
+) -> Result<Redirect, AppError> {
+    // Only the session's own address can be removed; nothing in the form names one.
+    let Some(email) = session.visitor_email().await? else {
+        session
+            .set_notice(Notice::error("You haven't submitted an email!"))
+            .await?;
+        return Ok(Redirect::to("/"));
+    };
+    session.verify_form_token(&form.csrf_token).await?;
+    let notice = if app.store.remove_subscriber(&email).await? {
+        Notice::success(format!("We have removed {email} from the list!"))
+    } else {
+        Notice::error("That address isn't on our list")
+    };
+    session.forget_visitor(notice).await?;
+    Ok(Redirect::to("/"))
+}
+
+pub async fn healthz(State(app): State<AppState>) -> Result<&'static str, AppError> {
+    app.store.ping().await?;
+    Ok("ok")
+}
+
+pub async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (CONTENT_TYPE, "text/css; charset=utf-8"),
+            (CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("../../static/style.css"),
+    )
+}
+
+pub async fn not_found() -> AppError {
+    AppError::NotFound
+}
