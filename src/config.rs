@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the web server (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Read a password on stdin and print its argon2id PHC string.
     HashPassword,
 }
@@ -228,7 +228,7 @@ mod tests {
         let mut argv = vec!["enlist", "serve"];
         argv.extend_from_slice(extra);
         match Cli::try_parse_from(argv).unwrap().command {
-            Some(Command::Serve(args)) => args,
+            Some(Command::Serve(args)) => *args,
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -56,6 +56,11 @@ impl Server {
                 })?)
             }
         };
+        Self::with_store(settings, store).await
+    }
+
+    /// Builds on a store opened elsewhere (`settings.database` is not used).
+    pub async fn with_store(settings: Settings, store: Arc<dyn Store>) -> Result<Self, StartError> {
         let secret = SecretKey::load_or_create(&settings.secret_key_file)
             .map_err(|e| SettingError::new("--secret-key-file (ENLIST_SECRET_KEY_FILE)", e))?;
         let (admin, generated_admin_password) =
@@ -90,7 +95,7 @@ impl Server {
             templates: Arc::new(templates),
             admin: Arc::new(admin),
         };
-        let router = web::app(state, sessions, &public_url)
+        let router = web::app(state, sessions, settings.public_url.as_ref())
             .map_err(|e| SettingError::new("--public-url (ENLIST_PUBLIC_URL)", e))?;
         Ok(Self {
             listener,

@@ -36,13 +36,28 @@ pub enum EmailError {
     BadDomain,
 }
 
+/// Characters that render as nothing (or as something else) and so let two different stored
+/// addresses look identical on the admin page, plus U+FFFD, which only appears when a client sent
+/// bytes that were not UTF-8.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}'
+        | '\u{FEFF}'
+        | '\u{FFF9}'..='\u{FFFD}'
+        | '\u{E000}'..='\u{F8FF}'
+        | '\u{E0000}'..='\u{E007F}')
+}
+
 impl SubscriberEmail {
     pub fn parse(raw: &str) -> Result<Self, EmailError> {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
             return Err(EmailError::Empty);
         }
-        if trimmed.chars().any(char::is_control) {
+        if trimmed.chars().any(|c| c.is_control() || is_invisible(c)) {
             return Err(EmailError::ControlCharacter);
         }
         if trimmed.len() > MAX_ADDRESS_LEN {

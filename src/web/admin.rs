@@ -200,7 +200,7 @@ pub async fn logout(session: Session, Form(form): Form<TokenForm>) -> Result<Red
 mod tests {
     #[test]
     fn timestamps_are_utc_minutes() {
-        let (machine, human) = super::timestamps(1_795_660_800);
+        let (machine, human) = super::timestamps(1_795_651_200);
         assert_eq!(machine, "2026-11-26T00:00:00Z");
         assert_eq!(human, "2026-11-26 00:00 UTC");
     }

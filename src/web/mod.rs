@@ -53,10 +53,11 @@ pub struct AppState {
 }
 
 /// The whole application as a router: pure, so tests and the binary build the same thing.
+/// `public_url` is the operator's `--public-url`, if given.
 pub fn app(
     state: AppState,
     sessions: SessionLayerState,
-    public_url: &Url,
+    public_url: Option<&Url>,
 ) -> anyhow::Result<Router> {
     let admin_only = Router::new()
         .route("/admin", get(admin::list))
@@ -65,8 +66,11 @@ pub fn app(
         .route_layer(from_fn_with_state(state.clone(), admin::require_admin));
 
     // Behind a proxy that rewrites Host, the browser's Origin still names the public URL.
-    let cross_origin_check =
-        CsrfLayer::new().add_trusted_origin(public_url.origin().ascii_serialization())?;
+    let mut cross_origin_check = CsrfLayer::new();
+    if let Some(url) = public_url {
+        cross_origin_check =
+            cross_origin_check.add_trusted_origin(url.origin().ascii_serialization())?;
+    }
 
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(RequestCounter::default()))

@@ -1,0 +1,292 @@
+//! The binary as an operator meets it: first start, restarts, bad settings, hash-password.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{Visitor, assert_is_redirect_to, browser};
+use reqwest::StatusCode;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_enlist");
+
+fn enlist(dir: &Path) -> Command {
+    let mut command = Command::new(BINARY);
+    command.current_dir(dir).env("RUST_LOG", "info");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ENLIST_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// A running binary and every stderr line it printed up to "listening".
+struct Running {
+    child: Child,
+    address: String,
+    startup_lines: Vec<String>,
+}
+
+fn start(mut command: Command) -> Running {
+    let child = command
+        .args(["--bind", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the binary");
+    let mut running = Running {
+        child,
+        address: String::new(),
+        startup_lines: Vec::new(),
+    };
+    let stderr = running.child.stderr.take().expect("stderr");
+    let (lines_tx, lines_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Keep draining after start-up: a server whose stderr closes would lose its log.
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the server reports its address");
+        running.startup_lines.push(line.clone());
+        if let Some(rest) = line.split("address=").nth(1) {
+            let address = rest.split_whitespace().next().unwrap_or_default();
+            running.address = format!("http://{address}");
+            return running;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Never leave a server behind when a test fails half-way.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Running {
+    fn visitor(&self) -> Visitor {
+        Visitor {
+            address: self.address.clone(),
+            client: browser(),
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        self.child.wait().expect("wait")
+    }
+}
+
+fn generated_password(lines: &[String]) -> Option<String> {
+    lines.iter().find_map(|line| {
+        let rest = line.split("admin password: ").nth(1)?;
+        Some(rest.split_whitespace().next()?.to_owned())
+    })
+}
+
+#[tokio::test]
+async fn the_first_start_generates_an_admin_password_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(enlist(dir.path()));
+    let password = generated_password(&first.startup_lines).expect("the password is printed");
+    assert!(password.len() >= 20);
+    let warning = first
+        .startup_lines
+        .iter()
+        .find(|l| l.contains("admin password:"))
+        .unwrap();
+    assert!(warning.starts_with("WARNING"), "{warning}");
+    assert!(
+        dir.path().join("enlist.db").exists(),
+        "default database in the working directory"
+    );
+    assert!(dir.path().join("enlist.key").exists(), "key beside it");
+
+    let admin = first.visitor();
+    assert_is_redirect_to(&admin.login(&password).await, "/admin");
+    assert!(first.terminate().success(), "SIGTERM is a clean exit");
+
+    // The stored hash is reused: nothing printed, the same password works.
+    let second = start(enlist(dir.path()));
+    assert!(generated_password(&second.startup_lines).is_none());
+    assert!(!second.startup_lines.iter().any(|l| l.contains(&password)));
+    assert_is_redirect_to(&second.visitor().login(&password).await, "/admin");
+    let stored: String = {
+        let url = format!(
+            "sqlite://{}?mode=ro",
+            dir.path().join("enlist.db").display()
+        );
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let hash = sqlx::query_scalar("SELECT password_hash FROM admin_credential")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        hash
+    };
+    assert!(stored.starts_with("$argon2id$") && !stored.contains(&password));
+    assert!(second.terminate().success());
+}
+
+#[tokio::test]
+async fn hash_password_output_is_accepted_as_the_admin_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = enlist(dir.path())
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"my long admin passphrase\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let hash = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+
+    let mut command = enlist(dir.path());
+    command.env("ENLIST_ADMIN_PASSWORD_HASH", &hash);
+    let running = start(command);
+    assert!(generated_password(&running.startup_lines).is_none());
+    let admin = running.visitor();
+    assert_eq!(
+        admin.login("not it").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_is_redirect_to(&admin.login("my long admin passphrase").await, "/admin");
+    assert!(running.terminate().success());
+}
+
+#[test]
+fn hash_password_refuses_short_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = enlist(dir.path())
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"short\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty());
+}
+
+/// Runs the binary expecting it to refuse to start; returns stderr.
+fn refused(args: &[&str], env: &[(&str, &str)], dir: &Path) -> String {
+    let mut command = enlist(dir);
+    command
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if !args.contains(&"--bind") && !env.iter().any(|(key, _)| *key == "ENLIST_BIND") {
+        command.args(["--bind", "127.0.0.1:0"]);
+    }
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("args {args:?} env {env:?}: the server started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "args {args:?} env {env:?}: {stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+#[test]
+fn bad_settings_stop_the_server_with_exit_code_2_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("short.key"), b"too short").unwrap();
+    std::fs::create_dir(d.join("a-directory")).unwrap();
+    std::fs::create_dir(d.join("templates")).unwrap();
+    std::fs::write(d.join("templates/home.html"), "{% if %}").unwrap();
+
+    assert!(refused(&["--bind", "nowhere"], &[], d).contains("--bind"));
+    assert!(refused(&["serve", "--bind", "nowhere"], &[], d).contains("--bind"));
+    assert!(refused(&[], &[("ENLIST_BIND", "999.0.0.1:1")], d).contains("--bind"));
+    assert!(refused(&["--database-url", "mysql://localhost/x"], &[], d).contains("--database-url"));
+    let missing_dir = format!("sqlite://{}/no/such/dir/x.db", d.display());
+    assert!(refused(&["--database-url", &missing_dir], &[], d).contains("--database-url"));
+    assert!(refused(&["--public-url", "not a url"], &[], d).contains("--public-url"));
+    assert!(refused(&["--admin-idle-timeout", "forever"], &[], d).contains("--admin-idle-timeout"));
+    assert!(refused(&["--visitor-session-ttl", "0s"], &[], d).contains("--visitor-session-ttl"));
+
+    let hash = refused(&["--admin-password-hash", "plaintext-oops"], &[], d);
+    assert!(
+        hash.contains("--admin-password-hash") && !hash.contains("plaintext-oops"),
+        "{hash}"
+    );
+    let short = refused(&[], &[("ENLIST_ADMIN_PASSWORD", "hunter2")], d);
+    assert!(
+        short.contains("ENLIST_ADMIN_PASSWORD") && !short.contains("hunter2"),
+        "{short}"
+    );
+    assert!(refused(&[], &[("ENLIST_ADMIN_PASSWORD", "")], d).contains("ENLIST_ADMIN_PASSWORD"));
+
+    let key = d.join("short.key").display().to_string();
+    assert!(refused(&["--secret-key-file", &key], &[], d).contains("--secret-key-file"));
+    let unreadable = d.join("a-directory").display().to_string();
+    assert!(refused(&["--secret-key-file", &unreadable], &[], d).contains("--secret-key-file"));
+    let uncreatable = d.join("no/such/dir/enlist.key").display().to_string();
+    assert!(refused(&["--secret-key-file", &uncreatable], &[], d).contains("--secret-key-file"));
+
+    let templates = d.join("templates").display().to_string();
+    assert!(refused(&["--templates-dir", &templates], &[], d).contains("--templates-dir"));
+}
+
+#[tokio::test]
+async fn a_template_override_replaces_the_built_in_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let templates = dir.path().join("templates");
+    std::fs::create_dir(&templates).unwrap();
+    std::fs::write(
+        templates.join("home.html"),
+        "{% extends \"base.html\" %}{% block content %}<h1>Our own list</h1>{% endblock %}",
+    )
+    .unwrap();
+    let mut command = enlist(dir.path());
+    command.args(["--templates-dir", &templates.display().to_string()]);
+    command.env("ENLIST_ADMIN_PASSWORD", common::ADMIN_PASSWORD);
+    let running = start(command);
+    let html = running.visitor().get_html("/").await;
+    assert!(html.contains("<h1>Our own list</h1>"));
+    assert!(
+        html.contains("/static/style.css"),
+        "the built-in base still applies"
+    );
+    assert!(running.terminate().success());
+}

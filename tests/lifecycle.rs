@@ -1,0 +1,251 @@
+//! Restarts, health, and what clients see when storage fails.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use clap::Parser;
+use common::{ADMIN_PASSWORD, assert_is_redirect_to, browser, spawn_app};
+use enlist::Server;
+use enlist::config::{Cli, Command, Settings};
+use enlist::domain::{SearchTerm, SubscriberEmail};
+use enlist::store::{SessionKey, SqliteStore, Store, StoreError, StoreResult, Subscriber};
+use reqwest::StatusCode;
+use sqlx::sqlite::SqliteConnectOptions;
+
+#[tokio::test]
+async fn data_and_sessions_survive_a_restart() {
+    let mut app = spawn_app().await;
+    app.signup("durable@example.com").await;
+    let admin = app.other_visitor();
+    admin.login_ok().await;
+    let key_before = std::fs::read(app.dir.path().join("enlist.key")).unwrap();
+
+    app.restart().await;
+
+    assert!(
+        app.get_html("/")
+            .await
+            .contains("Thanks for signing up, durable@example.com!")
+    );
+    assert_eq!(app.subscriber_emails().await, vec!["durable@example.com"]);
+    let admin = common::Visitor {
+        address: app.address.clone(),
+        client: admin.client,
+    };
+    assert!(
+        admin
+            .get_html("/admin")
+            .await
+            .contains("durable@example.com")
+    );
+    assert_eq!(
+        std::fs::read(app.dir.path().join("enlist.key")).unwrap(),
+        key_before,
+        "key reused"
+    );
+}
+
+#[tokio::test]
+async fn the_database_is_wal_with_full_sync_and_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = spawn_app().await;
+    app.signup("mode@example.com").await;
+    let url = format!("sqlite://{}", app.db_path().display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(check, "ok");
+    pool.close().await;
+    let file_mode = std::fs::metadata(app.db_path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(file_mode & 0o077, 0, "no access for group or others");
+    let key_mode = std::fs::metadata(app.dir.path().join("enlist.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+}
+
+#[tokio::test]
+async fn health_is_ok_while_the_database_answers() {
+    let app = spawn_app().await;
+    let response = app.get("/healthz").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "ok");
+}
+
+/// A real SQLite store that can be switched to failing, as a full disk or a lost database would.
+#[derive(Clone)]
+struct BreakableStore {
+    inner: SqliteStore,
+    broken: Arc<AtomicBool>,
+}
+
+impl BreakableStore {
+    fn check(&self) -> StoreResult<()> {
+        if self.broken.load(Ordering::SeqCst) {
+            Err(StoreError(anyhow::anyhow!("disk I/O error (simulated)")))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl Store for BreakableStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.check()?;
+        self.inner.ping().await
+    }
+    async fn add_subscriber(&self, email: &SubscriberEmail, now: i64) -> StoreResult<()> {
+        self.check()?;
+        self.inner.add_subscriber(email, now).await
+    }
+    async fn remove_subscriber(&self, email: &SubscriberEmail) -> StoreResult<bool> {
+        self.check()?;
+        self.inner.remove_subscriber(email).await
+    }
+    async fn list_subscribers(
+        &self,
+        search: Option<&SearchTerm>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<Subscriber>> {
+        self.check()?;
+        self.inner.list_subscribers(search, before, limit).await
+    }
+    async fn count_subscribers(&self, search: Option<&SearchTerm>) -> StoreResult<u64> {
+        self.check()?;
+        self.inner.count_subscribers(search).await
+    }
+    async fn admin_password_hash(&self) -> StoreResult<Option<String>> {
+        self.check()?;
+        self.inner.admin_password_hash().await
+    }
+    async fn set_admin_password_hash(&self, phc: &str, now: i64) -> StoreResult<()> {
+        self.check()?;
+        self.inner.set_admin_password_hash(phc, now).await
+    }
+    async fn create_admin_password_hash(&self, phc: &str, now: i64) -> StoreResult<bool> {
+        self.check()?;
+        self.inner.create_admin_password_hash(phc, now).await
+    }
+    async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<String>> {
+        self.check()?;
+        self.inner.load_session(key, now).await
+    }
+    async fn create_session(
+        &self,
+        key: &SessionKey,
+        data: &str,
+        expires_at: i64,
+    ) -> StoreResult<bool> {
+        self.check()?;
+        self.inner.create_session(key, data, expires_at).await
+    }
+    async fn save_session(&self, key: &SessionKey, data: &str, expires_at: i64) -> StoreResult<()> {
+        self.check()?;
+        self.inner.save_session(key, data, expires_at).await
+    }
+    async fn delete_session(&self, key: &SessionKey) -> StoreResult<()> {
+        self.check()?;
+        self.inner.delete_session(key).await
+    }
+    async fn delete_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+        self.check()?;
+        self.inner.delete_expired_sessions(now).await
+    }
+}
+
+#[tokio::test]
+async fn storage_failures_are_a_generic_503_and_recovery_needs_no_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("enlist.db");
+    let inner = SqliteConnectOptions::new().filename(&db);
+    let store = BreakableStore {
+        inner: SqliteStore::open(inner).await.unwrap(),
+        broken: Arc::new(AtomicBool::new(false)),
+    };
+    let db_url = format!("sqlite://{}", db.display());
+    let Some(Command::Serve(args)) = Cli::try_parse_from([
+        "enlist",
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--database-url",
+        &db_url,
+    ])
+    .unwrap()
+    .command
+    else {
+        unreachable!()
+    };
+    let settings = Settings::from_args(*args, Some(ADMIN_PASSWORD.into())).unwrap();
+    let server = Server::with_store(settings, Arc::new(store.clone()))
+        .await
+        .unwrap();
+    let visitor = common::Visitor {
+        address: format!("http://{}", server.local_addr()),
+        client: browser(),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    assert_is_redirect_to(&visitor.signup("before@example.com").await, "/");
+    store.broken.store(true, Ordering::SeqCst);
+
+    let health = visitor.get("/healthz").await;
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let signup = visitor.signup("during@example.com").await;
+    assert_eq!(signup.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = signup.text().await.unwrap();
+    assert!(body.contains("Temporarily unavailable"));
+    assert!(!body.contains("simulated"), "the cause stays in the log");
+    assert_eq!(
+        visitor.get("/").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        visitor.login(ADMIN_PASSWORD).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    store.broken.store(false, Ordering::SeqCst);
+    assert_eq!(visitor.get("/healthz").await.status(), StatusCode::OK);
+    assert!(
+        visitor
+            .get_html("/")
+            .await
+            .contains("Thanks for signing up, before@example.com!")
+    );
+    let emails: Vec<String> = store
+        .inner
+        .list_subscribers(None, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.email)
+        .collect();
+    assert_eq!(
+        emails,
+        vec!["before@example.com"],
+        "nothing was half-written"
+    );
+
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+}
