@@ -269,24 +269,45 @@ fn bad_settings_stop_the_server_with_exit_code_2_naming_the_setting() {
 }
 
 #[tokio::test]
-async fn a_template_override_replaces_the_built_in_page() {
+async fn template_and_stylesheet_overrides_replace_the_built_in_ones() {
     let dir = tempfile::tempdir().unwrap();
     let templates = dir.path().join("templates");
     std::fs::create_dir(&templates).unwrap();
     std::fs::write(
-        templates.join("home.html"),
-        "{% extends \"base.html\" %}{% block content %}<h1>Our own list</h1>{% endblock %}",
+        templates.join("intro.html"),
+        "<h1>The Gardening Club</h1><p>Monthly tips.</p>",
     )
     .unwrap();
+    std::fs::write(templates.join("style.css"), "body { background: hotpink; }").unwrap();
     let mut command = enlist(dir.path());
     command.args(["--templates-dir", &templates.display().to_string()]);
     command.env("ENLIST_ADMIN_PASSWORD", common::ADMIN_PASSWORD);
     let running = start(command);
-    let html = running.visitor().get_html("/").await;
-    assert!(html.contains("<h1>Our own list</h1>"));
+    let visitor = running.visitor();
+    let html = visitor.get_html("/").await;
+    assert!(html.contains("<h1>The Gardening Club</h1><p>Monthly tips.</p>"));
     assert!(
-        html.contains("/static/style.css"),
-        "the built-in base still applies"
+        html.contains(r#"action="/signup""#),
+        "the rest of the built-in page stays"
+    );
+
+    let start = html
+        .find(r#"href="/static/style."#)
+        .expect("a stylesheet link")
+        + r#"href=""#.len();
+    let path = &html[start..start + html[start..].find('"').unwrap()];
+    let css = visitor.get(path).await;
+    assert_eq!(css.status(), StatusCode::OK);
+    assert!(
+        css.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    assert_eq!(css.text().await.unwrap(), "body { background: hotpink; }");
+    assert_eq!(
+        visitor.get("/static/other.css").await.status(),
+        StatusCode::NOT_FOUND
     );
     assert!(running.terminate().success());
 }

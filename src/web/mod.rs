@@ -118,7 +118,7 @@ pub fn app(
         .route("/unregister", post(public::unregister))
         .route("/admin/login", get(admin::login_page).post(admin::login))
         .route("/healthz", get(public::healthz))
-        .route("/static/style.css", get(public::stylesheet))
+        .route("/static/{file}", get(public::static_file))
         .merge(admin_only)
         .fallback(public::not_found)
         .with_state(state)

@@ -1,6 +1,6 @@
 //! What a visitor does: see the form, sign up, be thanked, unregister.
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{Html, IntoResponse, Redirect};
 use serde::{Deserialize, Serialize};
@@ -94,14 +94,27 @@ pub async fn healthz(State(app): State<AppState>) -> Result<&'static str, AppErr
     Ok("ok")
 }
 
-pub async fn stylesheet() -> impl IntoResponse {
-    (
+/// The stylesheet, under its content-addressed name (cached for a year) or its plain name
+/// (cached for an hour, for hand-written templates that link to it).
+pub async fn static_file(
+    State(app): State<AppState>,
+    Path(file): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
+    let stylesheet = app.templates.stylesheet();
+    let cache = if stylesheet.fingerprinted_path.strip_prefix("/static/") == Some(file.as_str()) {
+        "public, max-age=31536000, immutable"
+    } else if file == "style.css" {
+        "public, max-age=3600"
+    } else {
+        return Err(AppError::NotFound);
+    };
+    Ok((
         [
             (CONTENT_TYPE, "text/css; charset=utf-8"),
-            (CACHE_CONTROL, "public, max-age=86400"),
+            (CACHE_CONTROL, cache),
         ],
-        include_str!("../../static/style.css"),
-    )
+        stylesheet.css.clone(),
+    ))
 }
 
 pub async fn not_found() -> AppError {

@@ -1,15 +1,21 @@
-//! Templates: parsed once at start. A file in `--templates-dir` replaces the built-in template
-//! of the same name (or adds a new one that an override can include).
+//! Templates and the stylesheet: read and parsed once at start. A file in `--templates-dir`
+//! replaces the built-in template of the same name (or adds one an override can include), and a
+//! `style.css` there replaces the built-in stylesheet.
 
 use std::path::Path;
 
 use anyhow::Context;
+use axum::body::Bytes;
 use minijinja::Environment;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
+const BUILT_IN_CSS: &str = include_str!("../../static/style.css");
 const BUILT_IN: &[(&str, &str)] = &[
     ("base.html", include_str!("../../templates/base.html")),
     ("home.html", include_str!("../../templates/home.html")),
+    ("intro.html", include_str!("../../templates/intro.html")),
+    ("notice.html", include_str!("../../templates/notice.html")),
     (
         "admin_login.html",
         include_str!("../../templates/admin_login.html"),
@@ -20,6 +26,24 @@ const BUILT_IN: &[(&str, &str)] = &[
 
 pub struct Templates {
     env: Environment<'static>,
+    stylesheet: Stylesheet,
+}
+
+/// The site's CSS and the content-addressed path pages link to, so browsers can keep it forever.
+pub struct Stylesheet {
+    pub css: Bytes,
+    pub fingerprinted_path: String,
+}
+
+impl Stylesheet {
+    fn new(css: String) -> Self {
+        let digest = Sha256::digest(css.as_bytes());
+        let short: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        Self {
+            css: Bytes::from(css),
+            fingerprinted_path: format!("/static/style.{short}.css"),
+        }
+    }
 }
 
 impl Templates {
@@ -29,33 +53,32 @@ impl Templates {
             env.add_template(name, source)
                 .with_context(|| format!("built-in template {name}"))?;
         }
-        if let Some(dir) = override_dir {
-            let entries =
-                std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
-            for entry in entries {
-                let path = entry
-                    .with_context(|| format!("reading {}", dir.display()))?
-                    .path();
-                let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned)
-                else {
-                    continue;
-                };
-                if !path.is_file() || name.starts_with('.') {
-                    continue;
-                }
-                let source = std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                env.add_template_owned(name, source)
-                    .with_context(|| format!("parsing {}", path.display()))?;
+        let mut css = BUILT_IN_CSS.to_owned();
+        for (name, source) in override_files(override_dir)? {
+            if name == "style.css" {
+                css = source;
+            } else {
+                env.add_template_owned(name.clone(), source)
+                    .with_context(|| format!("parsing {name}"))?;
             }
         }
-        let templates = Self { env };
+        let stylesheet = Stylesheet::new(css);
+        // A path we made ourselves: safe to print unescaped.
+        env.add_global(
+            "stylesheet",
+            minijinja::Value::from_safe_string(stylesheet.fingerprinted_path.clone()),
+        );
+        let templates = Self { env, stylesheet };
         // Catch a broken override (bad syntax, a missing include) now rather than on a
         // visitor's request.
         for (name, _) in BUILT_IN {
             templates.render(name, minijinja::context! {})?;
         }
         Ok(templates)
+    }
+
+    pub fn stylesheet(&self) -> &Stylesheet {
+        &self.stylesheet
     }
 
     pub fn render(&self, name: &str, context: impl Serialize) -> anyhow::Result<String> {
@@ -66,4 +89,27 @@ impl Templates {
             })
             .with_context(|| format!("rendering {name}"))
     }
+}
+
+/// Every regular, non-hidden file in the override directory, as (file name, contents).
+fn override_files(dir: Option<&Path>) -> anyhow::Result<Vec<(String, String)>> {
+    let Some(dir) = dir else {
+        return Ok(Vec::new());
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.starts_with('.') || !path.is_file() {
+            continue;
+        }
+        let source = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        files.push((name.to_owned(), source));
+    }
+    Ok(files)
 }
