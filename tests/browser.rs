@@ -25,6 +25,8 @@ const WAIT: Duration = Duration::from_secs(15);
 #[derive(Clone, Copy, Debug)]
 enum Device {
     Desktop,
+    /// The desktop with the system's dark theme, to check the dark palette's contrast too.
+    DesktopDark,
     Phone,
 }
 
@@ -32,6 +34,7 @@ impl Device {
     fn name(self) -> &'static str {
         match self {
             Device::Desktop => "desktop",
+            Device::DesktopDark => "desktop-dark",
             Device::Phone => "phone",
         }
     }
@@ -134,6 +137,10 @@ impl Driver {
         let mut options = json!({ "binary": tools.chromium, "args": [] });
         match device {
             Device::Desktop => args.push("--window-size=1280,900".to_owned()),
+            Device::DesktopDark => {
+                args.push("--window-size=1280,900".to_owned());
+                args.push("--force-dark-mode".to_owned());
+            }
             Device::Phone => {
                 options["mobileEmulation"] = json!({
                     "deviceMetrics": { "width": 390, "height": 844, "pixelRatio": 1, "touch": true },
@@ -271,6 +278,18 @@ async fn visitor_flow(app: &TestApp, tools: &Tools, device: Device) {
 
     browser.goto(&app.url("/")).await.unwrap();
     wait_for_heading(&browser, "Join our list").await;
+    let dark = browser
+        .execute(
+            "return matchMedia('(prefers-color-scheme: dark)').matches",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        dark,
+        json!(matches!(device, Device::DesktopDark)),
+        "colour scheme of {device:?}"
+    );
     let field = browser.find(Locator::Css("input#email")).await.unwrap();
     assert_eq!(field.attr("type").await.unwrap().as_deref(), Some("email"));
     assert_eq!(
@@ -406,6 +425,7 @@ async fn a_visitor_signs_up_is_remembered_and_unregisters_in_chromium() {
     let _one = ONE_BROWSER_AT_A_TIME.lock().await;
     let app = spawn_app().await;
     visitor_flow(&app, &tools, Device::Desktop).await;
+    visitor_flow(&app, &tools, Device::DesktopDark).await;
     visitor_flow(&app, &tools, Device::Phone).await;
 }
 
