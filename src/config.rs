@@ -1,12 +1,14 @@
 //! Every setting in one place: a flag with an environment variable, parsed and checked once at
 //! start. A bad value stops the process with a one-line message naming the setting (exit code 2).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use url::Url;
 
@@ -39,7 +41,8 @@ pub struct ServeArgs {
     /// Address and port to listen on.
     #[arg(long, env = "ENLIST_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
-    /// Where the list lives: a SQLite file, created if missing.
+    /// Where the list lives: a SQLite file (created if missing) or a PostgreSQL database
+    /// (postgres://user:password@host/dbname), which several instances can share.
     #[arg(long, env = "ENLIST_DATABASE_URL", default_value = "sqlite://enlist.db",
           value_parser = DatabaseUrl::parse)]
     pub database_url: DatabaseUrl,
@@ -68,6 +71,23 @@ pub struct ServeArgs {
     /// A directory whose templates replace the built-in ones of the same name.
     #[arg(long, env = "ENLIST_TEMPLATES_DIR")]
     pub templates_dir: Option<PathBuf>,
+    /// Database connections: PostgreSQL pool size, or SQLite read connections.
+    #[arg(long, env = "ENLIST_DATABASE_POOL_SIZE", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_pool_size: u32,
+    /// How long a request waits for a database connection before answering 503.
+    #[arg(long, env = "ENLIST_DATABASE_CONNECT_TIMEOUT", default_value = "5s",
+          value_parser = parse_positive_duration)]
+    pub database_connect_timeout: Duration,
+    /// The longest a single statement may run (PostgreSQL `statement_timeout`; SQLite's busy
+    /// timeout) before the request answers 503.
+    #[arg(long, env = "ENLIST_DATABASE_STATEMENT_TIMEOUT", default_value = "5s",
+          value_parser = parse_positive_duration)]
+    pub database_statement_timeout: Duration,
+    /// Comma-separated proxy addresses or CIDRs (e.g. 10.0.0.0/8,127.0.0.1) whose
+    /// X-Forwarded-For / Forwarded headers name the real client.
+    #[arg(long, env = "ENLIST_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_network)]
+    pub trusted_proxies: Vec<IpNet>,
     /// Log output format.
     #[arg(long, env = "ENLIST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -79,15 +99,19 @@ pub enum LogFormat {
     Json,
 }
 
-/// Where data lives. Only SQLite for now; the variant keeps room for more backends.
+/// Where data lives.
 #[derive(Debug, Clone)]
 pub enum DatabaseUrl {
     Sqlite(SqliteConnectOptions),
+    Postgres(PgConnectOptions),
 }
 
 impl DatabaseUrl {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        if raw.starts_with("sqlite:") {
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(raw).map_err(|e| e.to_string())?;
+            Ok(Self::Postgres(options))
+        } else if raw.starts_with("sqlite:") {
             if raw.contains(":memory:") || raw.contains("mode=memory") {
                 return Err(
                     "an in-memory database loses every signup at exit; give a file path".into(),
@@ -96,11 +120,12 @@ impl DatabaseUrl {
             let options = SqliteConnectOptions::from_str(raw).map_err(|e| e.to_string())?;
             Ok(Self::Sqlite(options))
         } else {
-            Err("expected a sqlite:// URL, such as sqlite://enlist.db".into())
+            Err("expected sqlite://FILE or postgres://USER@HOST/DATABASE".into())
         }
     }
 
-    /// The directory the default key file goes into: beside the SQLite file.
+    /// The directory the default key file goes into: beside the SQLite file, else the working
+    /// directory.
     fn data_dir(&self) -> PathBuf {
         match self {
             Self::Sqlite(options) => options
@@ -108,6 +133,7 @@ impl DatabaseUrl {
                 .parent()
                 .map(Path::to_path_buf)
                 .unwrap_or_default(),
+            Self::Postgres(_) => PathBuf::new(),
         }
     }
 }
@@ -118,6 +144,14 @@ fn parse_public_url(raw: &str) -> Result<Url, String> {
         return Err("expected an http:// or https:// URL with a host".into());
     }
     Ok(url)
+}
+
+/// A network (`10.0.0.0/8`) or a single address (`127.0.0.1`, `::1`).
+fn parse_network(raw: &str) -> Result<IpNet, String> {
+    let raw = raw.trim();
+    raw.parse::<IpNet>()
+        .or_else(|_| raw.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{raw:?} is not an IP address or CIDR network"))
 }
 
 fn parse_positive_duration(raw: &str) -> Result<Duration, String> {
@@ -150,6 +184,10 @@ pub struct Settings {
     pub visitor_session_ttl: Duration,
     pub templates_dir: Option<PathBuf>,
     pub log_format: LogFormat,
+    pub database_pool_size: u32,
+    pub database_connect_timeout: Duration,
+    pub database_statement_timeout: Duration,
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 /// A setting that cannot be used, named the way the operator wrote it.
@@ -216,6 +254,10 @@ impl Settings {
             visitor_session_ttl: args.visitor_session_ttl,
             templates_dir: args.templates_dir,
             log_format: args.log_format,
+            database_pool_size: args.database_pool_size,
+            database_connect_timeout: args.database_connect_timeout,
+            database_statement_timeout: args.database_statement_timeout,
+            trusted_proxies: args.trusted_proxies,
         })
     }
 }
@@ -248,6 +290,28 @@ mod tests {
     }
 
     #[test]
+    fn reads_postgres_urls_and_proxy_lists() {
+        let settings = Settings::from_args(
+            args(&[
+                "--database-url",
+                "postgresql://enlist:secret@db.internal:5433/list",
+                "--trusted-proxies",
+                "10.0.0.0/8, 127.0.0.1,::1",
+            ]),
+            None,
+        )
+        .unwrap();
+        assert!(matches!(settings.database, DatabaseUrl::Postgres(_)));
+        assert_eq!(settings.secret_key_file, PathBuf::from("enlist.key"));
+        let proxies: Vec<String> = settings
+            .trusted_proxies
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(proxies, ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]);
+    }
+
+    #[test]
     fn refuses_bad_values_naming_the_setting() {
         for bad in [
             &["--bind", "nowhere"][..],
@@ -256,6 +320,8 @@ mod tests {
             &["--public-url", "ftp://example.com"],
             &["--admin-idle-timeout", "soon"],
             &["--admin-idle-timeout", "0s"],
+            &["--trusted-proxies", "10.0.0.0/8,nonsense"],
+            &["--database-pool-size", "0"],
         ] {
             let mut argv = vec!["enlist"];
             argv.extend_from_slice(bad);

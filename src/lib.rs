@@ -24,8 +24,8 @@ use crate::config::{DatabaseUrl, SettingError, Settings};
 use crate::domain::AdminPassword;
 use crate::security::{SecretKey, resolve_admin_credential};
 use crate::session::{SessionConfig, SessionLayerState, unix_now};
-use crate::store::{SqliteStore, Store};
-use crate::web::{AppState, Templates};
+use crate::store::{PoolLimits, Store};
+use crate::web::{AppState, Templates, TrustedProxies};
 
 const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(10 * 60);
 
@@ -49,13 +49,26 @@ pub struct Server {
 
 impl Server {
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let store: Arc<dyn Store> = match &settings.database {
-            DatabaseUrl::Sqlite(options) => {
-                Arc::new(SqliteStore::open(options.clone()).await.map_err(|e| {
-                    SettingError::new("--database-url (ENLIST_DATABASE_URL)", format!("{e:#}"))
-                })?)
-            }
+        install_tls_provider();
+        let limits = PoolLimits {
+            pool_size: settings.database_pool_size,
+            connect_timeout: settings.database_connect_timeout,
+            statement_timeout: settings.database_statement_timeout,
         };
+        let store = store::open(&settings.database, limits).await.map_err(|e| {
+            let message = format!("{e:#}");
+            match settings.database {
+                // A SQLite file that cannot be opened is a wrong path or mode: fix the setting.
+                DatabaseUrl::Sqlite(_) => StartError::Setting(SettingError::new(
+                    "--database-url (ENLIST_DATABASE_URL)",
+                    message,
+                )),
+                // A server that does not answer may just be starting; a supervisor should retry.
+                DatabaseUrl::Postgres(_) => StartError::Failed(anyhow::anyhow!(
+                    "--database-url (ENLIST_DATABASE_URL): {message}"
+                )),
+            }
+        })?;
         Self::with_store(settings, store).await
     }
 
@@ -95,8 +108,14 @@ impl Server {
             templates: Arc::new(templates),
             admin: Arc::new(admin),
         };
-        let router = web::app(state, sessions, settings.public_url.as_ref())
-            .map_err(|e| SettingError::new("--public-url (ENLIST_PUBLIC_URL)", e))?;
+        let trusted_proxies = TrustedProxies::new(settings.trusted_proxies.clone());
+        let router = web::app(
+            state,
+            sessions,
+            settings.public_url.as_ref(),
+            trusted_proxies,
+        )
+        .map_err(|e| SettingError::new("--public-url (ENLIST_PUBLIC_URL)", e))?;
         Ok(Self {
             listener,
             router,
@@ -127,13 +146,25 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_expired_sessions(self.store.clone()));
-        let served = axum::serve(self.listener, self.router)
+        let app = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP");
         sweeper.abort();
         served
     }
+}
+
+/// sqlx's PostgreSQL TLS goes through rustls; pin its crypto provider once, before any
+/// connection, so a second provider pulled in elsewhere cannot make the choice ambiguous.
+fn install_tls_provider() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 async fn sweep_expired_sessions(store: Arc<dyn Store>) {

@@ -1,151 +1,16 @@
 //! The admin logs in, lists, searches, pages, deletes and logs out; sessions end when they must.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
 
 use common::{
-    ADMIN_PASSWORD, assert_is_redirect_to, bare_client, cookie_pair, form_token,
+    ADMIN_PASSWORD, Backend, assert_is_redirect_to, bare_client, cookie_pair, form_token,
     session_set_cookie, spawn_app, spawn_app_with,
 };
 use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, COOKIE};
-
-#[tokio::test]
-async fn admin_pages_need_a_login() {
-    let app = spawn_app().await;
-    assert_is_redirect_to(&app.get("/admin").await, "/admin/login");
-    assert_is_redirect_to(&app.get("/admin?q=x").await, "/admin/login");
-    let delete = app
-        .post_form("/admin/delete", &[("email", "a@example.com")])
-        .await;
-    assert_is_redirect_to(&delete, "/admin/login");
-    let logout = app.post_form("/admin/logout", &[]).await;
-    assert_is_redirect_to(&logout, "/admin/login");
-
-    let login = app.get("/admin/login").await;
-    assert_eq!(login.status(), StatusCode::OK);
-    let html = login.text().await.unwrap();
-    assert!(html.contains(r#"action="/admin/login""#));
-    assert!(html.contains(r#"type="password""#));
-}
-
-#[tokio::test]
-async fn a_wrong_password_gets_one_generic_answer() {
-    let app = spawn_app().await;
-    let long = "x".repeat(1025);
-    for attempt in ["", "wrong", "correct horse battery stapl", long.as_str()] {
-        let response = app.login(attempt).await;
-        assert_eq!(
-            response.status(),
-            StatusCode::UNAUTHORIZED,
-            "attempt of {} chars",
-            attempt.len()
-        );
-        assert!(session_set_cookie(&response).is_none());
-        let html = response.text().await.unwrap();
-        assert!(html.contains("That password is not right."));
-        assert!(html.contains(r#"action="/admin/login""#));
-    }
-    let missing_field = app.post_form("/admin/login", &[("user", "admin")]).await;
-    assert_eq!(missing_field.status(), StatusCode::UNAUTHORIZED);
-    assert_is_redirect_to(&app.get("/admin").await, "/admin/login");
-}
-
-#[tokio::test]
-async fn logging_in_rotates_the_session_id() {
-    let app = spawn_app().await;
-    // A session that exists before login (the visitor signed up)...
-    let before =
-        session_set_cookie(&app.signup("visitor@example.com").await).expect("session cookie");
-    let login = app.login(ADMIN_PASSWORD).await;
-    assert_is_redirect_to(&login, "/admin");
-    let after = session_set_cookie(&login).expect("login sets a new cookie");
-    assert_ne!(cookie_pair(&before), cookie_pair(&after));
-
-    // ...is worthless afterwards: the pre-login id is not an admin, and not anything.
-    let replay = bare_client()
-        .get(app.url("/admin"))
-        .header(COOKIE, cookie_pair(&before))
-        .send()
-        .await
-        .unwrap();
-    assert_is_redirect_to(&replay, "/admin/login");
-    let home = bare_client()
-        .get(app.url("/"))
-        .header(COOKIE, cookie_pair(&before))
-        .send()
-        .await
-        .unwrap();
-    assert!(!home.text().await.unwrap().contains("visitor@example.com"));
-
-    // The admin keeps what the visitor's session held.
-    assert!(
-        app.get_html("/")
-            .await
-            .contains("Thanks for signing up, visitor@example.com!")
-    );
-}
-
-#[tokio::test]
-async fn the_list_is_newest_first_with_signup_times_and_counts() {
-    let app = spawn_app().await;
-    for i in 0..3 {
-        app.other_visitor()
-            .signup(&format!("person{i}@example.com"))
-            .await;
-    }
-    app.login_ok().await;
-    let response = app.get("/admin").await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers().get(CACHE_CONTROL).unwrap(), "no-store");
-    let html = response.text().await.unwrap();
-    let positions: Vec<usize> = (0..3)
-        .map(|i| {
-            html.find(&format!("person{i}@example.com"))
-                .expect("listed")
-        })
-        .collect();
-    assert!(
-        positions[2] < positions[1] && positions[1] < positions[0],
-        "newest first"
-    );
-    assert!(html.contains("3 subscribers."));
-    assert!(html.contains(r#"<time datetime="20"#), "signup time shown");
-    assert!(html.contains(" UTC</time>"));
-}
-
-#[tokio::test]
-async fn pages_hold_fifty_and_link_to_older_ones() {
-    let app = spawn_app().await;
-    for i in 0..120 {
-        app.other_visitor()
-            .signup(&format!("user{i:03}@example.com"))
-            .await;
-    }
-    app.login_ok().await;
-    let first = app.get_html("/admin").await;
-    assert_eq!(first.matches(r#"action="/admin/delete""#).count(), 50);
-    assert!(first.contains("user119@example.com") && first.contains("user070@example.com"));
-    assert!(!first.contains("user069@example.com"));
-    assert!(first.contains("120 subscribers."));
-
-    let next = older_link(&first).expect("a link to older addresses");
-    let second = app.get_html(&next).await;
-    assert_eq!(second.matches(r#"action="/admin/delete""#).count(), 50);
-    assert!(second.contains("user069@example.com") && second.contains("user020@example.com"));
-    assert!(!second.contains("user070@example.com"));
-
-    let third = app
-        .get_html(&older_link(&second).expect("third page"))
-        .await;
-    assert_eq!(third.matches(r#"action="/admin/delete""#).count(), 20);
-    assert!(third.contains("user000@example.com"));
-    assert!(older_link(&third).is_none(), "no page after the last");
-
-    let junk = app.get("/admin?before=abc").await;
-    assert_eq!(junk.status(), StatusCode::BAD_REQUEST);
-}
 
 fn older_link(html: &str) -> Option<String> {
     let start = html.find(r#"<a href="/admin?before="#)? + r#"<a href=""#.len();
@@ -153,205 +18,330 @@ fn older_link(html: &str) -> Option<String> {
     Some(html[start..end].replace("&amp;", "&"))
 }
 
-#[tokio::test]
-async fn search_finds_substrings_case_insensitively() {
-    let app = spawn_app().await;
-    for email in [
-        "alice@example.com",
-        "bob@example.org",
-        "Alicia@Sample.net",
-        "carol_x@example.com",
-    ] {
-        app.other_visitor().signup(email).await;
-    }
-    app.login_ok().await;
-    let html = app.get_html("/admin?q=ALIC").await;
-    assert!(html.contains("alice@example.com") && html.contains("Alicia@sample.net"));
-    assert!(!html.contains("bob@example.org"));
-    assert!(html.contains("2 matching of 4 subscribers."));
-
-    // LIKE wildcards in the search are plain characters.
-    let underscore = app.get_html("/admin?q=_").await;
-    assert!(underscore.contains("carol_x@example.com"));
-    assert!(underscore.contains("1 matching of 4 subscribers."));
-    let percent = app.get_html("/admin?q=%25").await;
-    assert!(percent.contains("0 matching of 4 subscribers."));
-
-    let too_long = app.get(&format!("/admin?q={}", "a".repeat(300))).await;
-    assert_eq!(too_long.status(), StatusCode::BAD_REQUEST);
-}
-
-#[tokio::test]
-async fn deleting_removes_the_address_with_a_message() {
-    let app = spawn_app().await;
-    app.other_visitor().signup("spam@example.com").await;
-    app.other_visitor().signup("keep@example.com").await;
-    app.login_ok().await;
-
-    let response = app.admin_delete("SPAM@example.com").await;
-    assert_is_redirect_to(&response, "/admin");
-    assert_eq!(app.subscriber_emails().await, vec!["keep@example.com"]);
-    let html = app.get_html("/admin").await;
-    assert!(html.contains("We have removed SPAM@example.com from the list."));
-    assert!(
-        !app.get_html("/admin").await.contains("We have removed"),
-        "shown once"
-    );
-
-    assert_is_redirect_to(&app.admin_delete("spam@example.com").await, "/admin");
-    assert!(
-        app.get_html("/admin")
-            .await
-            .contains("spam@example.com isn&#x27;t on the list.")
-    );
-
-    let token = form_token(&app.get_html("/admin").await).unwrap();
-    let invalid = app
-        .post_form(
-            "/admin/delete",
-            &[("csrf_token", &token), ("email", "nonsense")],
-        )
-        .await;
-    assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(app.subscriber_emails().await, vec!["keep@example.com"]);
-}
-
-#[tokio::test]
-async fn admin_forms_need_the_session_token() {
-    let app = spawn_app().await;
-    app.other_visitor().signup("target@example.com").await;
-    app.login_ok().await;
-    for token in [
-        "",
-        "not-a-token",
-        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-    ] {
+on_both_backends! {
+    async fn admin_pages_need_a_login(backend: Backend) {
+        let app = spawn_app(backend).await;
+        assert_is_redirect_to(&app.get("/admin").await, "/admin/login");
+        assert_is_redirect_to(&app.get("/admin?q=x").await, "/admin/login");
         let delete = app
+            .post_form("/admin/delete", &[("email", "a@example.com")])
+            .await;
+        assert_is_redirect_to(&delete, "/admin/login");
+        let logout = app.post_form("/admin/logout", &[]).await;
+        assert_is_redirect_to(&logout, "/admin/login");
+
+        let login = app.get("/admin/login").await;
+        assert_eq!(login.status(), StatusCode::OK);
+        let html = login.text().await.unwrap();
+        assert!(html.contains(r#"action="/admin/login""#));
+        assert!(html.contains(r#"type="password""#));
+    }
+
+    async fn a_wrong_password_gets_one_generic_answer(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let long = "x".repeat(1025);
+        for attempt in ["", "wrong", "correct horse battery stapl", long.as_str()] {
+            let response = app.login(attempt).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "attempt of {} chars",
+                attempt.len()
+            );
+            assert!(session_set_cookie(&response).is_none());
+            let html = response.text().await.unwrap();
+            assert!(html.contains("That password is not right."));
+            assert!(html.contains(r#"action="/admin/login""#));
+        }
+        let missing_field = app.post_form("/admin/login", &[("user", "admin")]).await;
+        assert_eq!(missing_field.status(), StatusCode::UNAUTHORIZED);
+        assert_is_redirect_to(&app.get("/admin").await, "/admin/login");
+    }
+
+    async fn logging_in_rotates_the_session_id(backend: Backend) {
+        let app = spawn_app(backend).await;
+        // A session that exists before login (the visitor signed up)...
+        let before =
+            session_set_cookie(&app.signup("visitor@example.com").await).expect("session cookie");
+        let login = app.login(ADMIN_PASSWORD).await;
+        assert_is_redirect_to(&login, "/admin");
+        let after = session_set_cookie(&login).expect("login sets a new cookie");
+        assert_ne!(cookie_pair(&before), cookie_pair(&after));
+
+        // ...is worthless afterwards: the pre-login id is not an admin, and not anything.
+        let replay = bare_client()
+            .get(app.url("/admin"))
+            .header(COOKIE, cookie_pair(&before))
+            .send()
+            .await
+            .unwrap();
+        assert_is_redirect_to(&replay, "/admin/login");
+        let home = bare_client()
+            .get(app.url("/"))
+            .header(COOKIE, cookie_pair(&before))
+            .send()
+            .await
+            .unwrap();
+        assert!(!home.text().await.unwrap().contains("visitor@example.com"));
+
+        // The admin keeps what the visitor's session held.
+        assert!(
+            app.get_html("/")
+                .await
+                .contains("Thanks for signing up, visitor@example.com!")
+        );
+    }
+
+    async fn the_list_is_newest_first_with_signup_times_and_counts(backend: Backend) {
+        let app = spawn_app(backend).await;
+        for i in 0..3 {
+            app.other_visitor()
+                .signup(&format!("person{i}@example.com"))
+                .await;
+        }
+        app.login_ok().await;
+        let response = app.get("/admin").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers().get(CACHE_CONTROL).unwrap(), "no-store");
+        let html = response.text().await.unwrap();
+        let positions: Vec<usize> = (0..3)
+            .map(|i| {
+                html.find(&format!("person{i}@example.com"))
+                    .expect("listed")
+            })
+            .collect();
+        assert!(
+            positions[2] < positions[1] && positions[1] < positions[0],
+            "newest first"
+        );
+        assert!(html.contains("3 subscribers."));
+        assert!(html.contains(r#"<time datetime="20"#), "signup time shown");
+        assert!(html.contains(" UTC</time>"));
+    }
+
+    async fn pages_hold_fifty_and_link_to_older_ones(backend: Backend) {
+        let app = spawn_app(backend).await;
+        for i in 0..120 {
+            app.other_visitor()
+                .signup(&format!("user{i:03}@example.com"))
+                .await;
+        }
+        app.login_ok().await;
+        let first = app.get_html("/admin").await;
+        assert_eq!(first.matches(r#"action="/admin/delete""#).count(), 50);
+        assert!(first.contains("user119@example.com") && first.contains("user070@example.com"));
+        assert!(!first.contains("user069@example.com"));
+        assert!(first.contains("120 subscribers."));
+
+        let next = older_link(&first).expect("a link to older addresses");
+        let second = app.get_html(&next).await;
+        assert_eq!(second.matches(r#"action="/admin/delete""#).count(), 50);
+        assert!(second.contains("user069@example.com") && second.contains("user020@example.com"));
+        assert!(!second.contains("user070@example.com"));
+
+        let third = app
+            .get_html(&older_link(&second).expect("third page"))
+            .await;
+        assert_eq!(third.matches(r#"action="/admin/delete""#).count(), 20);
+        assert!(third.contains("user000@example.com"));
+        assert!(older_link(&third).is_none(), "no page after the last");
+
+        let junk = app.get("/admin?before=abc").await;
+        assert_eq!(junk.status(), StatusCode::BAD_REQUEST);
+    }
+
+    async fn search_finds_substrings_case_insensitively(backend: Backend) {
+        let app = spawn_app(backend).await;
+        for email in [
+            "alice@example.com",
+            "bob@example.org",
+            "Alicia@Sample.net",
+            "carol_x@example.com",
+        ] {
+            app.other_visitor().signup(email).await;
+        }
+        app.login_ok().await;
+        let html = app.get_html("/admin?q=ALIC").await;
+        assert!(html.contains("alice@example.com") && html.contains("Alicia@sample.net"));
+        assert!(!html.contains("bob@example.org"));
+        assert!(html.contains("2 matching of 4 subscribers."));
+
+        // LIKE wildcards in the search are plain characters.
+        let underscore = app.get_html("/admin?q=_").await;
+        assert!(underscore.contains("carol_x@example.com"));
+        assert!(underscore.contains("1 matching of 4 subscribers."));
+        let percent = app.get_html("/admin?q=%25").await;
+        assert!(percent.contains("0 matching of 4 subscribers."));
+
+        let too_long = app.get(&format!("/admin?q={}", "a".repeat(300))).await;
+        assert_eq!(too_long.status(), StatusCode::BAD_REQUEST);
+    }
+
+    async fn deleting_removes_the_address_with_a_message(backend: Backend) {
+        let app = spawn_app(backend).await;
+        app.other_visitor().signup("spam@example.com").await;
+        app.other_visitor().signup("keep@example.com").await;
+        app.login_ok().await;
+
+        let response = app.admin_delete("SPAM@example.com").await;
+        assert_is_redirect_to(&response, "/admin");
+        assert_eq!(app.subscriber_emails().await, vec!["keep@example.com"]);
+        let html = app.get_html("/admin").await;
+        assert!(html.contains("We have removed SPAM@example.com from the list."));
+        assert!(
+            !app.get_html("/admin").await.contains("We have removed"),
+            "shown once"
+        );
+
+        assert_is_redirect_to(&app.admin_delete("spam@example.com").await, "/admin");
+        assert!(
+            app.get_html("/admin")
+                .await
+                .contains("spam@example.com isn&#x27;t on the list.")
+        );
+
+        let token = form_token(&app.get_html("/admin").await).unwrap();
+        let invalid = app
             .post_form(
                 "/admin/delete",
-                &[("csrf_token", token), ("email", "target@example.com")],
+                &[("csrf_token", &token), ("email", "nonsense")],
             )
             .await;
-        assert_eq!(delete.status(), StatusCode::FORBIDDEN);
-        let logout = app
-            .post_form("/admin/logout", &[("csrf_token", token)])
+        assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(app.subscriber_emails().await, vec!["keep@example.com"]);
+    }
+
+    async fn admin_forms_need_the_session_token(backend: Backend) {
+        let app = spawn_app(backend).await;
+        app.other_visitor().signup("target@example.com").await;
+        app.login_ok().await;
+        for token in [
+            "",
+            "not-a-token",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            let delete = app
+                .post_form(
+                    "/admin/delete",
+                    &[("csrf_token", token), ("email", "target@example.com")],
+                )
+                .await;
+            assert_eq!(delete.status(), StatusCode::FORBIDDEN);
+            let logout = app
+                .post_form("/admin/logout", &[("csrf_token", token)])
+                .await;
+            assert_eq!(logout.status(), StatusCode::FORBIDDEN);
+        }
+        let no_field = app
+            .post_form("/admin/delete", &[("email", "target@example.com")])
             .await;
-        assert_eq!(logout.status(), StatusCode::FORBIDDEN);
+        assert_eq!(no_field.status(), StatusCode::FORBIDDEN);
+        assert_eq!(app.count_rows("subscribers").await, 1);
+        assert_eq!(
+            app.get("/admin").await.status(),
+            StatusCode::OK,
+            "still logged in"
+        );
     }
-    let no_field = app
-        .post_form("/admin/delete", &[("email", "target@example.com")])
-        .await;
-    assert_eq!(no_field.status(), StatusCode::FORBIDDEN);
-    assert_eq!(app.count_rows("subscribers").await, 1);
-    assert_eq!(
-        app.get("/admin").await.status(),
-        StatusCode::OK,
-        "still logged in"
-    );
-}
 
-#[tokio::test]
-async fn logging_out_ends_the_session_on_the_server() {
-    let app = spawn_app().await;
-    let login = app.login(ADMIN_PASSWORD).await;
-    let admin_cookie = cookie_pair(&session_set_cookie(&login).unwrap());
-    assert_eq!(app.count_rows("sessions").await, 1);
+    async fn logging_out_ends_the_session_on_the_server(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let login = app.login(ADMIN_PASSWORD).await;
+        let admin_cookie = cookie_pair(&session_set_cookie(&login).unwrap());
+        assert_eq!(app.count_rows("sessions").await, 1);
 
-    let logout = app.logout().await;
-    assert_is_redirect_to(&logout, "/");
-    let cleared = session_set_cookie(&logout).expect("the cookie is cleared");
-    assert!(cleared.contains("Max-Age=0"));
-    assert_eq!(
-        app.count_rows("sessions").await,
-        0,
-        "the server record is gone"
-    );
+        let logout = app.logout().await;
+        assert_is_redirect_to(&logout, "/");
+        let cleared = session_set_cookie(&logout).expect("the cookie is cleared");
+        assert!(cleared.contains("Max-Age=0"));
+        assert_eq!(
+            app.count_rows("sessions").await,
+            0,
+            "the server record is gone"
+        );
 
-    // Replaying the old cookie gets nowhere.
-    let replay = bare_client()
-        .get(app.url("/admin"))
-        .header(COOKIE, &admin_cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_is_redirect_to(&replay, "/admin/login");
-    assert_is_redirect_to(&app.get("/admin").await, "/admin/login");
-}
-
-#[tokio::test]
-async fn an_idle_admin_session_ends() {
-    let app = spawn_app_with(&[
-        "--admin-idle-timeout",
-        "2s",
-        "--admin-absolute-timeout",
-        "1h",
-    ])
-    .await;
-    app.login_ok().await;
-    // Activity keeps it alive past the idle timeout...
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        assert_eq!(app.get("/admin").await.status(), StatusCode::OK);
-    }
-    // ...inactivity ends it.
-    tokio::time::sleep(Duration::from_millis(2600)).await;
-    assert_is_redirect_to(&app.get("/admin").await, "/admin/login");
-    assert!(
-        app.get_html("/admin/login")
+        // Replaying the old cookie gets nowhere.
+        let replay = bare_client()
+            .get(app.url("/admin"))
+            .header(COOKIE, &admin_cookie)
+            .send()
             .await
-            .contains("Your admin session has ended")
-    );
-    assert_is_redirect_to(&app.get("/admin").await, "/admin/login");
-}
-
-#[tokio::test]
-async fn an_admin_session_ends_at_the_absolute_timeout_however_active() {
-    let app = spawn_app_with(&[
-        "--admin-idle-timeout",
-        "2s",
-        "--admin-absolute-timeout",
-        "3s",
-    ])
-    .await;
-    app.login_ok().await;
-    for _ in 0..4 {
-        assert_eq!(app.get("/admin").await.status(), StatusCode::OK);
-        tokio::time::sleep(Duration::from_millis(600)).await;
+            .unwrap();
+        assert_is_redirect_to(&replay, "/admin/login");
+        assert_is_redirect_to(&app.get("/admin").await, "/admin/login");
     }
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_is_redirect_to(&app.get("/admin").await, "/admin/login");
-    // Logging in again works.
-    app.login_ok().await;
-    assert_eq!(app.get("/admin").await.status(), StatusCode::OK);
-}
 
-#[tokio::test]
-async fn a_new_admin_password_ends_every_admin_session() {
-    let mut app = spawn_app().await;
-    app.login_ok().await;
-    app.restart().await;
-    assert_eq!(
-        app.get("/admin").await.status(),
-        StatusCode::OK,
-        "a restart alone keeps the admin in"
-    );
-
-    app.restart_with_admin_password(Some("a completely different password"))
+    async fn an_idle_admin_session_ends(backend: Backend) {
+        let app = spawn_app_with(backend, &[
+            "--admin-idle-timeout",
+            "2s",
+            "--admin-absolute-timeout",
+            "1h",
+        ])
         .await;
-    assert_is_redirect_to(&app.get("/admin").await, "/admin/login");
-    assert_eq!(
-        app.login(ADMIN_PASSWORD).await.status(),
-        StatusCode::UNAUTHORIZED
-    );
-    assert_is_redirect_to(
-        &app.login("a completely different password").await,
-        "/admin",
-    );
-}
+        app.login_ok().await;
+        // Activity keeps it alive past the idle timeout...
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            assert_eq!(app.get("/admin").await.status(), StatusCode::OK);
+        }
+        // ...inactivity ends it.
+        tokio::time::sleep(Duration::from_millis(2600)).await;
+        assert_is_redirect_to(&app.get("/admin").await, "/admin/login");
+        assert!(
+            app.get_html("/admin/login")
+                .await
+                .contains("Your admin session has ended")
+        );
+        assert_is_redirect_to(&app.get("/admin").await, "/admin/login");
+    }
 
-#[tokio::test]
-async fn the_login_page_sends_a_logged_in_admin_to_the_list() {
-    let app = spawn_app().await;
-    app.login_ok().await;
-    assert_is_redirect_to(&app.get("/admin/login").await, "/admin");
+    async fn an_admin_session_ends_at_the_absolute_timeout_however_active(backend: Backend) {
+        let app = spawn_app_with(backend, &[
+            "--admin-idle-timeout",
+            "2s",
+            "--admin-absolute-timeout",
+            "3s",
+        ])
+        .await;
+        app.login_ok().await;
+        for _ in 0..4 {
+            assert_eq!(app.get("/admin").await.status(), StatusCode::OK);
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_is_redirect_to(&app.get("/admin").await, "/admin/login");
+        // Logging in again works.
+        app.login_ok().await;
+        assert_eq!(app.get("/admin").await.status(), StatusCode::OK);
+    }
+
+    async fn a_new_admin_password_ends_every_admin_session(backend: Backend) {
+        let mut app = spawn_app(backend).await;
+        app.login_ok().await;
+        app.restart().await;
+        assert_eq!(
+            app.get("/admin").await.status(),
+            StatusCode::OK,
+            "a restart alone keeps the admin in"
+        );
+
+        app.restart_with_admin_password(Some("a completely different password"))
+            .await;
+        assert_is_redirect_to(&app.get("/admin").await, "/admin/login");
+        assert_eq!(
+            app.login(ADMIN_PASSWORD).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_is_redirect_to(
+            &app.login("a completely different password").await,
+            "/admin",
+        );
+    }
+
+    async fn the_login_page_sends_a_logged_in_admin_to_the_list(backend: Backend) {
+        let app = spawn_app(backend).await;
+        app.login_ok().await;
+        assert_is_redirect_to(&app.get("/admin/login").await, "/admin");
+    }
 }

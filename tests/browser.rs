@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{ADMIN_PASSWORD, TestApp, spawn_app};
+use common::{ADMIN_PASSWORD, Backend, TestApp, spawn_app};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
@@ -423,7 +423,7 @@ async fn admin_flow(app: &TestApp, tools: &Tools, device: Device) {
 async fn a_visitor_signs_up_is_remembered_and_unregisters_in_chromium() {
     let Some(tools) = tools() else { return };
     let _one = ONE_BROWSER_AT_A_TIME.lock().await;
-    let app = spawn_app().await;
+    let app = spawn_app(Backend::Sqlite).await;
     visitor_flow(&app, &tools, Device::Desktop).await;
     visitor_flow(&app, &tools, Device::DesktopDark).await;
     visitor_flow(&app, &tools, Device::Phone).await;
@@ -433,8 +433,8 @@ async fn a_visitor_signs_up_is_remembered_and_unregisters_in_chromium() {
 async fn an_admin_logs_in_searches_deletes_and_logs_out_in_chromium() {
     let Some(tools) = tools() else { return };
     let _one = ONE_BROWSER_AT_A_TIME.lock().await;
-    let desktop = spawn_app().await;
+    let desktop = spawn_app(Backend::Sqlite).await;
     admin_flow(&desktop, &tools, Device::Desktop).await;
-    let phone = spawn_app().await;
+    let phone = spawn_app(Backend::Sqlite).await;
     admin_flow(&phone, &tools, Device::Phone).await;
 }

@@ -1,5 +1,6 @@
 //! Restarts, health, and what clients see when storage fails.
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
@@ -7,51 +8,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use clap::Parser;
-use common::{ADMIN_PASSWORD, assert_is_redirect_to, browser, spawn_app};
+use common::{ADMIN_PASSWORD, Backend, assert_is_redirect_to, browser, spawn_app};
 use enlist::Server;
 use enlist::config::{Cli, Command, Settings};
 use enlist::domain::{SearchTerm, SubscriberEmail};
-use enlist::store::{SessionKey, SqliteStore, Store, StoreError, StoreResult, Subscriber};
+use enlist::store::{
+    PoolLimits, SessionKey, SqliteStore, Store, StoreError, StoreResult, Subscriber,
+};
 use reqwest::StatusCode;
 use sqlx::sqlite::SqliteConnectOptions;
 
 #[tokio::test]
-async fn data_and_sessions_survive_a_restart() {
-    let mut app = spawn_app().await;
-    app.signup("durable@example.com").await;
-    let admin = app.other_visitor();
-    admin.login_ok().await;
-    let key_before = std::fs::read(app.dir.path().join("enlist.key")).unwrap();
-
-    app.restart().await;
-
-    assert!(
-        app.get_html("/")
-            .await
-            .contains("Thanks for signing up, durable@example.com!")
-    );
-    assert_eq!(app.subscriber_emails().await, vec!["durable@example.com"]);
-    let admin = common::Visitor {
-        address: app.address.clone(),
-        client: admin.client,
-    };
-    assert!(
-        admin
-            .get_html("/admin")
-            .await
-            .contains("durable@example.com")
-    );
-    assert_eq!(
-        std::fs::read(app.dir.path().join("enlist.key")).unwrap(),
-        key_before,
-        "key reused"
-    );
-}
-
-#[tokio::test]
 async fn the_database_is_wal_with_full_sync_and_private() {
     use std::os::unix::fs::PermissionsExt;
-    let app = spawn_app().await;
+    let app = spawn_app(Backend::Sqlite).await;
     app.signup("mode@example.com").await;
     let url = format!("sqlite://{}", app.db_path().display());
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
@@ -78,12 +48,12 @@ async fn the_database_is_wal_with_full_sync_and_private() {
     assert_eq!(key_mode & 0o777, 0o600);
 }
 
-#[tokio::test]
-async fn health_is_ok_while_the_database_answers() {
-    let app = spawn_app().await;
-    let response = app.get("/healthz").await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.text().await.unwrap(), "ok");
+fn limits() -> PoolLimits {
+    PoolLimits {
+        pool_size: 4,
+        connect_timeout: std::time::Duration::from_secs(5),
+        statement_timeout: std::time::Duration::from_secs(5),
+    }
 }
 
 /// A real SQLite store that can be switched to failing, as a full disk or a lost database would.
@@ -175,7 +145,7 @@ async fn storage_failures_are_a_generic_503_and_recovery_needs_no_restart() {
     let db = dir.path().join("enlist.db");
     let inner = SqliteConnectOptions::new().filename(&db);
     let store = BreakableStore {
-        inner: SqliteStore::open(inner).await.unwrap(),
+        inner: SqliteStore::open(inner, limits()).await.unwrap(),
         broken: Arc::new(AtomicBool::new(false)),
     };
     let db_url = format!("sqlite://{}", db.display());
@@ -248,4 +218,45 @@ async fn storage_failures_are_a_generic_503_and_recovery_needs_no_restart() {
 
     let _ = stop.send(());
     running.await.unwrap().unwrap();
+}
+
+on_both_backends! {
+    async fn data_and_sessions_survive_a_restart(backend: Backend) {
+        let mut app = spawn_app(backend).await;
+        app.signup("durable@example.com").await;
+        let admin = app.other_visitor();
+        admin.login_ok().await;
+        let key_before = std::fs::read(app.dir.path().join("enlist.key")).unwrap();
+
+        app.restart().await;
+
+        assert!(
+            app.get_html("/")
+                .await
+                .contains("Thanks for signing up, durable@example.com!")
+        );
+        assert_eq!(app.subscriber_emails().await, vec!["durable@example.com"]);
+        let admin = common::Visitor {
+            address: app.address.clone(),
+            client: admin.client,
+        };
+        assert!(
+            admin
+                .get_html("/admin")
+                .await
+                .contains("durable@example.com")
+        );
+        assert_eq!(
+            std::fs::read(app.dir.path().join("enlist.key")).unwrap(),
+            key_before,
+            "key reused"
+        );
+    }
+
+    async fn health_is_ok_while_the_database_answers(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let response = app.get("/healthz").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.text().await.unwrap(), "ok");
+    }
 }

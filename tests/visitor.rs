@@ -1,242 +1,232 @@
 //! A visitor signs up, is remembered, and unregisters.
 
+#[macro_use]
 mod common;
 
-use common::{assert_is_redirect_to, browser, form_token, session_set_cookie, spawn_app};
+use common::{Backend, assert_is_redirect_to, browser, form_token, session_set_cookie, spawn_app};
 use reqwest::StatusCode;
 
-#[tokio::test]
-async fn a_first_visit_shows_the_form_and_stores_nothing() {
-    let app = spawn_app().await;
-    let response = app.get("/").await;
-    assert_eq!(response.status(), StatusCode::OK);
-    assert!(
-        session_set_cookie(&response).is_none(),
-        "a plain visit sets no cookie"
-    );
-    let html = response.text().await.unwrap();
-    assert!(html.contains(r#"<form method="post" action="/signup""#));
-    assert!(html.contains(r#"name="email""#));
-    assert!(
-        !html.contains("Unregister"),
-        "the button is shown only to a remembered visitor"
-    );
-    assert_eq!(app.count_rows("sessions").await, 0);
-}
-
-#[tokio::test]
-async fn signing_up_remembers_the_visitor_who_is_then_thanked() {
-    let app = spawn_app().await;
-    let response = app.signup("  Ada.Lovelace@Example.COM ").await;
-    assert_is_redirect_to(&response, "/");
-
-    let html = app.get_html("/").await;
-    assert!(html.contains("Thanks for signing up, Ada.Lovelace@example.com!"));
-    assert!(html.contains(r#"action="/unregister""#));
-    assert!(html.contains("Unregister"));
-    assert!(
-        !html.contains(r#"action="/signup""#),
-        "the thanks replaces the form"
-    );
-    assert_eq!(
-        app.subscriber_emails().await,
-        vec!["Ada.Lovelace@example.com"]
-    );
-
-    // Still thanked on every later visit.
-    assert!(
-        app.get_html("/")
-            .await
-            .contains("Thanks for signing up, Ada.Lovelace@example.com!")
-    );
-}
-
-#[tokio::test]
-async fn the_address_is_never_shown_to_another_visitor() {
-    let app = spawn_app().await;
-    app.signup("private@example.com").await;
-    let stranger = browser();
-    let html = stranger
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(!html.contains("private@example.com"));
-    assert!(html.contains(r#"action="/signup""#));
-}
-
-#[tokio::test]
-async fn signing_up_twice_answers_the_same_and_stores_one_row() {
-    let app = spawn_app().await;
-    assert_is_redirect_to(&app.signup("twice@example.com").await, "/");
-
-    // A different visitor, a different letter case: same answer, no second row.
-    let other = app.other_visitor();
-    let response = other.signup("TWICE@example.com").await;
-    assert_is_redirect_to(&response, "/");
-    assert!(
-        other
-            .get_html("/")
-            .await
-            .contains("Thanks for signing up, TWICE@example.com!")
-    );
-    assert_eq!(app.count_rows("subscribers").await, 1);
-    assert_eq!(app.subscriber_emails().await, vec!["twice@example.com"]);
-}
-
-#[tokio::test]
-async fn an_invalid_address_shows_the_form_again_with_the_reason() {
-    let app = spawn_app().await;
-    let cases = [
-        ("", "Please enter your email address."),
-        ("not-an-address", "Please enter a complete address"),
-        ("a@localhost", "Please enter a complete address"),
-        ("a@-bad-.com", "Please enter a complete address"),
-        ("line\nbreak@example.com", "characters that are not allowed"),
-    ];
-    for (input, message) in cases {
-        let response = app.signup(input).await;
-        assert_eq!(
-            response.status(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "input {input:?}"
+on_both_backends! {
+    async fn a_first_visit_shows_the_form_and_stores_nothing(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let response = app.get("/").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            session_set_cookie(&response).is_none(),
+            "a plain visit sets no cookie"
         );
-        assert!(session_set_cookie(&response).is_none());
         let html = response.text().await.unwrap();
-        assert!(html.contains(message), "input {input:?}: {html}");
-        assert!(html.contains(r#"aria-invalid="true""#));
-        assert!(html.contains(r#"aria-describedby="email-error""#));
+        assert!(html.contains(r#"<form method="post" action="/signup""#));
+        assert!(html.contains(r#"name="email""#));
+        assert!(
+            !html.contains("Unregister"),
+            "the button is shown only to a remembered visitor"
+        );
+        assert_eq!(app.count_rows("sessions").await, 0);
     }
-    let too_long = format!("{}@example.com", "a".repeat(250));
-    assert_eq!(
-        app.signup(&too_long).await.status(),
-        StatusCode::UNPROCESSABLE_ENTITY
-    );
-    let missing_field = app.post_form("/signup", &[("name", "x")]).await;
-    assert_eq!(missing_field.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(app.count_rows("subscribers").await, 0);
-    assert_eq!(app.count_rows("sessions").await, 0);
-}
 
-#[tokio::test]
-async fn the_typed_value_is_kept_and_escaped() {
-    let app = spawn_app().await;
-    let response = app.signup("<script>alert(1)</script>").await;
-    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let html = response.text().await.unwrap();
-    assert!(!html.contains("<script>alert(1)</script>"));
-    assert!(
-        html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;")
-            || html.contains("&lt;script&gt;")
-    );
-}
+    async fn signing_up_remembers_the_visitor_who_is_then_thanked(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let response = app.signup("  Ada.Lovelace@Example.COM ").await;
+        assert_is_redirect_to(&response, "/");
 
-#[tokio::test]
-async fn unregistering_removes_the_row_and_forgets_the_visitor() {
-    let app = spawn_app().await;
-    app.signup("leaving@example.com").await;
-    let response = app.unregister().await;
-    assert_is_redirect_to(&response, "/");
-    assert_eq!(app.count_rows("subscribers").await, 0);
+        let html = app.get_html("/").await;
+        assert!(html.contains("Thanks for signing up, Ada.Lovelace@example.com!"));
+        assert!(html.contains(r#"action="/unregister""#));
+        assert!(html.contains("Unregister"));
+        assert!(
+            !html.contains(r#"action="/signup""#),
+            "the thanks replaces the form"
+        );
+        assert_eq!(
+            app.subscriber_emails().await,
+            vec!["Ada.Lovelace@example.com"]
+        );
 
-    let html = app.get_html("/").await;
-    assert!(html.contains("We have removed leaving@example.com from the list!"));
-    assert!(html.contains(r#"action="/signup""#), "the form is back");
-    assert!(!html.contains("Unregister"));
+        // Still thanked on every later visit.
+        assert!(
+            app.get_html("/")
+                .await
+                .contains("Thanks for signing up, Ada.Lovelace@example.com!")
+        );
+    }
 
-    // The message is shown once.
-    let again = app.get_html("/").await;
-    assert!(!again.contains("We have removed"));
-}
-
-#[tokio::test]
-async fn unregistering_without_an_address_says_so() {
-    let app = spawn_app().await;
-    let response = app.post_form("/unregister", &[("csrf_token", "")]).await;
-    assert_is_redirect_to(&response, "/");
-    assert!(
-        app.get_html("/")
+    async fn the_address_is_never_shown_to_another_visitor(backend: Backend) {
+        let app = spawn_app(backend).await;
+        app.signup("private@example.com").await;
+        let stranger = browser();
+        let html = stranger
+            .get(app.url("/"))
+            .send()
             .await
-            .contains("You haven&#x27;t submitted an email!")
-    );
-    // The one-time message was the only thing stored; once shown, the session is gone.
-    assert_eq!(app.count_rows("sessions").await, 0);
-}
-
-#[tokio::test]
-async fn unregistering_an_address_already_removed_says_it_is_not_on_the_list() {
-    let app = spawn_app().await;
-    app.signup("gone@example.com").await;
-    let token = form_token(&app.get_html("/").await).unwrap();
-    // The address disappears by another route (here: the admin deletes it).
-    let admin = app.other_visitor();
-    admin.login_ok().await;
-    assert_is_redirect_to(&admin.admin_delete("gone@example.com").await, "/admin");
-
-    let response = app
-        .post_form("/unregister", &[("csrf_token", &token)])
-        .await;
-    assert_is_redirect_to(&response, "/");
-    let html = app.get_html("/").await;
-    assert!(html.contains("That address isn&#x27;t on our list"));
-    assert!(
-        html.contains(r#"action="/signup""#),
-        "the session forgot the address"
-    );
-}
-
-#[tokio::test]
-async fn a_visitor_can_only_remove_their_own_address() {
-    let app = spawn_app().await;
-    let victim = app.other_visitor();
-    victim.signup("victim@example.com").await;
-    app.signup("attacker@example.com").await;
-
-    let token = form_token(&app.get_html("/").await).unwrap();
-    let response = app
-        .post_form(
-            "/unregister",
-            &[("csrf_token", &token), ("email", "victim@example.com")],
-        )
-        .await;
-    assert_is_redirect_to(&response, "/");
-    assert_eq!(app.subscriber_emails().await, vec!["victim@example.com"]);
-}
-
-#[tokio::test]
-async fn unregister_is_post_only() {
-    let app = spawn_app().await;
-    let response = app.get("/unregister").await;
-    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert!(response.headers().get("allow").is_some());
-    let signup = app.get("/signup").await;
-    assert_eq!(signup.status(), StatusCode::METHOD_NOT_ALLOWED);
-}
-
-#[tokio::test]
-async fn signing_up_as_someone_else_replaces_the_remembered_address() {
-    let app = spawn_app().await;
-    app.signup("first@example.com").await;
-    app.signup("second@example.com").await;
-    let html = app.get_html("/").await;
-    assert!(html.contains("Thanks for signing up, second@example.com!"));
-    app.unregister().await;
-    assert_eq!(app.subscriber_emails().await, vec!["first@example.com"]);
-}
-
-#[tokio::test]
-async fn internationalised_addresses_are_normalised() {
-    let app = spawn_app().await;
-    assert_is_redirect_to(&app.signup("Kim@BÜCHER.de").await, "/");
-    assert!(
-        app.get_html("/")
+            .unwrap()
+            .text()
             .await
-            .contains("Thanks for signing up, Kim@bücher.de!")
-    );
-    let other = app.other_visitor();
-    other.signup("kim@xn--bcher-kva.de").await;
-    assert_eq!(app.count_rows("subscribers").await, 1);
+            .unwrap();
+        assert!(!html.contains("private@example.com"));
+        assert!(html.contains(r#"action="/signup""#));
+    }
+
+    async fn signing_up_twice_answers_the_same_and_stores_one_row(backend: Backend) {
+        let app = spawn_app(backend).await;
+        assert_is_redirect_to(&app.signup("twice@example.com").await, "/");
+
+        // A different visitor, a different letter case: same answer, no second row.
+        let other = app.other_visitor();
+        let response = other.signup("TWICE@example.com").await;
+        assert_is_redirect_to(&response, "/");
+        assert!(
+            other
+                .get_html("/")
+                .await
+                .contains("Thanks for signing up, TWICE@example.com!")
+        );
+        assert_eq!(app.count_rows("subscribers").await, 1);
+        assert_eq!(app.subscriber_emails().await, vec!["twice@example.com"]);
+    }
+
+    async fn an_invalid_address_shows_the_form_again_with_the_reason(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let cases = [
+            ("", "Please enter your email address."),
+            ("not-an-address", "Please enter a complete address"),
+            ("a@localhost", "Please enter a complete address"),
+            ("a@-bad-.com", "Please enter a complete address"),
+            ("line\nbreak@example.com", "characters that are not allowed"),
+        ];
+        for (input, message) in cases {
+            let response = app.signup(input).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "input {input:?}"
+            );
+            assert!(session_set_cookie(&response).is_none());
+            let html = response.text().await.unwrap();
+            assert!(html.contains(message), "input {input:?}: {html}");
+            assert!(html.contains(r#"aria-invalid="true""#));
+            assert!(html.contains(r#"aria-describedby="email-error""#));
+        }
+        let too_long = format!("{}@example.com", "a".repeat(250));
+        assert_eq!(
+            app.signup(&too_long).await.status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let missing_field = app.post_form("/signup", &[("name", "x")]).await;
+        assert_eq!(missing_field.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(app.count_rows("subscribers").await, 0);
+        assert_eq!(app.count_rows("sessions").await, 0);
+    }
+
+    async fn the_typed_value_is_kept_and_escaped(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let response = app.signup("<script>alert(1)</script>").await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let html = response.text().await.unwrap();
+        assert!(!html.contains("<script>alert(1)</script>"));
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;")
+                || html.contains("&lt;script&gt;")
+        );
+    }
+
+    async fn unregistering_removes_the_row_and_forgets_the_visitor(backend: Backend) {
+        let app = spawn_app(backend).await;
+        app.signup("leaving@example.com").await;
+        let response = app.unregister().await;
+        assert_is_redirect_to(&response, "/");
+        assert_eq!(app.count_rows("subscribers").await, 0);
+
+        let html = app.get_html("/").await;
+        assert!(html.contains("We have removed leaving@example.com from the list!"));
+        assert!(html.contains(r#"action="/signup""#), "the form is back");
+        assert!(!html.contains("Unregister"));
+
+        // The message is shown once.
+        let again = app.get_html("/").await;
+        assert!(!again.contains("We have removed"));
+    }
+
+    async fn unregistering_without_an_address_says_so(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let response = app.post_form("/unregister", &[("csrf_token", "")]).await;
+        assert_is_redirect_to(&response, "/");
+        assert!(
+            app.get_html("/")
+                .await
+                .contains("You haven&#x27;t submitted an email!")
+        );
+        // The one-time message was the only thing stored; once shown, the session is gone.
+        assert_eq!(app.count_rows("sessions").await, 0);
+    }
+
+    async fn unregistering_an_address_already_removed_says_it_is_not_on_the_list(backend: Backend) {
+        let app = spawn_app(backend).await;
+        app.signup("gone@example.com").await;
+        let token = form_token(&app.get_html("/").await).unwrap();
+        // The address disappears by another route (here: the admin deletes it).
+        let admin = app.other_visitor();
+        admin.login_ok().await;
+        assert_is_redirect_to(&admin.admin_delete("gone@example.com").await, "/admin");
+
+        let response = app
+            .post_form("/unregister", &[("csrf_token", &token)])
+            .await;
+        assert_is_redirect_to(&response, "/");
+        let html = app.get_html("/").await;
+        assert!(html.contains("That address isn&#x27;t on our list"));
+        assert!(
+            html.contains(r#"action="/signup""#),
+            "the session forgot the address"
+        );
+    }
+
+    async fn a_visitor_can_only_remove_their_own_address(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let victim = app.other_visitor();
+        victim.signup("victim@example.com").await;
+        app.signup("attacker@example.com").await;
+
+        let token = form_token(&app.get_html("/").await).unwrap();
+        let response = app
+            .post_form(
+                "/unregister",
+                &[("csrf_token", &token), ("email", "victim@example.com")],
+            )
+            .await;
+        assert_is_redirect_to(&response, "/");
+        assert_eq!(app.subscriber_emails().await, vec!["victim@example.com"]);
+    }
+
+    async fn unregister_is_post_only(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let response = app.get("/unregister").await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(response.headers().get("allow").is_some());
+        let signup = app.get("/signup").await;
+        assert_eq!(signup.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    async fn signing_up_as_someone_else_replaces_the_remembered_address(backend: Backend) {
+        let app = spawn_app(backend).await;
+        app.signup("first@example.com").await;
+        app.signup("second@example.com").await;
+        let html = app.get_html("/").await;
+        assert!(html.contains("Thanks for signing up, second@example.com!"));
+        app.unregister().await;
+        assert_eq!(app.subscriber_emails().await, vec!["first@example.com"]);
+    }
+
+    async fn internationalised_addresses_are_normalised(backend: Backend) {
+        let app = spawn_app(backend).await;
+        assert_is_redirect_to(&app.signup("Kim@BÜCHER.de").await, "/");
+        assert!(
+            app.get_html("/")
+                .await
+                .contains("Thanks for signing up, Kim@bücher.de!")
+        );
+        let other = app.other_visitor();
+        other.signup("kim@xn--bcher-kva.de").await;
+        assert_eq!(app.count_rows("subscribers").await, 1);
+    }
 }

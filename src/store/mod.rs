@@ -1,12 +1,39 @@
 //! The storage boundary. Handlers and sessions talk to [`Store`]; SQL lives only in the backends.
 
+mod postgres;
 mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::config::DatabaseUrl;
 use crate::domain::{SearchTerm, SubscriberEmail};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// How many connections, and how long anything may wait.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    /// PostgreSQL connections, or SQLite read connections (SQLite always has one writer).
+    pub pool_size: u32,
+    /// How long a request waits for a connection.
+    pub connect_timeout: Duration,
+    /// How long one statement may run (or, on SQLite, wait for the write lock).
+    pub statement_timeout: Duration,
+}
+
+/// Opens and migrates the database the URL names.
+pub async fn open(database: &DatabaseUrl, limits: PoolLimits) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match database {
+        DatabaseUrl::Sqlite(options) => Arc::new(SqliteStore::open(options.clone(), limits).await?),
+        DatabaseUrl::Postgres(options) => {
+            Arc::new(PostgresStore::open(options.clone(), limits).await?)
+        }
+    })
+}
 
 /// Storage failed (unreachable, locked, full, read-only...). Clients see a generic 503; the
 /// cause chain goes to the log once, in `web::error`.

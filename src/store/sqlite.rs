@@ -1,19 +1,14 @@
 use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{SessionKey, Store, StoreResult, Subscriber};
+use super::{PoolLimits, SessionKey, Store, StoreResult, Subscriber};
 use crate::domain::{SearchTerm, SubscriberEmail};
-
-const READERS: u32 = 4;
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// SQLite allows one writer at a time, so writes go through a pool of exactly one connection and
 /// never fight over the lock; reads use their own pool and run beside it (WAL).
@@ -25,7 +20,7 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if missing) and migrates the database.
-    pub async fn open(options: SqliteConnectOptions) -> anyhow::Result<Self> {
+    pub async fn open(options: SqliteConnectOptions, limits: PoolLimits) -> anyhow::Result<Self> {
         create_private_file(options.get_filename())?;
         let options = options
             .create_if_missing(true)
@@ -33,10 +28,11 @@ impl SqliteStore {
             // FULL: a commit is on disk before we acknowledge it, even across power loss.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            // Waiting for the write lock is SQLite's form of a slow statement.
+            .busy_timeout(limits.statement_timeout);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_timeout(limits.connect_timeout)
             .connect_with(options.clone())
             .await
             .context("opening the SQLite database")?;
@@ -45,8 +41,8 @@ impl SqliteStore {
             .await
             .context("applying SQLite migrations")?;
         let readers = SqlitePoolOptions::new()
-            .max_connections(READERS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .max_connections(limits.pool_size)
+            .acquire_timeout(limits.connect_timeout)
             .connect_with(options.read_only(true))
             .await
             .context("opening SQLite read connections")?;

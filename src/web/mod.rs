@@ -1,6 +1,7 @@
 //! Routes and the layer stack, in one readable place.
 
 mod admin;
+mod client_ip;
 mod error;
 mod extract;
 mod public;
@@ -31,6 +32,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use url::Url;
 
+pub use client_ip::{ClientIp, TrustedProxies};
 pub use error::AppError;
 pub use render::Templates;
 
@@ -58,6 +60,7 @@ pub fn app(
     state: AppState,
     sessions: SessionLayerState,
     public_url: Option<&Url>,
+    trusted_proxies: TrustedProxies,
 ) -> anyhow::Result<Router> {
     let admin_only = Router::new()
         .route("/admin", get(admin::list))
@@ -73,6 +76,10 @@ pub fn app(
     }
 
     let layers = ServiceBuilder::new()
+        .layer(from_fn_with_state(
+            trusted_proxies,
+            client_ip::client_ip_layer,
+        ))
         .layer(SetRequestIdLayer::x_request_id(RequestCounter::default()))
         .layer(
             TraceLayer::new_for_http()
@@ -83,28 +90,53 @@ pub fn app(
                         .get("x-request-id")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default();
-                    tracing::info_span!("request", method = %request.method(), path = request.uri().path(), id)
+                    let client = request.extensions().get::<ClientIp>().map(|c| c.0);
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = request.uri().path(),
+                        id,
+                        client = client.map(tracing::field::display),
+                    )
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetResponseHeaderLayer::overriding(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(
+            X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("content-security-policy"),
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
         ))
-        .layer(SetResponseHeaderLayer::overriding(X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
-        .layer(SetResponseHeaderLayer::overriding(REFERRER_POLICY, HeaderValue::from_static("same-origin")))
+        .layer(SetResponseHeaderLayer::overriding(
+            X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ))
         // Pages are personal (a thanked visitor's address, the admin list): no cache may keep
         // them. Static files set their own lifetime.
-        .layer(SetResponseHeaderLayer::if_not_present(CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
         .layer(SetResponseHeaderLayer::if_not_present(
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         ))
-        .layer(from_fn_with_state(state.templates.clone(), error::render_error_pages))
+        .layer(from_fn_with_state(
+            state.templates.clone(),
+            error::render_error_pages,
+        ))
         .layer(CatchPanicLayer::new())
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
         .layer(from_fn_with_state(sessions, session_layer))
         .layer(cross_origin_check)
         // The header check refuses declared oversize bodies at once; the extractor limit catches

@@ -1,8 +1,14 @@
-//! The black-box harness: a real server on port 0 with a fresh database in a temporary
-//! directory, driven over HTTP by a client that keeps cookies and does not follow redirects,
-//! sending the headers a browser sends on a same-origin form post.
+//! The black-box harness: a real server on port 0 with a fresh database (a SQLite file in a
+//! temporary directory, or a freshly created PostgreSQL database that is dropped afterwards),
+//! driven over HTTP by a client that keeps cookies and does not follow redirects, sending the
+//! headers a browser sends on a same-origin form post.
+//!
+//! `on_both_backends!` turns one scenario into two tests, `…::sqlite` and `…::postgres`. The
+//! PostgreSQL half runs when `ENLIST_TEST_DATABASE_URL` names a server (and then an unreachable
+//! server is a failure); without it, it says it was skipped.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,40 +17,241 @@ use enlist::Server;
 use enlist::config::{Cli, Command, Settings};
 use reqwest::header::{HeaderMap, HeaderValue, LOCATION, SET_COOKIE};
 use reqwest::{Client, Response, StatusCode};
+use sqlx::Connection;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+pub const POSTGRES_ENV: &str = "ENLIST_TEST_DATABASE_URL";
+
+/// Runs each scenario once per backend: `async fn name(backend: Backend) { ... }`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($( $(#[$attr:meta])* async fn $name:ident($backend:ident: Backend) $body:block )+) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $(#[$attr])*
+            async fn scenario($backend: Backend) $body
+
+            #[tokio::test]
+            async fn sqlite() {
+                scenario(Backend::Sqlite).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(backend) = Backend::postgres() {
+                    scenario(backend).await
+                }
+            }
+        }
+    )+};
+}
+
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    /// A server URL with rights to create databases (e.g. postgres://postgres@127.0.0.1/postgres).
+    Postgres {
+        server_url: String,
+    },
+}
+
+impl Backend {
+    /// The PostgreSQL server named by `ENLIST_TEST_DATABASE_URL`, or `None` after saying (once
+    /// per test binary) that the PostgreSQL half is skipped.
+    pub fn postgres() -> Option<Backend> {
+        match std::env::var(POSTGRES_ENV) {
+            Ok(server_url) if !server_url.is_empty() => Some(Backend::Postgres { server_url }),
+            _ => {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    // Past the harness's capture, so a plain `cargo test` shows it.
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "SKIPPED PostgreSQL tests: set {POSTGRES_ENV} (e.g. \
+                         postgres://postgres@127.0.0.1:5432/postgres) to run them"
+                    );
+                });
+                None
+            }
+        }
+    }
+}
+
+/// One database for one test, removed when the test ends.
+pub struct TestDatabase {
+    pub url: String,
+    /// For PostgreSQL: the server URL and the database name, to drop it afterwards.
+    postgres: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    pub async fn create(backend: &Backend, dir: &std::path::Path) -> TestDatabase {
+        match backend {
+            Backend::Sqlite => TestDatabase {
+                url: format!("sqlite://{}", dir.join("enlist.db").display()),
+                postgres: None,
+            },
+            Backend::Postgres { server_url } => {
+                let mut suffix = [0u8; 8];
+                getrandom::fill(&mut suffix).expect("randomness");
+                let name = format!(
+                    "enlist_test_{}",
+                    suffix
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                );
+                let mut server = sqlx::PgConnection::connect(server_url)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("{POSTGRES_ENV} is set but PostgreSQL is unreachable: {e}")
+                    });
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut server)
+                    .await
+                    .expect("create a test database");
+                let _ = server.close().await;
+                let mut url = url::Url::parse(server_url).expect("a PostgreSQL URL");
+                url.set_path(&name);
+                TestDatabase {
+                    url: url.to_string(),
+                    postgres: Some((server_url.clone(), name)),
+                }
+            }
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
+    /// Runs a query returning one text column, beside the server.
+    pub async fn strings(&self, sql: &str) -> Vec<String> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if self.is_postgres() {
+            let mut connection = sqlx::PgConnection::connect(&self.url)
+                .await
+                .expect("connect");
+            sqlx::query_scalar(sql)
+                .fetch_all(&mut connection)
+                .await
+                .expect("query")
+        } else {
+            let mut connection = sqlx::SqliteConnection::connect(&format!("{}?mode=ro", self.url))
+                .await
+                .expect("open database");
+            sqlx::query_scalar(sql)
+                .fetch_all(&mut connection)
+                .await
+                .expect("query")
+        }
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        let counted = self
+            .strings(&format!("SELECT CAST(count(*) AS TEXT) FROM {table}"))
+            .await;
+        counted[0].parse().expect("a count")
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((server_url, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop is synchronous and may run inside a runtime: do the async work on a thread of
+        // its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut server = sqlx::PgConnection::connect(&server_url).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut server)
+                .await?;
+                Ok::<_, sqlx::Error>(())
+            })?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "could not drop test database: {dropped:?}"
+            );
+        }
+    }
+}
 
 pub struct TestApp {
+    // Fields drop in order: the server stops before its database goes.
+    running: Option<RunningServer>,
     /// The visitor most tests act as; `other_visitor()` makes more.
     pub visitor: Visitor,
+    pub database: TestDatabase,
     pub dir: TempDir,
     args: Vec<String>,
     admin_password: Option<String>,
-    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(&[]).await
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[]).await
 }
 
 /// Starts a server with extra command-line settings (e.g. `--admin-idle-timeout 2s`).
-pub async fn spawn_app_with(extra_args: &[&str]) -> TestApp {
+pub async fn spawn_app_with(backend: Backend, extra_args: &[&str]) -> TestApp {
     let dir = tempfile::tempdir().expect("temporary directory");
+    let database = TestDatabase::create(&backend, dir.path()).await;
     let mut app = TestApp {
         visitor: Visitor {
             address: String::new(),
             client: browser(),
         },
         dir,
+        database,
         args: extra_args.iter().map(|s| s.to_string()).collect(),
         admin_password: Some(ADMIN_PASSWORD.to_owned()),
         running: None,
     };
-    app.start().await;
+    let server = app.start_server().await;
+    app.visitor.address = server.address.clone();
+    app.running = Some(server);
     app
+}
+
+/// A server running in this process, stopped on drop.
+pub struct RunningServer {
+    pub address: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task ends cleanly");
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }
 
 /// A client that behaves like one browser profile: keeps cookies, never follows redirects.
@@ -71,15 +278,17 @@ impl TestApp {
         self.dir.path().join("enlist.db")
     }
 
-    fn settings(&self) -> Settings {
-        let db = format!("sqlite://{}", self.db_path().display());
+    pub fn settings(&self) -> Settings {
+        let key = self.dir.path().join("enlist.key").display().to_string();
         let mut argv = vec![
             "enlist",
             "serve",
             "--bind",
             "127.0.0.1:0",
             "--database-url",
-            &db,
+            &self.database.url,
+            "--secret-key-file",
+            &key,
         ];
         argv.extend(self.args.iter().map(String::as_str));
         let Some(Command::Serve(args)) = Cli::try_parse_from(argv)
@@ -91,11 +300,12 @@ impl TestApp {
         Settings::from_args(*args, self.admin_password.clone()).expect("test settings are valid")
     }
 
-    pub async fn start(&mut self) {
+    /// Starts a server on this app's database and key: the first one, or another instance.
+    pub async fn start_server(&self) -> RunningServer {
         let server = Server::build(self.settings()).await.expect("server starts");
-        self.visitor.address = format!("http://{}", server.local_addr());
+        let address = format!("http://{}", server.local_addr());
         let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             server
                 .run(async {
                     let _ = stopped.await;
@@ -103,20 +313,25 @@ impl TestApp {
                 .await
                 .expect("server runs");
         });
-        self.running = Some((stop, handle));
+        RunningServer {
+            address,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     pub async fn stop(&mut self) {
-        if let Some((stop, handle)) = self.running.take() {
-            let _ = stop.send(());
-            handle.await.expect("server task ends cleanly");
+        if let Some(server) = self.running.take() {
+            server.stop().await;
         }
     }
 
     /// Stops the server and starts a new one on the same database, key file and settings.
     pub async fn restart(&mut self) {
         self.stop().await;
-        self.start().await;
+        let server = self.start_server().await;
+        self.visitor.address = server.address.clone();
+        self.running = Some(server);
     }
 
     /// Restarts with a different admin password (or none configured).
@@ -133,32 +348,14 @@ impl TestApp {
         }
     }
 
-    /// Runs one query against the database file, beside the server.
     pub async fn count_rows(&self, table: &str) -> i64 {
-        let url = format!("sqlite://{}?mode=ro", self.db_path().display());
-        let pool = sqlx::SqlitePool::connect(&url)
-            .await
-            .expect("open database");
-        let count: i64 =
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-                .fetch_one(&pool)
-                .await
-                .expect("count");
-        pool.close().await;
-        count
+        self.database.count(table).await
     }
 
     pub async fn subscriber_emails(&self) -> Vec<String> {
-        let url = format!("sqlite://{}?mode=ro", self.db_path().display());
-        let pool = sqlx::SqlitePool::connect(&url)
+        self.database
+            .strings("SELECT email FROM subscribers ORDER BY id")
             .await
-            .expect("open database");
-        let emails = sqlx::query_scalar("SELECT email FROM subscribers ORDER BY id")
-            .fetch_all(&pool)
-            .await
-            .expect("select");
-        pool.close().await;
-        emails
     }
 }
 
@@ -245,14 +442,6 @@ impl Visitor {
             form_token(&self.get_html("/admin").await).expect("admin page has a form token");
         self.post_form("/admin/logout", &[("csrf_token", &token)])
             .await
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some((stop, _)) = self.running.take() {
-            let _ = stop.send(());
-        }
     }
 }
 
