@@ -29,6 +29,8 @@ struct Running {
     child: Child,
     address: String,
     startup_lines: Vec<String>,
+    /// Every later stderr line.
+    log: mpsc::Receiver<String>,
 }
 
 fn start(mut command: Command) -> Running {
@@ -38,13 +40,14 @@ fn start(mut command: Command) -> Running {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the binary");
+    let (lines_tx, log) = mpsc::channel();
     let mut running = Running {
         child,
         address: String::new(),
         startup_lines: Vec::new(),
+        log,
     };
     let stderr = running.child.stderr.take().expect("stderr");
-    let (lines_tx, lines_rx) = mpsc::channel();
     std::thread::spawn(move || {
         // Keep draining after start-up: a server whose stderr closes would lose its log.
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -52,12 +55,18 @@ fn start(mut command: Command) -> Running {
         }
     });
     loop {
-        let line = lines_rx
+        let line = running
+            .log
             .recv_timeout(Duration::from_secs(30))
             .expect("the server reports its address");
         running.startup_lines.push(line.clone());
-        if let Some(rest) = line.split("address=").nth(1) {
-            let address = rest.split_whitespace().next().unwrap_or_default();
+        // Pretty logs say address=IP:PORT, JSON logs "address":"IP:PORT".
+        let found = line
+            .split("address=")
+            .nth(1)
+            .or_else(|| line.split(r#""address":""#).nth(1));
+        if let Some(rest) = found {
+            let address = rest.split([' ', '"']).next().unwrap_or_default();
             running.address = format!("http://{address}");
             return running;
         }
@@ -310,4 +319,48 @@ async fn template_and_stylesheet_overrides_replace_the_built_in_ones() {
         StatusCode::NOT_FOUND
     );
     assert!(running.terminate().success());
+}
+
+/// The request log line for `path`, as the server printed it.
+fn request_log_line(running: &Running, path: &str) -> String {
+    let wanted = format!(r#""path":"{path}""#);
+    loop {
+        let line = running
+            .log
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a request log line");
+        if line.contains("finished processing request") && line.contains(&wanted) {
+            return line;
+        }
+    }
+}
+
+#[tokio::test]
+async fn forwarded_client_addresses_are_believed_only_from_trusted_proxies() {
+    for (trusted, expected_client) in [(None, "127.0.0.1"), (Some("127.0.0.1"), "203.0.113.7")] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = enlist(dir.path());
+        command
+            .args(["--log-format", "json"])
+            .env("ENLIST_ADMIN_PASSWORD", common::ADMIN_PASSWORD);
+        if let Some(proxy) = trusted {
+            command.args(["--trusted-proxies", proxy]);
+        }
+        let running = start(command);
+        let response = common::bare_client()
+            .get(format!("{}/healthz", running.address))
+            .header("x-forwarded-for", "203.0.113.7")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let line = request_log_line(&running, "/healthz");
+        let record: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        assert_eq!(
+            record["span"]["client"], expected_client,
+            "trusted {trusted:?}: {line}"
+        );
+        assert_eq!(record["fields"]["status"], 200);
+        assert!(running.terminate().success());
+    }
 }

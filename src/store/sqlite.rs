@@ -36,10 +36,22 @@ impl SqliteStore {
             .connect_with(options.clone())
             .await
             .context("opening the SQLite database")?;
+        // sqlx locks migrations on PostgreSQL but not on SQLite; instances sharing one file take
+        // turns through an exclusive flock (independent of SQLite's own fcntl locks).
+        let path = options.get_filename().to_path_buf();
+        let migration_lock = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path)?;
+            file.lock()?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await
+        .context("waiting for the migration lock")?
+        .context("locking the database file for migrations")?;
         sqlx::migrate!("migrations/sqlite")
             .run(&writer)
             .await
             .context("applying SQLite migrations")?;
+        drop(migration_lock);
         let readers = SqlitePoolOptions::new()
             .max_connections(limits.pool_size)
             .acquire_timeout(limits.connect_timeout)

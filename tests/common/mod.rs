@@ -22,6 +22,8 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod proxy;
+
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 pub const POSTGRES_ENV: &str = "ENLIST_TEST_DATABASE_URL";
 
@@ -199,6 +201,8 @@ pub struct TestApp {
     pub visitor: Visitor,
     pub database: TestDatabase,
     pub dir: TempDir,
+    /// The URL servers are given; differs from `database.url` when they go through a proxy.
+    server_database_url: String,
     args: Vec<String>,
     admin_password: Option<String>,
 }
@@ -209,23 +213,48 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Starts a server with extra command-line settings (e.g. `--admin-idle-timeout 2s`).
 pub async fn spawn_app_with(backend: Backend, extra_args: &[&str]) -> TestApp {
+    spawn_app_through(backend, extra_args, None).await
+}
+
+/// Like `spawn_app_with`, with the servers reaching PostgreSQL through a proxy on `proxy_port`.
+pub async fn spawn_app_through(
+    backend: Backend,
+    extra_args: &[&str],
+    proxy_port: Option<u16>,
+) -> TestApp {
+    let mut app = prepare_app(backend, extra_args, proxy_port).await;
+    let server = app.start_server().await;
+    app.visitor.address = server.address.clone();
+    app.running = Some(server);
+    app
+}
+
+/// A fresh database, key location and settings, with no server started yet.
+pub async fn prepare_app(
+    backend: Backend,
+    extra_args: &[&str],
+    proxy_port: Option<u16>,
+) -> TestApp {
     let dir = tempfile::tempdir().expect("temporary directory");
     let database = TestDatabase::create(&backend, dir.path()).await;
-    let mut app = TestApp {
+    let mut server_database_url = database.url.clone();
+    if let Some(port) = proxy_port {
+        let mut url = url::Url::parse(&database.url).expect("database URL");
+        url.set_port(Some(port)).expect("a URL with a host");
+        server_database_url = url.to_string();
+    }
+    TestApp {
         visitor: Visitor {
             address: String::new(),
             client: browser(),
         },
         dir,
         database,
+        server_database_url,
         args: extra_args.iter().map(|s| s.to_string()).collect(),
         admin_password: Some(ADMIN_PASSWORD.to_owned()),
         running: None,
-    };
-    let server = app.start_server().await;
-    app.visitor.address = server.address.clone();
-    app.running = Some(server);
-    app
+    }
 }
 
 /// A server running in this process, stopped on drop.
@@ -286,7 +315,7 @@ impl TestApp {
             "--bind",
             "127.0.0.1:0",
             "--database-url",
-            &self.database.url,
+            &self.server_database_url,
             "--secret-key-file",
             &key,
         ];
