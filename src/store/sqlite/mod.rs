@@ -2,19 +2,22 @@ use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+mod writer;
+
 use anyhow::Context;
 use async_trait::async_trait;
-use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, SqlitePool};
 
+use self::writer::{WriteOp, Writer};
 use super::{PoolLimits, SessionKey, Store, StoreResult, Subscriber};
 use crate::domain::{SearchTerm, SubscriberEmail};
 
-/// SQLite allows one writer at a time, so writes go through a pool of exactly one connection and
-/// never fight over the lock; reads use their own pool and run beside it (WAL).
+/// SQLite allows one writer at a time: one task owns the write connection and commits whatever is
+/// waiting in one transaction (see `writer`). Reads use their own pool and run beside it (WAL).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
+    writer: Writer,
     readers: SqlitePool,
 }
 
@@ -30,10 +33,8 @@ impl SqliteStore {
             .foreign_keys(true)
             // Waiting for the write lock is SQLite's form of a slow statement.
             .busy_timeout(limits.statement_timeout);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(limits.connect_timeout)
-            .connect_with(options.clone())
+        let mut writer = options
+            .connect()
             .await
             .context("opening the SQLite database")?;
         // sqlx locks migrations on PostgreSQL but not on SQLite; instances sharing one file take
@@ -48,7 +49,7 @@ impl SqliteStore {
         .context("waiting for the migration lock")?
         .context("locking the database file for migrations")?;
         sqlx::migrate!("migrations/sqlite")
-            .run(&writer)
+            .run(&mut writer)
             .await
             .context("applying SQLite migrations")?;
         drop(migration_lock);
@@ -58,7 +59,10 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .context("opening SQLite read connections")?;
-        Ok(Self { writer, readers })
+        Ok(Self {
+            writer: Writer::spawn(writer),
+            readers,
+        })
     }
 }
 
@@ -92,26 +96,20 @@ impl Store for SqliteStore {
     }
 
     async fn add_subscriber(&self, email: &SubscriberEmail, now: i64) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO subscribers (email, email_key, created_at) VALUES (?, ?, ?)
-             ON CONFLICT (email_key) DO NOTHING",
-        )
-        .bind(email.as_str())
-        .bind(email.key())
-        .bind(now)
-        .execute(&self.writer)
-        .await
-        .context("adding a subscriber")?;
+        let op = WriteOp::AddSubscriber {
+            email: email.as_str().to_owned(),
+            key: email.key().to_owned(),
+            now,
+        };
+        self.writer.write(op).await?;
         Ok(())
     }
 
     async fn remove_subscriber(&self, email: &SubscriberEmail) -> StoreResult<bool> {
-        let result = sqlx::query("DELETE FROM subscribers WHERE email_key = ?")
-            .bind(email.key())
-            .execute(&self.writer)
-            .await
-            .context("removing a subscriber")?;
-        Ok(result.rows_affected() > 0)
+        let op = WriteOp::RemoveSubscriber {
+            key: email.key().to_owned(),
+        };
+        Ok(self.writer.write(op).await? > 0)
     }
 
     async fn list_subscribers(
@@ -163,30 +161,21 @@ impl Store for SqliteStore {
     }
 
     async fn set_admin_password_hash(&self, phc: &str, now: i64) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO admin_credential (id, password_hash, updated_at) VALUES (1, ?, ?)
-             ON CONFLICT (id) DO UPDATE SET password_hash = excluded.password_hash,
-                                            updated_at = excluded.updated_at",
-        )
-        .bind(phc)
-        .bind(now)
-        .execute(&self.writer)
-        .await
-        .context("storing the admin credential")?;
+        self.writer
+            .write(WriteOp::SetAdminHash {
+                phc: phc.to_owned(),
+                now,
+            })
+            .await?;
         Ok(())
     }
 
     async fn create_admin_password_hash(&self, phc: &str, now: i64) -> StoreResult<bool> {
-        let result = sqlx::query(
-            "INSERT INTO admin_credential (id, password_hash, updated_at) VALUES (1, ?, ?)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(phc)
-        .bind(now)
-        .execute(&self.writer)
-        .await
-        .context("storing the first admin credential")?;
-        Ok(result.rows_affected() == 1)
+        let op = WriteOp::CreateAdminHash {
+            phc: phc.to_owned(),
+            now,
+        };
+        Ok(self.writer.write(op).await? == 1)
     }
 
     async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<String>> {
@@ -205,44 +194,118 @@ impl Store for SqliteStore {
         data: &str,
         expires_at: i64,
     ) -> StoreResult<bool> {
-        let result = sqlx::query(
-            "INSERT INTO sessions (key, data, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(&key[..])
-        .bind(data)
-        .bind(expires_at)
-        .execute(&self.writer)
-        .await
-        .context("creating a session")?;
-        Ok(result.rows_affected() == 1)
+        let op = WriteOp::CreateSession {
+            key: *key,
+            data: data.to_owned(),
+            expires_at,
+        };
+        Ok(self.writer.write(op).await? == 1)
     }
 
     async fn save_session(&self, key: &SessionKey, data: &str, expires_at: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE sessions SET data = ?, expires_at = ? WHERE key = ?")
-            .bind(data)
-            .bind(expires_at)
-            .bind(&key[..])
-            .execute(&self.writer)
-            .await
-            .context("saving a session")?;
+        let op = WriteOp::SaveSession {
+            key: *key,
+            data: data.to_owned(),
+            expires_at,
+        };
+        self.writer.write(op).await?;
         Ok(())
     }
 
     async fn delete_session(&self, key: &SessionKey) -> StoreResult<()> {
-        sqlx::query("DELETE FROM sessions WHERE key = ?")
-            .bind(&key[..])
-            .execute(&self.writer)
-            .await
-            .context("deleting a session")?;
+        self.writer
+            .write(WriteOp::DeleteSession { key: *key })
+            .await?;
         Ok(())
     }
 
     async fn delete_expired_sessions(&self, now: i64) -> StoreResult<u64> {
-        let result = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
-            .bind(now)
-            .execute(&self.writer)
+        self.writer
+            .write(WriteOp::DeleteExpiredSessions { now })
             .await
-            .context("deleting expired sessions")?;
-        Ok(result.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn limits() -> PoolLimits {
+        PoolLimits {
+            pool_size: 2,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_share_commits_and_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new().filename(dir.path().join("t.db"));
+        let store = SqliteStore::open(options, limits()).await.unwrap();
+        let writes: Vec<_> = (0..500)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let email = SubscriberEmail::parse(&format!("user{i}@example.com")).unwrap();
+                    store.add_subscriber(&email, 0).await
+                })
+            })
+            .collect();
+        for write in writes {
+            write.await.unwrap().unwrap();
+        }
+        assert_eq!(store.count_subscribers(None).await.unwrap(), 500);
+        let stats = store.writer.stats();
+        let (commits, writes) = (
+            stats.commits.load(Ordering::Relaxed),
+            stats.writes.load(Ordering::Relaxed),
+        );
+        assert!(writes >= 500);
+        assert!(
+            commits < writes / 2,
+            "{writes} writes in {commits} commits: no batching"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_statement_fails_alone_and_the_batch_still_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(SqliteConnectOptions::new().filename(&path), limits())
+            .await
+            .unwrap();
+        // Make one kind of write fail at statement level, as a constraint would.
+        let mut side = SqliteConnectOptions::new()
+            .filename(&path)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query(
+            "CREATE TRIGGER refuse BEFORE INSERT ON sessions BEGIN SELECT RAISE(ABORT, 'no'); END",
+        )
+        .execute(&mut side)
+        .await
+        .unwrap();
+        let writes: Vec<_> = (0..100u8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    if i % 2 == 0 {
+                        let email = SubscriberEmail::parse(&format!("u{i}@example.com")).unwrap();
+                        store.add_subscriber(&email, 0).await.is_ok()
+                    } else {
+                        store.create_session(&[i; 32], "{}", 1).await.is_ok()
+                    }
+                })
+            })
+            .collect();
+        for (i, write) in writes.into_iter().enumerate() {
+            assert_eq!(write.await.unwrap(), i % 2 == 0, "write {i}");
+        }
+        assert_eq!(store.count_subscribers(None).await.unwrap(), 50);
     }
 }

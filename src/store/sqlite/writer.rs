@@ -1,0 +1,223 @@
+//! Group commit: one task owns SQLite's write connection. Every write waiting when it is free goes
+//! into one `BEGIN IMMEDIATE … COMMIT` (one fsync for all of them), and each caller hears back only
+//! after that commit, so nothing is acknowledged before it is durable.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::anyhow;
+use sqlx::sqlite::SqliteArguments;
+use sqlx::{Executor, Sqlite, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::{SessionKey, StoreError, StoreResult};
+
+/// Enough to amortise one fsync over many writes, small enough to keep a batch's latency low.
+const MAX_BATCH: usize = 256;
+const QUEUE: usize = 4096;
+
+/// A single-statement write. Statements that fail alone (a constraint) are reported alone; an
+/// error that aborts the transaction fails the whole batch at `COMMIT`. No `Debug`: it holds
+/// addresses and session contents.
+pub(super) enum WriteOp {
+    AddSubscriber {
+        email: String,
+        key: String,
+        now: i64,
+    },
+    RemoveSubscriber {
+        key: String,
+    },
+    SetAdminHash {
+        phc: String,
+        now: i64,
+    },
+    CreateAdminHash {
+        phc: String,
+        now: i64,
+    },
+    CreateSession {
+        key: SessionKey,
+        data: String,
+        expires_at: i64,
+    },
+    SaveSession {
+        key: SessionKey,
+        data: String,
+        expires_at: i64,
+    },
+    DeleteSession {
+        key: SessionKey,
+    },
+    DeleteExpiredSessions {
+        now: i64,
+    },
+}
+
+type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments>;
+
+impl WriteOp {
+    fn query(&self) -> Query<'_> {
+        match self {
+            Self::AddSubscriber { email, key, now } => sqlx::query(
+                "INSERT INTO subscribers (email, email_key, created_at) VALUES (?, ?, ?)
+                 ON CONFLICT (email_key) DO NOTHING",
+            )
+            .bind(email.as_str())
+            .bind(key.as_str())
+            .bind(*now),
+            Self::RemoveSubscriber { key } => {
+                sqlx::query("DELETE FROM subscribers WHERE email_key = ?").bind(key.as_str())
+            }
+            Self::SetAdminHash { phc, now } => sqlx::query(
+                "INSERT INTO admin_credential (id, password_hash, updated_at) VALUES (1, ?, ?)
+                 ON CONFLICT (id) DO UPDATE SET password_hash = excluded.password_hash,
+                                                updated_at = excluded.updated_at",
+            )
+            .bind(phc.as_str())
+            .bind(*now),
+            Self::CreateAdminHash { phc, now } => sqlx::query(
+                "INSERT INTO admin_credential (id, password_hash, updated_at) VALUES (1, ?, ?)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(phc.as_str())
+            .bind(*now),
+            Self::CreateSession {
+                key,
+                data,
+                expires_at,
+            } => sqlx::query(
+                "INSERT INTO sessions (key, data, expires_at) VALUES (?, ?, ?)
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(&key[..])
+            .bind(data.as_str())
+            .bind(*expires_at),
+            Self::SaveSession {
+                key,
+                data,
+                expires_at,
+            } => sqlx::query("UPDATE sessions SET data = ?, expires_at = ? WHERE key = ?")
+                .bind(data.as_str())
+                .bind(*expires_at)
+                .bind(&key[..]),
+            Self::DeleteSession { key } => {
+                sqlx::query("DELETE FROM sessions WHERE key = ?").bind(&key[..])
+            }
+            Self::DeleteExpiredSessions { now } => {
+                sqlx::query("DELETE FROM sessions WHERE expires_at <= ?").bind(*now)
+            }
+        }
+    }
+}
+
+struct Job {
+    op: WriteOp,
+    /// Rows affected, sent only after the commit.
+    reply: oneshot::Sender<StoreResult<u64>>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Job>,
+    stats: Arc<WriterStats>,
+}
+
+/// How well group commit is working: writes per commit is the batching factor.
+#[derive(Debug, Default)]
+pub(super) struct WriterStats {
+    pub(super) commits: AtomicU64,
+    pub(super) writes: AtomicU64,
+}
+
+impl Writer {
+    pub(super) fn spawn(connection: SqliteConnection) -> Self {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let stats = Arc::new(WriterStats::default());
+        tokio::spawn(write_loop(connection, queue, stats.clone()));
+        Self { jobs, stats }
+    }
+
+    pub(super) fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Runs `op` in the next group commit; returns the rows it affected once that is durable.
+    pub(super) async fn write(&self, op: WriteOp) -> StoreResult<u64> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| StoreError(anyhow!("the SQLite writer has stopped")))?;
+        answer
+            .await
+            .map_err(|_| StoreError(anyhow!("the SQLite writer stopped before committing")))?
+    }
+}
+
+async fn write_loop(
+    mut connection: SqliteConnection,
+    mut queue: mpsc::Receiver<Job>,
+    stats: Arc<WriterStats>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Ends when every sender is gone, after the last batch is committed and answered.
+    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        stats
+            .writes
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        commit(&mut connection, &mut batch).await;
+    }
+}
+
+async fn commit(connection: &mut SqliteConnection, batch: &mut Vec<Job>) {
+    if let Err(e) = connection.execute("BEGIN IMMEDIATE").await {
+        fail_all(batch, &anyhow!(e).context("starting a write transaction"));
+        return;
+    }
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for job in batch.iter() {
+        let outcome = connection
+            .execute(job.op.query())
+            .await
+            .map(|r| r.rows_affected());
+        outcomes.push(outcome);
+    }
+    if let Err(e) = connection.execute("COMMIT").await {
+        // Whatever went wrong, nothing in this batch may be reported as written.
+        let _ = connection.execute("ROLLBACK").await;
+        fail_all(batch, &anyhow!(e).context("committing a write transaction"));
+        return;
+    }
+    for (job, outcome) in batch.drain(..).zip(outcomes) {
+        let result =
+            outcome.map_err(|e| StoreError(anyhow!(e).context(format!("{:?}", Kind(&job.op)))));
+        let _ = job.reply.send(result);
+    }
+}
+
+fn fail_all(batch: &mut Vec<Job>, error: &anyhow::Error) {
+    for job in batch.drain(..) {
+        let _ = job.reply.send(Err(StoreError(anyhow!("{error:#}"))));
+    }
+}
+
+/// The operation's name without its data (which may hold addresses or session contents).
+struct Kind<'a>(&'a WriteOp);
+
+impl std::fmt::Debug for Kind<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self.0 {
+            WriteOp::AddSubscriber { .. } => "adding a subscriber",
+            WriteOp::RemoveSubscriber { .. } => "removing a subscriber",
+            WriteOp::SetAdminHash { .. } => "storing the admin credential",
+            WriteOp::CreateAdminHash { .. } => "storing the first admin credential",
+            WriteOp::CreateSession { .. } => "creating a session",
+            WriteOp::SaveSession { .. } => "saving a session",
+            WriteOp::DeleteSession { .. } => "deleting a session",
+            WriteOp::DeleteExpiredSessions { .. } => "deleting expired sessions",
+        };
+        f.write_str(name)
+    }
+}
