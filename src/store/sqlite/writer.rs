@@ -120,6 +120,7 @@ struct Job {
 #[derive(Debug, Clone)]
 pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
+    #[cfg_attr(not(test), allow(dead_code))]
     stats: Arc<WriterStats>,
 }
 
@@ -138,6 +139,7 @@ impl Writer {
         Self { jobs, stats }
     }
 
+    #[cfg(test)]
     pub(super) fn stats(&self) -> &WriterStats {
         &self.stats
     }
