@@ -177,6 +177,37 @@ on_both_backends! {
         assert_eq!(too_long.status(), StatusCode::BAD_REQUEST);
     }
 
+    async fn search_handles_short_terms_quotes_unicode_and_paging(backend: Backend) {
+        let app = spawn_app(backend).await;
+        for email in ["o'neil@example.com", "kim@bücher.de", "xy@example.com", "quote@example.com"] {
+            assert_is_redirect_to(&app.other_visitor().signup(email).await, "/");
+        }
+        for i in 0..60 {
+            app.other_visitor().signup(&format!("bulk{i:02}@many.example")).await;
+        }
+        app.login_ok().await;
+        // Two letters: no trigram, still found.
+        assert!(app.get_html("/admin?q=xy").await.contains("1 matching of 64"));
+        // Quotes are plain characters, not query syntax, inside and outside the index.
+        assert!(app.get_html("/admin?q=o%27neil").await.contains("1 matching of 64"));
+        assert!(app.get_html("/admin?q=%22uote").await.contains("0 matching of 64"));
+        assert!(app.get_html("/admin?q=uote%22%20OR%20%22a").await.contains("0 matching of 64"));
+        assert!(app.get_html("/admin?q=quote").await.contains("1 matching of 64"));
+        // The Unicode form of a domain and its ASCII key both find the address.
+        assert!(app.get_html("/admin?q=B%C3%BCcher").await.contains("kim@bücher.de"));
+        assert!(app.get_html("/admin?q=xn--bcher").await.contains("kim@bücher.de"));
+        // A search result pages like the full list.
+        let first = app.get_html("/admin?q=many.example").await;
+        assert!(first.contains("60 matching of 64"));
+        assert_eq!(first.matches(r#"action="/admin/delete""#).count(), 50);
+        let second = app.get_html(&older_link(&first).expect("a second page of matches")).await;
+        assert_eq!(second.matches(r#"action="/admin/delete""#).count(), 10);
+        assert!(second.contains("bulk00@many.example") && !second.contains("kim@"));
+        // Deletes keep the maintained count right.
+        app.admin_delete("xy@example.com").await;
+        assert!(app.get_html("/admin").await.contains("63 subscribers."));
+    }
+
     async fn deleting_removes_the_address_with_a_message(backend: Backend) {
         let app = spawn_app(backend).await;
         app.other_visitor().signup("spam@example.com").await;

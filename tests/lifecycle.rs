@@ -96,9 +96,13 @@ impl Store for BreakableStore {
         self.check()?;
         self.inner.list_subscribers(search, before, limit).await
     }
-    async fn count_subscribers(&self, search: Option<&SearchTerm>) -> StoreResult<u64> {
+    async fn count_subscribers(&self) -> StoreResult<u64> {
         self.check()?;
-        self.inner.count_subscribers(search).await
+        self.inner.count_subscribers().await
+    }
+    async fn count_matching(&self, search: &SearchTerm, cap: u64) -> StoreResult<u64> {
+        self.check()?;
+        self.inner.count_matching(search, cap).await
     }
     async fn admin_password_hash(&self) -> StoreResult<Option<String>> {
         self.check()?;

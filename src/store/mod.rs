@@ -73,7 +73,10 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<Subscriber>>;
-    async fn count_subscribers(&self, search: Option<&SearchTerm>) -> StoreResult<u64>;
+    /// The number of subscribers, from a maintained counter (no scan).
+    async fn count_subscribers(&self) -> StoreResult<u64>;
+    /// How many addresses match, counting no further than `cap`.
+    async fn count_matching(&self, search: &SearchTerm, cap: u64) -> StoreResult<u64>;
 
     /// The stored argon2id PHC string, if any.
     async fn admin_password_hash(&self) -> StoreResult<Option<String>>;

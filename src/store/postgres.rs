@@ -57,10 +57,6 @@ impl PostgresStore {
     }
 }
 
-fn search_pattern(search: Option<&SearchTerm>) -> Option<String> {
-    search.map(SearchTerm::like_pattern)
-}
-
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> StoreResult<()> {
@@ -99,15 +95,17 @@ impl Store for PostgresStore {
         before: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<Subscriber>> {
+        // With a search, the planner picks between the trigram indexes (rare terms) and walking
+        // the primary key newest first until the page is full (common terms).
         let select = sqlx::query_as::<_, (i64, String, i64)>(
             "SELECT id, email, created_at FROM subscribers
-             WHERE ($1::BIGINT IS NULL OR id < $1)
+             WHERE id < $1
                AND ($2::TEXT IS NULL OR email_key LIKE $2 ESCAPE '\\'
                                      OR lower(email) LIKE $2 ESCAPE '\\')
              ORDER BY id DESC LIMIT $3",
         )
-        .bind(before)
-        .bind(search_pattern(search))
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(search.map(SearchTerm::like_pattern))
         .bind(i64::from(limit))
         .fetch_all(&self.pool);
         let rows = self.bounded("listing subscribers", select).await?;
@@ -121,15 +119,25 @@ impl Store for PostgresStore {
             .collect())
     }
 
-    async fn count_subscribers(&self, search: Option<&SearchTerm>) -> StoreResult<u64> {
+    async fn count_subscribers(&self) -> StoreResult<u64> {
+        let sum =
+            sqlx::query_scalar::<_, i64>("SELECT CAST(sum(n) AS BIGINT) FROM subscriber_counts")
+                .fetch_one(&self.pool);
+        let count = self.bounded("reading the subscriber count", sum).await?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
+    async fn count_matching(&self, search: &SearchTerm, cap: u64) -> StoreResult<u64> {
         let count = sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM subscribers
-             WHERE $1::TEXT IS NULL OR email_key LIKE $1 ESCAPE '\\'
-                                    OR lower(email) LIKE $1 ESCAPE '\\'",
+            "SELECT count(*) FROM (SELECT 1 FROM subscribers
+                                   WHERE email_key LIKE $1 ESCAPE '\\'
+                                      OR lower(email) LIKE $1 ESCAPE '\\'
+                                   LIMIT $2) AS capped",
         )
-        .bind(search_pattern(search))
+        .bind(search.like_pattern())
+        .bind(i64::try_from(cap).unwrap_or(i64::MAX))
         .fetch_one(&self.pool);
-        let count = self.bounded("counting subscribers", count).await?;
+        let count = self.bounded("counting matching subscribers", count).await?;
         Ok(u64::try_from(count).unwrap_or_default())
     }
 

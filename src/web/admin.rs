@@ -16,6 +16,24 @@ use crate::security::verify_password;
 use crate::session::{AdminStatus, Notice, Session};
 
 const PAGE_SIZE: usize = 50;
+/// Counting every match of a common term in a huge list costs more than the number is worth.
+const MATCH_COUNT_CAP: u64 = 10_000;
+
+/// How many addresses match a search, exactly up to the cap ("10000+" beyond).
+#[derive(Serialize)]
+struct MatchCount {
+    count: u64,
+    more: bool,
+}
+
+impl MatchCount {
+    fn new(counted: u64) -> Self {
+        Self {
+            count: counted.min(MATCH_COUNT_CAP),
+            more: counted > MATCH_COUNT_CAP,
+        }
+    }
+}
 
 pub async fn require_admin(
     State(app): State<AppState>,
@@ -90,7 +108,7 @@ struct ListPage<'a> {
     rows: Vec<Row>,
     total: u64,
     /// Set only while searching.
-    matching: Option<u64>,
+    matching: Option<MatchCount>,
     /// The `before` value of the next (older) page, if there is one.
     next_before: Option<i64>,
     notice: Option<Notice>,
@@ -118,9 +136,11 @@ pub async fn list(
         .await?;
     let next_before = (subscribers.len() > PAGE_SIZE).then(|| subscribers[PAGE_SIZE - 1].id);
     subscribers.truncate(PAGE_SIZE);
-    let total = app.store.count_subscribers(None).await?;
+    let total = app.store.count_subscribers().await?;
     let matching = match &search {
-        Some(term) => Some(app.store.count_subscribers(Some(term)).await?),
+        Some(term) => Some(MatchCount::new(
+            app.store.count_matching(term, MATCH_COUNT_CAP + 1).await?,
+        )),
         None => None,
     };
     let rows: Vec<Row> = subscribers

@@ -81,8 +81,23 @@ fn create_private_file(path: &Path) -> anyhow::Result<()> {
     }
 }
 
-fn search_pattern(search: Option<&SearchTerm>) -> Option<String> {
-    search.map(SearchTerm::like_pattern)
+/// How a search runs: through the trigram index when the term is long enough to have trigrams,
+/// else by scanning (newest first, stopping as soon as a page is full).
+enum Search {
+    /// An FTS5 phrase: the term in double quotes, inner quotes doubled.
+    Trigram(String),
+    /// A `LIKE` pattern.
+    Scan(String),
+}
+
+impl From<&SearchTerm> for Search {
+    fn from(term: &SearchTerm) -> Self {
+        if term.as_str().chars().count() >= 3 {
+            Search::Trigram(format!("\"{}\"", term.as_str().replace('"', "\"\"")))
+        } else {
+            Search::Scan(term.like_pattern())
+        }
+    }
 }
 
 #[async_trait]
@@ -118,17 +133,47 @@ impl Store for SqliteStore {
         before: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<Subscriber>> {
-        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
-            "SELECT id, email, created_at FROM subscribers
-             WHERE (?1 IS NULL OR id < ?1)
-               AND (?2 IS NULL OR email_key LIKE ?2 ESCAPE '\\' OR email LIKE ?2 ESCAPE '\\')
-             ORDER BY id DESC LIMIT ?3",
-        )
-        .bind(before)
-        .bind(search_pattern(search))
-        .bind(limit)
-        .fetch_all(&self.readers)
-        .await
+        let before = before.unwrap_or(i64::MAX);
+        let rows: Vec<(i64, String, i64)> = match search.map(Search::from) {
+            None => {
+                sqlx::query_as(
+                    "SELECT id, email, created_at FROM subscribers
+                     WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+                )
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.readers)
+                .await
+            }
+            // The trigram index hands out matches newest first; stop at the page's end.
+            Some(Search::Trigram(phrase)) => {
+                sqlx::query_as(
+                    "SELECT s.id, s.email, s.created_at
+                     FROM (SELECT rowid AS id FROM subscribers_search
+                           WHERE subscribers_search MATCH ?1 AND rowid < ?2
+                           ORDER BY rowid DESC LIMIT ?3) AS hit
+                     JOIN subscribers AS s ON s.id = hit.id
+                     ORDER BY s.id DESC",
+                )
+                .bind(phrase)
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.readers)
+                .await
+            }
+            Some(Search::Scan(pattern)) => {
+                sqlx::query_as(
+                    "SELECT id, email, created_at FROM subscribers
+                     WHERE id < ?1 AND (email_key LIKE ?2 ESCAPE '\\' OR email LIKE ?2 ESCAPE '\\')
+                     ORDER BY id DESC LIMIT ?3",
+                )
+                .bind(before)
+                .bind(pattern)
+                .bind(limit)
+                .fetch_all(&self.readers)
+                .await
+            }
+        }
         .context("listing subscribers")?;
         Ok(rows
             .into_iter()
@@ -140,15 +185,39 @@ impl Store for SqliteStore {
             .collect())
     }
 
-    async fn count_subscribers(&self, search: Option<&SearchTerm>) -> StoreResult<u64> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM subscribers
-             WHERE ?1 IS NULL OR email_key LIKE ?1 ESCAPE '\\' OR email LIKE ?1 ESCAPE '\\'",
-        )
-        .bind(search_pattern(search))
-        .fetch_one(&self.readers)
-        .await
-        .context("counting subscribers")?;
+    async fn count_subscribers(&self) -> StoreResult<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT n FROM subscriber_count WHERE id = 1")
+            .fetch_one(&self.readers)
+            .await
+            .context("reading the subscriber count")?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
+    async fn count_matching(&self, search: &SearchTerm, cap: u64) -> StoreResult<u64> {
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        let count: i64 = match Search::from(search) {
+            Search::Trigram(phrase) => {
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM (SELECT 1 FROM subscribers_search
+                                           WHERE subscribers_search MATCH ?1 LIMIT ?2)",
+                )
+                .bind(phrase)
+                .bind(cap)
+                .fetch_one(&self.readers)
+                .await
+            }
+            Search::Scan(pattern) => {
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM (SELECT 1 FROM subscribers
+                     WHERE email_key LIKE ?1 ESCAPE '\\' OR email LIKE ?1 ESCAPE '\\' LIMIT ?2)",
+                )
+                .bind(pattern)
+                .bind(cap)
+                .fetch_one(&self.readers)
+                .await
+            }
+        }
+        .context("counting matching subscribers")?;
         Ok(u64::try_from(count).unwrap_or_default())
     }
 
@@ -258,7 +327,7 @@ mod tests {
         for write in writes {
             write.await.unwrap().unwrap();
         }
-        assert_eq!(store.count_subscribers(None).await.unwrap(), 500);
+        assert_eq!(store.count_subscribers().await.unwrap(), 500);
         let stats = store.writer.stats();
         let (commits, writes) = (
             stats.commits.load(Ordering::Relaxed),
@@ -306,6 +375,33 @@ mod tests {
         for (i, write) in writes.into_iter().enumerate() {
             assert_eq!(write.await.unwrap(), i % 2 == 0, "write {i}");
         }
-        assert_eq!(store.count_subscribers(None).await.unwrap(), 50);
+        assert_eq!(store.count_subscribers().await.unwrap(), 50);
+    }
+
+    #[tokio::test]
+    async fn counts_are_maintained_and_match_counts_stop_at_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new().filename(dir.path().join("t.db"));
+        let store = SqliteStore::open(options, limits()).await.unwrap();
+        for i in 0..30 {
+            let email = SubscriberEmail::parse(&format!("member{i}@club.example")).unwrap();
+            store.add_subscriber(&email, 0).await.unwrap();
+        }
+        let again = SubscriberEmail::parse("MEMBER1@club.example").unwrap();
+        store.add_subscriber(&again, 0).await.unwrap();
+        assert_eq!(
+            store.count_subscribers().await.unwrap(),
+            30,
+            "a duplicate is not counted"
+        );
+        store.remove_subscriber(&again).await.unwrap();
+        assert_eq!(store.count_subscribers().await.unwrap(), 29);
+
+        let term = SearchTerm::parse("club").unwrap().unwrap();
+        assert_eq!(store.count_matching(&term, 10).await.unwrap(), 10);
+        assert_eq!(store.count_matching(&term, 100).await.unwrap(), 29);
+        let short = SearchTerm::parse("r2").unwrap().unwrap();
+        // member2 and member20..member29
+        assert_eq!(store.count_matching(&short, 100).await.unwrap(), 11);
     }
 }
