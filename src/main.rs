@@ -11,6 +11,11 @@ use tracing_subscriber::EnvFilter;
 
 const SETTING_ERROR: u8 = 2;
 
+// Request handling allocates many small short-lived buffers; mimalloc serves them several times
+// faster than glibc's malloc under two busy threads, and returns memory to the OS readily.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

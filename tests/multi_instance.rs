@@ -1,5 +1,6 @@
-//! Several instances on one database: any instance serves any request, and the database going
-//! away is a bounded, generic 503 that heals by itself.
+//! Several instances on one PostgreSQL database: any instance serves any request, and the
+//! database going away is a bounded, generic 503 that heals by itself. A SQLite file belongs to
+//! one instance, and a second one is turned away.
 
 #[macro_use]
 mod common;
@@ -22,7 +23,34 @@ fn same_browser_on(visitor: &Visitor, address: &str) -> Visitor {
     }
 }
 
-on_both_backends! {
+#[tokio::test]
+async fn a_second_instance_on_one_sqlite_file_is_refused_clearly() {
+    let app = common::spawn_app_with(Backend::Sqlite, &["--database-connect-timeout", "1s"]).await;
+    let second = app.try_start_server().await;
+    let Err(enlist::StartError::Setting(error)) = second else {
+        panic!("a second instance started on the same SQLite file");
+    };
+    assert!(
+        error.message.contains("another enlist process is using"),
+        "{error}"
+    );
+    assert!(error.message.contains("PostgreSQL"), "{error}");
+    // The first instance is unaffected.
+    assert_is_redirect_to(&app.signup("still@example.com").await, "/");
+}
+
+/// These scenarios need a database several processes can share.
+macro_rules! on_postgres {
+    ($( async fn $name:ident($backend:ident: Backend) $body:block )+) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let Some($backend) = Backend::postgres() else { return };
+            $body
+        }
+    )+};
+}
+
+on_postgres! {
     async fn any_instance_serves_any_request(backend: Backend) {
         let app = spawn_app(backend).await;
         let second = app.start_server().await;

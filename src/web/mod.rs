@@ -144,7 +144,7 @@ pub fn app(
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
 
-    Ok(Router::new()
+    let routes = Router::new()
         .route("/", get(public::home))
         .route("/signup", post(public::signup))
         .route("/unregister", post(public::unregister))
@@ -153,8 +153,10 @@ pub fn app(
         .route("/static/{file}", get(public::static_file))
         .merge(admin_only)
         .fallback(public::not_found)
-        .with_state(state)
-        .layer(layers))
+        .with_state(state);
+    // One stack around the whole router, rather than `Router::layer`, which wraps every route in
+    // its own copy and clones that per request.
+    Ok(Router::new().fallback_service(layers.service(routes)))
 }
 
 /// Request ids: a per-process counter is enough to follow one request through the log.

@@ -331,7 +331,11 @@ impl TestApp {
 
     /// Starts a server on this app's database and key: the first one, or another instance.
     pub async fn start_server(&self) -> RunningServer {
-        let server = Server::build(self.settings()).await.expect("server starts");
+        self.try_start_server().await.expect("server starts")
+    }
+
+    pub async fn try_start_server(&self) -> Result<RunningServer, enlist::StartError> {
+        let server = Server::build(self.settings()).await?;
         let address = format!("http://{}", server.local_addr());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -342,11 +346,11 @@ impl TestApp {
                 .await
                 .expect("server runs");
         });
-        RunningServer {
+        Ok(RunningServer {
             address,
             stop: Some(stop),
             task: Some(task),
-        }
+        })
     }
 
     pub async fn stop(&mut self) {

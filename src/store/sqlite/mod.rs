@@ -1,7 +1,11 @@
+use std::fs::{File, TryLockError};
 use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+mod session_cache;
 mod writer;
 
 use anyhow::Context;
@@ -9,16 +13,28 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, SqlitePool};
 
+use self::session_cache::{Lookup, SessionCache};
 use self::writer::{WriteOp, Writer};
 use super::{PoolLimits, SessionKey, Store, StoreResult, Subscriber};
 use crate::domain::{SearchTerm, SubscriberEmail};
 
 /// SQLite allows one writer at a time: one task owns the write connection and commits whatever is
 /// waiting in one transaction (see `writer`). Reads use their own pool and run beside it (WAL).
-#[derive(Debug, Clone)]
+///
+/// One process owns the file (an exclusive lock held for the store's life): that is what makes
+/// the in-process session cache exact. Several instances need PostgreSQL.
+#[derive(Clone)]
 pub struct SqliteStore {
     writer: Writer,
     readers: SqlitePool,
+    sessions: Arc<SessionCache>,
+    _owner: Arc<File>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
 }
 
 impl SqliteStore {
@@ -33,36 +49,52 @@ impl SqliteStore {
             .foreign_keys(true)
             // Waiting for the write lock is SQLite's form of a slow statement.
             .busy_timeout(limits.statement_timeout);
+        // Before anything else touches the file, so migrations never race either.
+        let owner = take_ownership(options.get_filename(), limits.connect_timeout).await?;
         let mut writer = options
             .connect()
             .await
             .context("opening the SQLite database")?;
-        // sqlx locks migrations on PostgreSQL but not on SQLite; instances sharing one file take
-        // turns through an exclusive flock (independent of SQLite's own fcntl locks).
-        let path = options.get_filename().to_path_buf();
-        let migration_lock = tokio::task::spawn_blocking(move || {
-            let file = std::fs::File::open(&path)?;
-            file.lock()?;
-            Ok::<_, std::io::Error>(file)
-        })
-        .await
-        .context("waiting for the migration lock")?
-        .context("locking the database file for migrations")?;
         sqlx::migrate!("migrations/sqlite")
             .run(&mut writer)
             .await
             .context("applying SQLite migrations")?;
-        drop(migration_lock);
         let readers = SqlitePoolOptions::new()
             .max_connections(limits.pool_size)
             .acquire_timeout(limits.connect_timeout)
             .connect_with(options.read_only(true))
             .await
             .context("opening SQLite read connections")?;
+        let sessions = Arc::new(SessionCache::default());
         Ok(Self {
-            writer: Writer::spawn(writer),
+            writer: Writer::spawn(writer, sessions.clone()),
             readers,
+            sessions,
+            _owner: Arc::new(owner),
         })
+    }
+}
+
+/// Takes the exclusive lock (`flock`, independent of SQLite's own `fcntl` locks) that makes this
+/// process the file's only user, waiting up to `patience` for a previous process to finish.
+async fn take_ownership(path: &Path, patience: Duration) -> anyhow::Result<File> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let deadline = Instant::now() + patience;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(TryLockError::WouldBlock) => anyhow::bail!(
+                "another enlist process is using {}; a SQLite database serves one instance \
+                 (use PostgreSQL to run several)",
+                path.display()
+            ),
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
     }
 }
 
@@ -248,13 +280,23 @@ impl Store for SqliteStore {
     }
 
     async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<String>> {
-        let data = sqlx::query_scalar("SELECT data FROM sessions WHERE key = ? AND expires_at > ?")
-            .bind(&key[..])
-            .bind(now)
-            .fetch_optional(&self.readers)
-            .await
-            .context("loading a session")?;
-        Ok(data)
+        let ticket = match self.sessions.lookup(key, now) {
+            Lookup::Hit(data) => return Ok(data.map(|d| d.to_string())),
+            Lookup::Miss(ticket) => ticket,
+        };
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "SELECT data, expires_at FROM sessions WHERE key = ? AND expires_at > ?",
+        )
+        .bind(&key[..])
+        .bind(now)
+        .fetch_optional(&self.readers)
+        .await
+        .context("loading a session")?;
+        let found = row
+            .as_ref()
+            .map(|(data, expires)| (Arc::from(data.as_str()), *expires));
+        self.sessions.fill(key, found, ticket);
+        Ok(row.map(|(data, _)| data))
     }
 
     async fn create_session(

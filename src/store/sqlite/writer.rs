@@ -10,6 +10,7 @@ use sqlx::sqlite::SqliteArguments;
 use sqlx::{Executor, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
+use super::session_cache::SessionCache;
 use crate::store::{SessionKey, StoreError, StoreResult};
 
 /// Enough to amortise one fsync over many writes, small enough to keep a batch's latency low.
@@ -57,6 +58,36 @@ pub(super) enum WriteOp {
 type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments>;
 
 impl WriteOp {
+    /// Keeps the session cache equal to what was just committed.
+    fn committed(&self, rows: u64, cache: &SessionCache) {
+        match self {
+            Self::CreateSession {
+                key,
+                data,
+                expires_at,
+            } if rows == 1 => cache.stored(key, data, expires_at.to_owned()),
+            Self::SaveSession {
+                key,
+                data,
+                expires_at,
+            } if rows == 1 => cache.stored(key, data, expires_at.to_owned()),
+            // Saving a session that is gone (ended elsewhere) leaves it gone.
+            Self::SaveSession { key, .. } | Self::DeleteSession { key } => cache.deleted(key),
+            Self::DeleteExpiredSessions { now } => cache.expired(*now),
+            _ => {}
+        }
+    }
+
+    /// The transaction failed: whatever the cache knew about this session may be wrong.
+    fn failed(&self, cache: &SessionCache) {
+        match self {
+            Self::CreateSession { key, .. }
+            | Self::SaveSession { key, .. }
+            | Self::DeleteSession { key } => cache.forget(key),
+            _ => {}
+        }
+    }
+
     fn query(&self) -> Query<'_> {
         match self {
             Self::AddSubscriber { email, key, now } => sqlx::query(
@@ -132,10 +163,10 @@ pub(super) struct WriterStats {
 }
 
 impl Writer {
-    pub(super) fn spawn(connection: SqliteConnection) -> Self {
+    pub(super) fn spawn(connection: SqliteConnection, cache: Arc<SessionCache>) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
-        tokio::spawn(write_loop(connection, queue, stats.clone()));
+        tokio::spawn(write_loop(connection, queue, stats.clone(), cache));
         Self { jobs, stats }
     }
 
@@ -161,6 +192,7 @@ async fn write_loop(
     mut connection: SqliteConnection,
     mut queue: mpsc::Receiver<Job>,
     stats: Arc<WriterStats>,
+    cache: Arc<SessionCache>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // Ends when every sender is gone, after the last batch is committed and answered.
@@ -169,13 +201,17 @@ async fn write_loop(
             .writes
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         stats.commits.fetch_add(1, Ordering::Relaxed);
-        commit(&mut connection, &mut batch).await;
+        commit(&mut connection, &mut batch, &cache).await;
     }
 }
 
-async fn commit(connection: &mut SqliteConnection, batch: &mut Vec<Job>) {
+async fn commit(connection: &mut SqliteConnection, batch: &mut Vec<Job>, cache: &SessionCache) {
     if let Err(e) = connection.execute("BEGIN IMMEDIATE").await {
-        fail_all(batch, &anyhow!(e).context("starting a write transaction"));
+        fail_all(
+            batch,
+            &anyhow!(e).context("starting a write transaction"),
+            cache,
+        );
         return;
     }
     let mut outcomes = Vec::with_capacity(batch.len());
@@ -189,18 +225,26 @@ async fn commit(connection: &mut SqliteConnection, batch: &mut Vec<Job>) {
     if let Err(e) = connection.execute("COMMIT").await {
         // Whatever went wrong, nothing in this batch may be reported as written.
         let _ = connection.execute("ROLLBACK").await;
-        fail_all(batch, &anyhow!(e).context("committing a write transaction"));
+        fail_all(
+            batch,
+            &anyhow!(e).context("committing a write transaction"),
+            cache,
+        );
         return;
     }
     for (job, outcome) in batch.drain(..).zip(outcomes) {
+        if let Ok(rows) = &outcome {
+            job.op.committed(*rows, cache);
+        }
         let result =
             outcome.map_err(|e| StoreError(anyhow!(e).context(format!("{:?}", Kind(&job.op)))));
         let _ = job.reply.send(result);
     }
 }
 
-fn fail_all(batch: &mut Vec<Job>, error: &anyhow::Error) {
+fn fail_all(batch: &mut Vec<Job>, error: &anyhow::Error, cache: &SessionCache) {
     for job in batch.drain(..) {
+        job.op.failed(cache);
         let _ = job.reply.send(Err(StoreError(anyhow!("{error:#}"))));
     }
 }
