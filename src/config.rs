@@ -16,11 +16,7 @@ use crate::domain::AdminPassword;
 use crate::security::PasswordHash;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "enlist",
-    version,
-    about = "A self-hosted email-list signup service"
-)]
+#[command(name = "enlist", version, about = "A self-hosted email-list signup service")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -114,7 +110,7 @@ impl DatabaseUrl {
         } else if raw.starts_with("sqlite:") {
             if raw.contains(":memory:") || raw.contains("mode=memory") {
                 return Err(
-                    "an in-memory database loses every signup at exit; give a file path".into(),
+                    "an in-memory database loses every signup at exit; give a file path".into()
                 );
             }
             let options = SqliteConnectOptions::from_str(raw).map_err(|e| e.to_string())?;
@@ -128,11 +124,9 @@ impl DatabaseUrl {
     /// directory.
     fn data_dir(&self) -> PathBuf {
         match self {
-            Self::Sqlite(options) => options
-                .get_filename()
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default(),
+            Self::Sqlite(options) => {
+                options.get_filename().parent().map(Path::to_path_buf).unwrap_or_default()
+            }
             Self::Postgres(_) => PathBuf::new(),
         }
     }
@@ -200,10 +194,7 @@ pub struct SettingError {
 
 impl SettingError {
     pub fn new(setting: &'static str, message: impl ToString) -> Self {
-        Self {
-            setting,
-            message: message.to_string(),
-        }
+        Self { setting, message: message.to_string() }
     }
 }
 
@@ -240,9 +231,8 @@ impl Settings {
                 "must not be shorter than --admin-idle-timeout",
             ));
         }
-        let secret_key_file = args
-            .secret_key_file
-            .unwrap_or_else(|| args.database_url.data_dir().join("enlist.key"));
+        let secret_key_file =
+            args.secret_key_file.unwrap_or_else(|| args.database_url.data_dir().join("enlist.key"));
         Ok(Self {
             bind: args.bind,
             database: args.database_url,
@@ -281,10 +271,7 @@ mod tests {
             Settings::from_args(args(&["--database-url", "sqlite://data/list.db"]), None).unwrap();
         assert_eq!(settings.secret_key_file, PathBuf::from("data/enlist.key"));
         assert_eq!(settings.admin_idle_timeout, Duration::from_secs(30 * 60));
-        assert_eq!(
-            settings.visitor_session_ttl,
-            Duration::from_secs(365 * 24 * 3600)
-        );
+        assert_eq!(settings.visitor_session_ttl, Duration::from_secs(365 * 24 * 3600));
         let default = Settings::from_args(args(&[]), None).unwrap();
         assert_eq!(default.secret_key_file, PathBuf::from("enlist.key"));
     }
@@ -303,11 +290,8 @@ mod tests {
         .unwrap();
         assert!(matches!(settings.database, DatabaseUrl::Postgres(_)));
         assert_eq!(settings.secret_key_file, PathBuf::from("enlist.key"));
-        let proxies: Vec<String> = settings
-            .trusted_proxies
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let proxies: Vec<String> =
+            settings.trusted_proxies.iter().map(ToString::to_string).collect();
         assert_eq!(proxies, ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]);
     }
 
@@ -335,12 +319,7 @@ mod tests {
         let hash = Settings::from_args(args(&["--admin-password-hash", "nope"]), None).unwrap_err();
         assert!(hash.setting.starts_with("--admin-password-hash"));
         let order = Settings::from_args(
-            args(&[
-                "--admin-idle-timeout",
-                "2h",
-                "--admin-absolute-timeout",
-                "1h",
-            ]),
+            args(&["--admin-idle-timeout", "2h", "--admin-absolute-timeout", "1h"]),
             None,
         )
         .unwrap_err();

@@ -109,26 +109,13 @@ impl Server {
             admin: Arc::new(admin),
         };
         let trusted_proxies = TrustedProxies::new(settings.trusted_proxies.clone());
-        let router = web::app(
-            state,
-            sessions,
-            settings.public_url.as_ref(),
-            trusted_proxies,
-        )
-        .map_err(|e| SettingError::new("--public-url (ENLIST_PUBLIC_URL)", e))?;
-        Ok(Self {
-            listener,
-            router,
-            store,
-            public_url,
-            generated_admin_password,
-        })
+        let router = web::app(state, sessions, settings.public_url.as_ref(), trusted_proxies)
+            .map_err(|e| SettingError::new("--public-url (ENLIST_PUBLIC_URL)", e))?;
+        Ok(Self { listener, router, store, public_url, generated_admin_password })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     pub fn public_url(&self) -> &Url {
@@ -146,14 +133,13 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_expired_sessions(self.store.clone()));
-        let app = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP");
         sweeper.abort();
+        self.store.close().await;
         served
     }
 }
@@ -174,10 +160,7 @@ async fn sweep_expired_sessions(store: Arc<dyn Store>) {
         match store.delete_expired_sessions(unix_now()).await {
             Ok(0) => {}
             Ok(removed) => tracing::debug!(removed, "removed expired sessions"),
-            Err(e) => tracing::warn!(
-                error = format!("{e:#}"),
-                "could not remove expired sessions"
-            ),
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "could not remove expired sessions"),
         }
     }
 }

@@ -19,18 +19,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e)
-            if matches!(
-                e.kind(),
-                ErrorKind::ValueValidation | ErrorKind::InvalidValue
-            ) =>
-        {
+        Err(e) if matches!(e.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) => {
             // One line naming the setting is what an operator (or a supervisor's log) needs.
             let rendered = e.render().to_string();
-            eprintln!(
-                "{}",
-                rendered.lines().next().unwrap_or("error: invalid setting")
-            );
+            eprintln!("{}", rendered.lines().next().unwrap_or("error: invalid setting"));
             return ExitCode::from(SETTING_ERROR);
         }
         Err(e) => e.exit(),

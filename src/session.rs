@@ -46,11 +46,7 @@ impl SessionConfig {
     /// On https the cookie gets `Secure` and the `__Host-` prefix, which pins it to this exact
     /// host and path `/`.
     pub fn cookie_name_for(secure: bool) -> &'static str {
-        if secure {
-            "__Host-enlist_session"
-        } else {
-            "enlist_session"
-        }
+        if secure { "__Host-enlist_session" } else { "enlist_session" }
     }
 
     fn touch_interval(&self) -> Duration {
@@ -94,17 +90,11 @@ pub enum NoticeKind {
 
 impl Notice {
     pub fn success(text: impl Into<String>) -> Self {
-        Self {
-            kind: NoticeKind::Success,
-            text: text.into(),
-        }
+        Self { kind: NoticeKind::Success, text: text.into() }
     }
 
     pub fn error(text: impl Into<String>) -> Self {
-        Self {
-            kind: NoticeKind::Error,
-            text: text.into(),
-        }
+        Self { kind: NoticeKind::Error, text: text.into() }
     }
 }
 
@@ -199,10 +189,7 @@ impl Session {
             store,
             config,
             incoming,
-            state: Mutex::new(RequestState {
-                loaded: None,
-                cookie: CookieChange::Keep,
-            }),
+            state: Mutex::new(RequestState { loaded: None, cookie: CookieChange::Keep }),
         }))
     }
 
@@ -220,19 +207,11 @@ impl Session {
     }
 
     async fn load(&self) -> StoreResult<Loaded> {
-        let empty = Loaded {
-            id: None,
-            data: SessionData::default(),
-        };
+        let empty = Loaded { id: None, data: SessionData::default() };
         let Some(id) = self.0.incoming else {
             return Ok(empty);
         };
-        let Some(json) = self
-            .0
-            .store
-            .load_session(&id.storage_key(), unix_now())
-            .await?
-        else {
+        let Some(json) = self.0.store.load_session(&id.storage_key(), unix_now()).await? else {
             return Ok(empty);
         };
         match serde_json::from_str(&json) {
@@ -245,8 +224,7 @@ impl Session {
     }
 
     async fn read<R>(&self, f: impl FnOnce(&SessionData) -> R) -> StoreResult<R> {
-        self.with_loaded(|state| f(&state.loaded.as_ref().expect("loaded above").data))
-            .await
+        self.with_loaded(|state| f(&state.loaded.as_ref().expect("loaded above").data)).await
     }
 
     /// Applies `f` and writes the result through to storage: an empty session is deleted, a new
@@ -276,11 +254,7 @@ impl Session {
             let json = serde_json::to_string(&data)
                 .map_err(|e| StoreError::from(anyhow::Error::from(e)))?;
             match new_id {
-                Some(id) => {
-                    store
-                        .save_session(&id.storage_key(), &json, expires_at)
-                        .await?
-                }
+                Some(id) => store.save_session(&id.storage_key(), &json, expires_at).await?,
                 None => new_id = Some(self.create(&json, expires_at).await?),
             }
         }
@@ -299,12 +273,7 @@ impl Session {
         // 256 random bits do not collide in practice; the loop only makes that a guarantee.
         loop {
             let id = SessionId::generate()?;
-            if self
-                .0
-                .store
-                .create_session(&id.storage_key(), json, expires_at)
-                .await?
-            {
+            if self.0.store.create_session(&id.storage_key(), json, expires_at).await? {
                 return Ok(id);
             }
         }
@@ -313,9 +282,7 @@ impl Session {
     /// The token every form rendered inside this session carries. `None` before anything is
     /// stored: such forms are only the signup and login forms, which need no token.
     pub async fn form_token(&self) -> StoreResult<Option<String>> {
-        let id = self
-            .with_loaded(|state| state.loaded.as_ref().and_then(|l| l.id))
-            .await?;
+        let id = self.with_loaded(|state| state.loaded.as_ref().and_then(|l| l.id)).await?;
         Ok(id.map(|id| URL_SAFE_NO_PAD.encode(self.token_for(id))))
     }
 
@@ -345,8 +312,7 @@ impl Session {
     }
 
     pub async fn remember_visitor(&self, email: SubscriberEmail) -> StoreResult<()> {
-        self.write(false, |data| data.visitor_email = Some(email))
-            .await
+        self.write(false, |data| data.visitor_email = Some(email)).await
     }
 
     /// Forgets the visitor's address and leaves a message for the next page.
@@ -377,11 +343,8 @@ impl Session {
     pub async fn log_in_admin(&self, credential: String) -> StoreResult<()> {
         let now = unix_now_ms();
         self.write(true, |data| {
-            data.admin = Some(AdminLogin {
-                credential,
-                logged_in_at_ms: now,
-                last_seen_at_ms: now,
-            });
+            data.admin =
+                Some(AdminLogin { credential, logged_in_at_ms: now, last_seen_at_ms: now });
             data.admin_notice = None;
         })
         .await
@@ -389,8 +352,7 @@ impl Session {
 
     /// Ends the whole session on the server; replaying the old cookie finds nothing.
     pub async fn log_out(&self) -> StoreResult<()> {
-        self.write(false, |data| *data = SessionData::default())
-            .await
+        self.write(false, |data| *data = SessionData::default()).await
     }
 
     /// Checks the admin login against the timeouts and the current credential, ending it when
@@ -409,9 +371,8 @@ impl Session {
         {
             self.write(false, |data| {
                 data.admin = None;
-                data.admin_notice = Some(Notice::error(
-                    "Your admin session has ended. Please log in again.",
-                ));
+                data.admin_notice =
+                    Some(Notice::error("Your admin session has ended. Please log in again."));
             })
             .await?;
             return Ok(AdminStatus::Expired);
@@ -428,8 +389,7 @@ impl Session {
     }
 
     pub async fn set_admin_notice(&self, notice: Notice) -> StoreResult<()> {
-        self.write(false, |data| data.admin_notice = Some(notice))
-            .await
+        self.write(false, |data| data.admin_notice = Some(notice)).await
     }
 
     pub async fn take_admin_notice(&self) -> StoreResult<Option<Notice>> {
@@ -475,11 +435,9 @@ pub async fn session_layer(
     let mut response = next.run(request).await;
     let cookie = match session.cookie_change().await {
         CookieChange::Keep => None,
-        CookieChange::Set(id) => Some(cookie_header(
-            &layer.config,
-            &id.encode(),
-            secs(layer.config.visitor_ttl),
-        )),
+        CookieChange::Set(id) => {
+            Some(cookie_header(&layer.config, &id.encode(), secs(layer.config.visitor_ttl)))
+        }
         CookieChange::Clear => Some(cookie_header(&layer.config, "", 0)),
     };
     if let Some(value) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -545,14 +503,8 @@ mod tests {
     fn finds_our_cookie_among_others_and_duplicates() {
         let id = SessionId::generate().unwrap().encode();
         let mut headers = HeaderMap::new();
-        headers.append(
-            COOKIE,
-            HeaderValue::from_static("theme=dark; enlist_session=garbage"),
-        );
-        headers.append(
-            COOKIE,
-            HeaderValue::from_str(&format!("enlist_session={id}")).unwrap(),
-        );
+        headers.append(COOKIE, HeaderValue::from_static("theme=dark; enlist_session=garbage"));
+        headers.append(COOKIE, HeaderValue::from_str(&format!("enlist_session={id}")).unwrap());
         let found = session_id_from_headers(&headers, "enlist_session").unwrap();
         assert_eq!(found.encode(), id);
         assert!(session_id_from_headers(&headers, "__Host-enlist_session").is_none());

@@ -74,11 +74,7 @@ fn tools() -> Option<Tools> {
         return None;
     }
     let axe_source = std::fs::read_to_string(&axe).expect("read axe-core");
-    Some(Tools {
-        chromium,
-        chromedriver,
-        axe_source,
-    })
+    Some(Tools { chromium, chromedriver, axe_source })
 }
 
 /// A running chromedriver, stopped on drop.
@@ -89,29 +85,17 @@ struct Driver {
 
 impl Driver {
     async fn start(tools: &Tools) -> Driver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let process = Command::new(&tools.chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
-        let driver = Driver {
-            process,
-            url: format!("http://127.0.0.1:{port}"),
-        };
+        let driver = Driver { process, url: format!("http://127.0.0.1:{port}") };
         let probe = common::bare_client();
         for _ in 0..100 {
-            if probe
-                .get(format!("{}/status", driver.url))
-                .send()
-                .await
-                .is_ok()
-            {
+            if probe.get(format!("{}/status", driver.url)).send().await.is_ok() {
                 return driver;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -170,10 +154,7 @@ impl Drop for Driver {
 
 /// One page seen by the browser: checked with axe-core and photographed.
 async fn check_page(browser: &Client, tools: &Tools, device: Device, name: &str) {
-    browser
-        .execute(&tools.axe_source, vec![])
-        .await
-        .expect("inject axe-core");
+    browser.execute(&tools.axe_source, vec![]).await.expect("inject axe-core");
     let report = browser
         .execute_async(
             "const done = arguments[arguments.length - 1];
@@ -186,9 +167,7 @@ async fn check_page(browser: &Client, tools: &Tools, device: Device, name: &str)
         )
         .await
         .expect("run axe-core");
-    let violations = report
-        .as_array()
-        .unwrap_or_else(|| panic!("axe failed on {name}: {report}"));
+    let violations = report.as_array().unwrap_or_else(|| panic!("axe failed on {name}: {report}"));
     let serious: Vec<&Value> = violations
         .iter()
         .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
@@ -210,16 +189,8 @@ async fn check_page(browser: &Client, tools: &Tools, device: Device, name: &str)
 }
 
 async fn text_of(browser: &Client, css: &str) -> String {
-    let element = browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(css))
-        .await;
-    element
-        .unwrap_or_else(|e| panic!("no {css}: {e}"))
-        .text()
-        .await
-        .expect("element text")
+    let element = browser.wait().at_most(WAIT).for_element(Locator::Css(css)).await;
+    element.unwrap_or_else(|e| panic!("no {css}: {e}")).text().await.expect("element text")
 }
 
 /// Waits until an element matching `css` has text that passes `accept` (pages change under us
@@ -247,27 +218,15 @@ async fn wait_for_heading(browser: &Client, expected: &str) {
 }
 
 async fn fill(browser: &Client, css: &str, value: &str) {
-    let field = browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(css))
-        .await
-        .expect("field");
+    let field = browser.wait().at_most(WAIT).for_element(Locator::Css(css)).await.expect("field");
     field.clear().await.expect("clear field");
     field.send_keys(value).await.expect("type");
 }
 
 async fn click(browser: &Client, css: &str) {
-    let element = browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(css))
-        .await
-        .expect("clickable");
-    element
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    let element =
+        browser.wait().at_most(WAIT).for_element(Locator::Css(css)).await.expect("clickable");
+    element.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
 }
 
 async fn visitor_flow(app: &TestApp, tools: &Tools, device: Device) {
@@ -279,23 +238,13 @@ async fn visitor_flow(app: &TestApp, tools: &Tools, device: Device) {
     browser.goto(&app.url("/")).await.unwrap();
     wait_for_heading(&browser, "Join our list").await;
     let dark = browser
-        .execute(
-            "return matchMedia('(prefers-color-scheme: dark)').matches",
-            vec![],
-        )
+        .execute("return matchMedia('(prefers-color-scheme: dark)').matches", vec![])
         .await
         .unwrap();
-    assert_eq!(
-        dark,
-        json!(matches!(device, Device::DesktopDark)),
-        "colour scheme of {device:?}"
-    );
+    assert_eq!(dark, json!(matches!(device, Device::DesktopDark)), "colour scheme of {device:?}");
     let field = browser.find(Locator::Css("input#email")).await.unwrap();
     assert_eq!(field.attr("type").await.unwrap().as_deref(), Some("email"));
-    assert_eq!(
-        field.attr("autocomplete").await.unwrap().as_deref(),
-        Some("email")
-    );
+    assert_eq!(field.attr("autocomplete").await.unwrap().as_deref(), Some("email"));
     assert!(field.attr("required").await.unwrap().is_some());
     check_page(&browser, tools, device, "home").await;
 
@@ -305,18 +254,9 @@ async fn visitor_flow(app: &TestApp, tools: &Tools, device: Device) {
     let error = text_of(&browser, "#email-error").await;
     assert!(error.contains("Please enter a complete address"), "{error}");
     let field = browser.find(Locator::Css("input#email")).await.unwrap();
-    assert_eq!(
-        field.attr("aria-invalid").await.unwrap().as_deref(),
-        Some("true")
-    );
-    assert_eq!(
-        field.attr("aria-describedby").await.unwrap().as_deref(),
-        Some("email-error")
-    );
-    assert_eq!(
-        field.prop("value").await.unwrap().as_deref(),
-        Some("not-an-address")
-    );
+    assert_eq!(field.attr("aria-invalid").await.unwrap().as_deref(), Some("true"));
+    assert_eq!(field.attr("aria-describedby").await.unwrap().as_deref(), Some("email-error"));
+    assert_eq!(field.prop("value").await.unwrap().as_deref(), Some("not-an-address"));
     check_page(&browser, tools, device, "home-invalid-address").await;
 
     // Sign up, be thanked, reload: still thanked.
@@ -383,20 +323,9 @@ async fn admin_flow(app: &TestApp, tools: &Tools, device: Device) {
     let row = "tr:has(td.address) details";
     let confirm = format!("{row} button.danger");
     let hidden = browser.find(Locator::Css(&confirm)).await.unwrap();
-    assert!(
-        !hidden.is_displayed().await.unwrap(),
-        "confirmation is hidden at first"
-    );
+    assert!(!hidden.is_displayed().await.unwrap(), "confirmation is hidden at first");
     click(&browser, &format!("{row} summary")).await;
-    assert!(
-        browser
-            .find(Locator::Css(&confirm))
-            .await
-            .unwrap()
-            .is_displayed()
-            .await
-            .unwrap()
-    );
+    assert!(browser.find(Locator::Css(&confirm)).await.unwrap().is_displayed().await.unwrap());
     check_page(&browser, tools, device, "admin-confirm-delete").await;
     let victim = text_of(&browser, "tr td.address").await;
     click(&browser, &confirm).await;
@@ -411,10 +340,7 @@ async fn admin_flow(app: &TestApp, tools: &Tools, device: Device) {
     wait_for_heading(&browser, "Admin login").await;
     let source = browser.source().await.unwrap();
     for email in seeded {
-        assert!(
-            !source.contains(email),
-            "{email} visible after logout and Back"
-        );
+        assert!(!source.contains(email), "{email} visible after logout and Back");
     }
     browser.close().await.unwrap();
 }

@@ -41,12 +41,7 @@ fn start(mut command: Command) -> Running {
         .spawn()
         .expect("start the binary");
     let (lines_tx, log) = mpsc::channel();
-    let mut running = Running {
-        child,
-        address: String::new(),
-        startup_lines: Vec::new(),
-        log,
-    };
+    let mut running = Running { child, address: String::new(), startup_lines: Vec::new(), log };
     let stderr = running.child.stderr.take().expect("stderr");
     std::thread::spawn(move || {
         // Keep draining after start-up: a server whose stderr closes would lose its log.
@@ -61,10 +56,7 @@ fn start(mut command: Command) -> Running {
             .expect("the server reports its address");
         running.startup_lines.push(line.clone());
         // Pretty logs say address=IP:PORT, JSON logs "address":"IP:PORT".
-        let found = line
-            .split("address=")
-            .nth(1)
-            .or_else(|| line.split(r#""address":""#).nth(1));
+        let found = line.split("address=").nth(1).or_else(|| line.split(r#""address":""#).nth(1));
         if let Some(rest) = found {
             let address = rest.split([' ', '"']).next().unwrap_or_default();
             running.address = format!("http://{address}");
@@ -85,19 +77,13 @@ impl Drop for Running {
 
 impl Running {
     fn visitor(&self) -> Visitor {
-        Visitor {
-            address: self.address.clone(),
-            client: browser(),
-        }
+        Visitor { address: self.address.clone(), client: browser() }
     }
 
     /// SIGTERM, then the exit status.
     fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
         self.child.wait().expect("wait")
     }
 }
@@ -115,16 +101,9 @@ async fn the_first_start_generates_an_admin_password_once() {
     let first = start(enlist(dir.path()));
     let password = generated_password(&first.startup_lines).expect("the password is printed");
     assert!(password.len() >= 20);
-    let warning = first
-        .startup_lines
-        .iter()
-        .find(|l| l.contains("admin password:"))
-        .unwrap();
+    let warning = first.startup_lines.iter().find(|l| l.contains("admin password:")).unwrap();
     assert!(warning.starts_with("WARNING"), "{warning}");
-    assert!(
-        dir.path().join("enlist.db").exists(),
-        "default database in the working directory"
-    );
+    assert!(dir.path().join("enlist.db").exists(), "default database in the working directory");
     assert!(dir.path().join("enlist.key").exists(), "key beside it");
 
     let admin = first.visitor();
@@ -137,10 +116,7 @@ async fn the_first_start_generates_an_admin_password_once() {
     assert!(!second.startup_lines.iter().any(|l| l.contains(&password)));
     assert_is_redirect_to(&second.visitor().login(&password).await, "/admin");
     let stored: String = {
-        let url = format!(
-            "sqlite://{}?mode=ro",
-            dir.path().join("enlist.db").display()
-        );
+        let url = format!("sqlite://{}?mode=ro", dir.path().join("enlist.db").display());
         let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
         let hash = sqlx::query_scalar("SELECT password_hash FROM admin_credential")
             .fetch_one(&pool)
@@ -162,12 +138,7 @@ async fn hash_password_output_is_accepted_as_the_admin_credential() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"my long admin passphrase\n")
-        .unwrap();
+    child.stdin.take().unwrap().write_all(b"my long admin passphrase\n").unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
     let hash = String::from_utf8(output.stdout).unwrap().trim().to_owned();
@@ -178,10 +149,7 @@ async fn hash_password_output_is_accepted_as_the_admin_credential() {
     let running = start(command);
     assert!(generated_password(&running.startup_lines).is_none());
     let admin = running.visitor();
-    assert_eq!(
-        admin.login("not it").await.status(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(admin.login("not it").await.status(), StatusCode::UNAUTHORIZED);
     assert_is_redirect_to(&admin.login("my long admin passphrase").await, "/admin");
     assert!(running.terminate().success());
 }
@@ -205,10 +173,7 @@ fn hash_password_refuses_short_passwords() {
 /// Runs the binary expecting it to refuse to start; returns stderr.
 fn refused(args: &[&str], env: &[(&str, &str)], dir: &Path) -> String {
     let mut command = enlist(dir);
-    command
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    command.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
     if !args.contains(&"--bind") && !env.iter().any(|(key, _)| *key == "ENLIST_BIND") {
         command.args(["--bind", "127.0.0.1:0"]);
     }
@@ -226,11 +191,7 @@ fn refused(args: &[&str], env: &[(&str, &str)], dir: &Path) -> String {
     }
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(
-        output.status.code(),
-        Some(2),
-        "args {args:?} env {env:?}: {stderr}"
-    );
+    assert_eq!(output.status.code(), Some(2), "args {args:?} env {env:?}: {stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     stderr
 }
@@ -255,15 +216,9 @@ fn bad_settings_stop_the_server_with_exit_code_2_naming_the_setting() {
     assert!(refused(&["--visitor-session-ttl", "0s"], &[], d).contains("--visitor-session-ttl"));
 
     let hash = refused(&["--admin-password-hash", "plaintext-oops"], &[], d);
-    assert!(
-        hash.contains("--admin-password-hash") && !hash.contains("plaintext-oops"),
-        "{hash}"
-    );
+    assert!(hash.contains("--admin-password-hash") && !hash.contains("plaintext-oops"), "{hash}");
     let short = refused(&[], &[("ENLIST_ADMIN_PASSWORD", "hunter2")], d);
-    assert!(
-        short.contains("ENLIST_ADMIN_PASSWORD") && !short.contains("hunter2"),
-        "{short}"
-    );
+    assert!(short.contains("ENLIST_ADMIN_PASSWORD") && !short.contains("hunter2"), "{short}");
     assert!(refused(&[], &[("ENLIST_ADMIN_PASSWORD", "")], d).contains("ENLIST_ADMIN_PASSWORD"));
 
     let key = d.join("short.key").display().to_string();
@@ -282,11 +237,8 @@ async fn template_and_stylesheet_overrides_replace_the_built_in_ones() {
     let dir = tempfile::tempdir().unwrap();
     let templates = dir.path().join("templates");
     std::fs::create_dir(&templates).unwrap();
-    std::fs::write(
-        templates.join("intro.html"),
-        "<h1>The Gardening Club</h1><p>Monthly tips.</p>",
-    )
-    .unwrap();
+    std::fs::write(templates.join("intro.html"), "<h1>The Gardening Club</h1><p>Monthly tips.</p>")
+        .unwrap();
     std::fs::write(templates.join("style.css"), "body { background: hotpink; }").unwrap();
     let mut command = enlist(dir.path());
     command.args(["--templates-dir", &templates.display().to_string()]);
@@ -295,29 +247,16 @@ async fn template_and_stylesheet_overrides_replace_the_built_in_ones() {
     let visitor = running.visitor();
     let html = visitor.get_html("/").await;
     assert!(html.contains("<h1>The Gardening Club</h1><p>Monthly tips.</p>"));
-    assert!(
-        html.contains(r#"action="/signup""#),
-        "the rest of the built-in page stays"
-    );
+    assert!(html.contains(r#"action="/signup""#), "the rest of the built-in page stays");
 
-    let start = html
-        .find(r#"href="/static/style."#)
-        .expect("a stylesheet link")
-        + r#"href=""#.len();
+    let start =
+        html.find(r#"href="/static/style."#).expect("a stylesheet link") + r#"href=""#.len();
     let path = &html[start..start + html[start..].find('"').unwrap()];
     let css = visitor.get(path).await;
     assert_eq!(css.status(), StatusCode::OK);
-    assert!(
-        css.headers()["cache-control"]
-            .to_str()
-            .unwrap()
-            .contains("immutable")
-    );
+    assert!(css.headers()["cache-control"].to_str().unwrap().contains("immutable"));
     assert_eq!(css.text().await.unwrap(), "body { background: hotpink; }");
-    assert_eq!(
-        visitor.get("/static/other.css").await.status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(visitor.get("/static/other.css").await.status(), StatusCode::NOT_FOUND);
     assert!(running.terminate().success());
 }
 
@@ -325,10 +264,7 @@ async fn template_and_stylesheet_overrides_replace_the_built_in_ones() {
 fn request_log_line(running: &Running, path: &str) -> String {
     let wanted = format!(r#""path":"{path}""#);
     loop {
-        let line = running
-            .log
-            .recv_timeout(Duration::from_secs(10))
-            .expect("a request log line");
+        let line = running.log.recv_timeout(Duration::from_secs(10)).expect("a request log line");
         if line.contains("finished processing request") && line.contains(&wanted) {
             return line;
         }
@@ -340,9 +276,7 @@ async fn forwarded_client_addresses_are_believed_only_from_trusted_proxies() {
     for (trusted, expected_client) in [(None, "127.0.0.1"), (Some("127.0.0.1"), "203.0.113.7")] {
         let dir = tempfile::tempdir().unwrap();
         let mut command = enlist(dir.path());
-        command
-            .args(["--log-format", "json"])
-            .env("ENLIST_ADMIN_PASSWORD", common::ADMIN_PASSWORD);
+        command.args(["--log-format", "json"]).env("ENLIST_ADMIN_PASSWORD", common::ADMIN_PASSWORD);
         if let Some(proxy) = trusted {
             command.args(["--trusted-proxies", proxy]);
         }
@@ -356,10 +290,7 @@ async fn forwarded_client_addresses_are_believed_only_from_trusted_proxies() {
         assert_eq!(response.status(), StatusCode::OK);
         let line = request_log_line(&running, "/healthz");
         let record: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        assert_eq!(
-            record["span"]["client"], expected_client,
-            "trusted {trusted:?}: {line}"
-        );
+        assert_eq!(record["span"]["client"], expected_client, "trusted {trusted:?}: {line}");
         assert_eq!(record["fields"]["status"], 200);
         assert!(running.terminate().success());
     }

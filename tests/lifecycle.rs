@@ -25,26 +25,16 @@ async fn the_database_is_wal_with_full_sync_and_private() {
     app.signup("mode@example.com").await;
     let url = format!("sqlite://{}", app.db_path().display());
     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&pool).await.unwrap();
     assert_eq!(mode, "wal");
-    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let check: String =
+        sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&pool).await.unwrap();
     assert_eq!(check, "ok");
     pool.close().await;
-    let file_mode = std::fs::metadata(app.db_path())
-        .unwrap()
-        .permissions()
-        .mode();
+    let file_mode = std::fs::metadata(app.db_path()).unwrap().permissions().mode();
     assert_eq!(file_mode & 0o077, 0, "no access for group or others");
-    let key_mode = std::fs::metadata(app.dir.path().join("enlist.key"))
-        .unwrap()
-        .permissions()
-        .mode();
+    let key_mode =
+        std::fs::metadata(app.dir.path().join("enlist.key")).unwrap().permissions().mode();
     assert_eq!(key_mode & 0o777, 0o600);
 }
 
@@ -116,6 +106,9 @@ impl Store for BreakableStore {
         self.check()?;
         self.inner.create_admin_password_hash(phc, now).await
     }
+    async fn close(&self) {
+        self.inner.close().await
+    }
     async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<String>> {
         self.check()?;
         self.inner.load_session(key, now).await
@@ -167,13 +160,9 @@ async fn storage_failures_are_a_generic_503_and_recovery_needs_no_restart() {
         unreachable!()
     };
     let settings = Settings::from_args(*args, Some(ADMIN_PASSWORD.into())).unwrap();
-    let server = Server::with_store(settings, Arc::new(store.clone()))
-        .await
-        .unwrap();
-    let visitor = common::Visitor {
-        address: format!("http://{}", server.local_addr()),
-        client: browser(),
-    };
+    let server = Server::with_store(settings, Arc::new(store.clone())).await.unwrap();
+    let visitor =
+        common::Visitor { address: format!("http://{}", server.local_addr()), client: browser() };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(server.run(async {
         let _ = stopped.await;
@@ -189,23 +178,12 @@ async fn storage_failures_are_a_generic_503_and_recovery_needs_no_restart() {
     let body = signup.text().await.unwrap();
     assert!(body.contains("Temporarily unavailable"));
     assert!(!body.contains("simulated"), "the cause stays in the log");
-    assert_eq!(
-        visitor.get("/").await.status(),
-        StatusCode::SERVICE_UNAVAILABLE
-    );
-    assert_eq!(
-        visitor.login(ADMIN_PASSWORD).await.status(),
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    assert_eq!(visitor.get("/").await.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(visitor.login(ADMIN_PASSWORD).await.status(), StatusCode::SERVICE_UNAVAILABLE);
 
     store.broken.store(false, Ordering::SeqCst);
     assert_eq!(visitor.get("/healthz").await.status(), StatusCode::OK);
-    assert!(
-        visitor
-            .get_html("/")
-            .await
-            .contains("Thanks for signing up, before@example.com!")
-    );
+    assert!(visitor.get_html("/").await.contains("Thanks for signing up, before@example.com!"));
     let emails: Vec<String> = store
         .inner
         .list_subscribers(None, None, 10)
@@ -214,11 +192,7 @@ async fn storage_failures_are_a_generic_503_and_recovery_needs_no_restart() {
         .into_iter()
         .map(|s| s.email)
         .collect();
-    assert_eq!(
-        emails,
-        vec!["before@example.com"],
-        "nothing was half-written"
-    );
+    assert_eq!(emails, vec!["before@example.com"], "nothing was half-written");
 
     let _ = stop.send(());
     running.await.unwrap().unwrap();

@@ -17,10 +17,7 @@ use reqwest::StatusCode;
 /// The same browser, pointed at another instance. Cookies are per host, not per port, so it
 /// carries its session across, as a browser behind a load balancer would.
 fn same_browser_on(visitor: &Visitor, address: &str) -> Visitor {
-    Visitor {
-        address: address.to_owned(),
-        client: visitor.client.clone(),
-    }
+    Visitor { address: address.to_owned(), client: visitor.client.clone() }
 }
 
 #[tokio::test]
@@ -30,10 +27,7 @@ async fn a_second_instance_on_one_sqlite_file_is_refused_clearly() {
     let Err(enlist::StartError::Setting(error)) = second else {
         panic!("a second instance started on the same SQLite file");
     };
-    assert!(
-        error.message.contains("another enlist process is using"),
-        "{error}"
-    );
+    assert!(error.message.contains("another enlist process is using"), "{error}");
     assert!(error.message.contains("PostgreSQL"), "{error}");
     // The first instance is unaffected.
     assert_is_redirect_to(&app.signup("still@example.com").await, "/");
@@ -116,23 +110,12 @@ on_postgres! {
 /// timeouts so that an outage shows quickly.
 async fn app_behind_proxy() -> Option<(TestApp, TcpProxy)> {
     let backend = Backend::postgres()?;
-    let Backend::Postgres { server_url } = &backend else {
-        unreachable!()
-    };
+    let Backend::Postgres { server_url } = &backend else { unreachable!() };
     let url = url::Url::parse(server_url).unwrap();
     let upstream = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5432));
-    let upstream = tokio::net::lookup_host(upstream)
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
+    let upstream = tokio::net::lookup_host(upstream).await.unwrap().next().unwrap();
     let proxy = TcpProxy::start(upstream).await;
-    let settings = [
-        "--database-connect-timeout",
-        "1s",
-        "--database-statement-timeout",
-        "1s",
-    ];
+    let settings = ["--database-connect-timeout", "1s", "--database-statement-timeout", "1s"];
     let app = spawn_app_through(backend, &settings, Some(proxy.port)).await;
     Some((app, proxy))
 }
@@ -173,12 +156,7 @@ async fn postgres_going_away_is_a_bounded_503_and_heals_by_itself() {
             app.other_visitor().signup("during@example.com"),
         )
         .await;
-        assert_bounded_503(
-            &format!("{mode:?}: remembered visitor"),
-            bound,
-            app.get("/"),
-        )
-        .await;
+        assert_bounded_503(&format!("{mode:?}: remembered visitor"), bound, app.get("/")).await;
         assert_bounded_503(&format!("{mode:?}: admin"), bound, admin.get("/admin")).await;
 
         proxy.set(Mode::Up);
@@ -188,22 +166,11 @@ async fn postgres_going_away_is_a_bounded_503_and_heals_by_itself() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         // Back to normal, with nothing acknowledged lost and nothing unacknowledged kept.
-        assert!(
-            app.get_html("/")
-                .await
-                .contains("Thanks for signing up, before@example.com!")
-        );
+        assert!(app.get_html("/").await.contains("Thanks for signing up, before@example.com!"));
         assert_eq!(admin.get("/admin").await.status(), StatusCode::OK);
         let emails = app.subscriber_emails().await;
-        assert_eq!(
-            emails,
-            ["before@example.com", "neighbour@example.com"],
-            "{mode:?}"
-        );
+        assert_eq!(emails, ["before@example.com", "neighbour@example.com"], "{mode:?}");
     }
     assert_is_redirect_to(&app.other_visitor().signup("after@example.com").await, "/");
-    assert_eq!(
-        app.login(ADMIN_PASSWORD).await.status(),
-        StatusCode::SEE_OTHER
-    );
+    assert_eq!(app.login(ADMIN_PASSWORD).await.status(), StatusCode::SEE_OTHER);
 }

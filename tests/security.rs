@@ -13,10 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Posts a signup with exactly these fetch-metadata / origin headers.
 async fn signup_with(app: &TestApp, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut request = app
-        .client
-        .post(app.url("/signup"))
-        .form(&[("email", "csrf@example.com")]);
+    let mut request = app.client.post(app.url("/signup")).form(&[("email", "csrf@example.com")]);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -31,11 +28,7 @@ async fn raw_post_chunked(address: &str, path: &str, body: &str) -> String {
          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
     );
     for chunk in body.as_bytes().chunks(4096) {
-        request.push_str(&format!(
-            "{:x}\r\n{}\r\n",
-            chunk.len(),
-            String::from_utf8_lossy(chunk)
-        ));
+        request.push_str(&format!("{:x}\r\n{}\r\n", chunk.len(), String::from_utf8_lossy(chunk)));
     }
     request.push_str("0\r\n\r\n");
     // The server may answer and close before reading everything; that is fine.

@@ -49,18 +49,9 @@ mod tests {
 
     #[test]
     fn enforces_length_rules() {
-        assert_eq!(
-            AdminPassword::parse(String::new()),
-            Err(AdminPasswordError::Empty)
-        );
-        assert_eq!(
-            AdminPassword::parse("elevenchars".into()),
-            Err(AdminPasswordError::TooShort)
-        );
-        assert_eq!(
-            AdminPassword::parse("x".repeat(1025)),
-            Err(AdminPasswordError::TooLong)
-        );
+        assert_eq!(AdminPassword::parse(String::new()), Err(AdminPasswordError::Empty));
+        assert_eq!(AdminPassword::parse("elevenchars".into()), Err(AdminPasswordError::TooShort));
+        assert_eq!(AdminPassword::parse("x".repeat(1025)), Err(AdminPasswordError::TooLong));
         assert!(AdminPassword::parse("twelve chars".into()).is_ok());
         assert!(AdminPassword::parse("ünïcödé-pässwörd".into()).is_ok());
     }

@@ -1,9 +1,11 @@
 use std::fmt;
 
 const MAX_SEARCH_CHARS: usize = 254;
+/// Shorter terms match too much to be useful and cannot use a trigram index.
+pub const MIN_SEARCH_CHARS: usize = 3;
 
-/// What the admin typed into the search box: trimmed, lower-cased, bounded, and free of control
-/// characters. Matching is a case-insensitive substring match on the address.
+/// What the admin typed into the search box: trimmed, lower-cased, 3 to 254 characters, free of
+/// control characters. Matching is a case-insensitive substring match on the address.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SearchTerm(String);
 
@@ -11,6 +13,8 @@ pub struct SearchTerm(String);
 pub enum SearchTermError {
     #[error("Searches are at most 254 characters long.")]
     TooLong,
+    #[error("Type at least 3 characters to search.")]
+    TooShort,
     #[error("Searches cannot contain control characters.")]
     ControlCharacter,
 }
@@ -24,6 +28,9 @@ impl SearchTerm {
         }
         if trimmed.chars().any(char::is_control) {
             return Err(SearchTermError::ControlCharacter);
+        }
+        if !trimmed.is_empty() && trimmed.chars().count() < MIN_SEARCH_CHARS {
+            return Err(SearchTermError::TooShort);
         }
         Ok((!trimmed.is_empty()).then(|| Self(trimmed.to_lowercase())))
     }
@@ -67,13 +74,7 @@ mod tests {
 
     #[test]
     fn refuses_long_or_control_input() {
-        assert_eq!(
-            SearchTerm::parse(&"a".repeat(255)),
-            Err(SearchTermError::TooLong)
-        );
-        assert_eq!(
-            SearchTerm::parse("a\0b"),
-            Err(SearchTermError::ControlCharacter)
-        );
+        assert_eq!(SearchTerm::parse(&"a".repeat(255)), Err(SearchTermError::TooLong));
+        assert_eq!(SearchTerm::parse("a\0b"), Err(SearchTermError::ControlCharacter));
     }
 }

@@ -72,10 +72,8 @@ impl SubscriberEmail {
         if local.starts_with('"') {
             return Err(EmailError::Malformed);
         }
-        let syntax = Options::default()
-            .without_display_text()
-            .without_domain_literal()
-            .with_required_tld();
+        let syntax =
+            Options::default().without_display_text().without_domain_literal().with_required_tld();
         EmailAddress::parse_with_options(trimmed, syntax).map_err(|_| EmailError::Malformed)?;
 
         let ascii_domain =
@@ -181,21 +179,14 @@ mod tests {
             ("a@exa mple.com", EmailError::Malformed),
             ("a\n@example.com", EmailError::ControlCharacter),
             ("a@exam\0ple.com", EmailError::ControlCharacter),
-            (
-                "a@example.com\r\nBcc: b@example.com",
-                EmailError::ControlCharacter,
-            ),
+            ("a@example.com\r\nBcc: b@example.com", EmailError::ControlCharacter),
             ("a@-example.com", EmailError::Malformed),
             ("a@xn--zz.com", EmailError::BadDomain),
             (&long_local, EmailError::LocalPartTooLong),
             (&long_total, EmailError::TooLong),
         ];
         for (input, expected) in cases {
-            assert_eq!(
-                SubscriberEmail::parse(input),
-                Err(*expected),
-                "input {input:?}"
-            );
+            assert_eq!(SubscriberEmail::parse(input), Err(*expected), "input {input:?}");
         }
     }
 

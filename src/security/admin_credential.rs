@@ -68,9 +68,8 @@ pub async fn resolve_admin_credential(
                 return Ok((AdminCredential::new(hash), Some(password)));
             }
             // Another instance starting at the same moment stored its own first: use that one.
-            let winner = stored_hash(store)
-                .await?
-                .context("the admin credential vanished during start")?;
+            let winner =
+                stored_hash(store).await?.context("the admin credential vanished during start")?;
             Ok((AdminCredential::new(winner), None))
         }
     }
@@ -88,7 +87,5 @@ async fn stored_hash(store: &dyn Store) -> anyhow::Result<Option<PasswordHash>> 
 async fn off_thread<T: Send + 'static>(
     work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .context("password hashing task")?
+    tokio::task::spawn_blocking(work).await.context("password hashing task")?
 }

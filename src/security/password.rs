@@ -27,9 +27,7 @@ impl PasswordHash {
         let parsed = phc::PasswordHash::new(phc_string.trim())
             .map_err(|e| PasswordHashError::Malformed(e.to_string()))?;
         if parsed.algorithm.as_str() != Algorithm::Argon2id.as_str() {
-            return Err(PasswordHashError::WrongAlgorithm(
-                parsed.algorithm.to_string(),
-            ));
+            return Err(PasswordHashError::WrongAlgorithm(parsed.algorithm.to_string()));
         }
         Params::try_from(&parsed).map_err(|e| PasswordHashError::BadParams(e.to_string()))?;
         if parsed.salt.is_none() || parsed.hash.is_none() {
@@ -72,9 +70,7 @@ pub fn verify_password(candidate: &str, hash: &PasswordHash) -> bool {
     if candidate.len() > MAX_PASSWORD_BYTES {
         return false;
     }
-    Argon2::default()
-        .verify_password(candidate.as_bytes(), hash.as_str())
-        .is_ok()
+    Argon2::default().verify_password(candidate.as_bytes(), hash.as_str()).is_ok()
 }
 
 /// A random password for the first start: 24 characters from an alphabet without look-alikes
@@ -112,15 +108,9 @@ mod tests {
 
     #[test]
     fn refuses_malformed_and_foreign_hashes() {
-        assert!(matches!(
-            PasswordHash::parse("hunter2"),
-            Err(PasswordHashError::Malformed(_))
-        ));
+        assert!(matches!(PasswordHash::parse("hunter2"), Err(PasswordHashError::Malformed(_))));
         let argon2i = "$argon2i$v=19$m=16,t=2,p=1$c29tZXNhbHQ$Zm9vYmFyYmF6cXV4";
-        assert!(matches!(
-            PasswordHash::parse(argon2i),
-            Err(PasswordHashError::WrongAlgorithm(_))
-        ));
+        assert!(matches!(PasswordHash::parse(argon2i), Err(PasswordHashError::WrongAlgorithm(_))));
     }
 
     #[test]

@@ -17,15 +17,9 @@ pub struct SecretKey(Vec<u8>);
 #[derive(Debug, thiserror::Error)]
 pub enum SecretKeyError {
     #[error("cannot read {path}: {source}")]
-    Unreadable {
-        path: String,
-        source: std::io::Error,
-    },
+    Unreadable { path: String, source: std::io::Error },
     #[error("cannot create {path}: {source}")]
-    Uncreatable {
-        path: String,
-        source: std::io::Error,
-    },
+    Uncreatable { path: String, source: std::io::Error },
     #[error("{path} holds {len} bytes; a key needs at least {MIN_KEY_BYTES}")]
     TooShort { path: String, len: usize },
 }
@@ -40,31 +34,20 @@ impl SecretKey {
             Err(e) if e.kind() == ErrorKind::NotFound => match Self::create(path) {
                 Ok(key) => Ok(key),
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                    let bytes =
-                        std::fs::read(path).map_err(|source| SecretKeyError::Unreadable {
-                            path: shown.clone(),
-                            source,
-                        })?;
+                    let bytes = std::fs::read(path).map_err(|source| {
+                        SecretKeyError::Unreadable { path: shown.clone(), source }
+                    })?;
                     Self::from_file_bytes(&shown, bytes)
                 }
-                Err(source) => Err(SecretKeyError::Uncreatable {
-                    path: shown,
-                    source,
-                }),
+                Err(source) => Err(SecretKeyError::Uncreatable { path: shown, source }),
             },
-            Err(source) => Err(SecretKeyError::Unreadable {
-                path: shown,
-                source,
-            }),
+            Err(source) => Err(SecretKeyError::Unreadable { path: shown, source }),
         }
     }
 
     fn from_file_bytes(path: &str, bytes: Vec<u8>) -> Result<Self, SecretKeyError> {
         if bytes.len() < MIN_KEY_BYTES {
-            return Err(SecretKeyError::TooShort {
-                path: path.to_owned(),
-                len: bytes.len(),
-            });
+            return Err(SecretKeyError::TooShort { path: path.to_owned(), len: bytes.len() });
         }
         Ok(Self(bytes))
     }
@@ -72,11 +55,8 @@ impl SecretKey {
     fn create(path: &Path) -> std::io::Result<Self> {
         let mut key = vec![0u8; GENERATED_KEY_BYTES];
         getrandom::fill(&mut key).map_err(std::io::Error::other)?;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)?;
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
         // The umask cannot widen 0600, but an inherited ACL-free mode is worth pinning anyway.
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         file.write_all(&key)?;
@@ -124,10 +104,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let short = dir.path().join("short.key");
         std::fs::write(&short, b"tiny").unwrap();
-        assert!(matches!(
-            SecretKey::load_or_create(&short),
-            Err(SecretKeyError::TooShort { .. })
-        ));
+        assert!(matches!(SecretKey::load_or_create(&short), Err(SecretKeyError::TooShort { .. })));
         let missing_dir = dir.path().join("no/such/dir/enlist.key");
         assert!(matches!(
             SecretKey::load_or_create(&missing_dir),

@@ -85,6 +85,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores the hash only if none is stored yet; `false` if one already was.
     async fn create_admin_password_hash(&self, phc: &str, now: i64) -> StoreResult<bool>;
 
+    /// Waits until every acknowledged or queued write is committed, at shutdown.
+    async fn close(&self);
+
     /// The session's JSON data, unless it is missing or expired.
     async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<String>>;
     /// Inserts a new session; `false` if the key is already taken.

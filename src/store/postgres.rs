@@ -35,10 +35,7 @@ impl PostgresStore {
             .run(&pool)
             .await
             .context("applying PostgreSQL migrations")?;
-        Ok(Self {
-            pool,
-            deadline: limits.connect_timeout + limits.statement_timeout,
-        })
+        Ok(Self { pool, deadline: limits.connect_timeout + limits.statement_timeout })
     }
 
     async fn bounded<T>(
@@ -48,11 +45,9 @@ impl PostgresStore {
     ) -> StoreResult<T> {
         match tokio::time::timeout(self.deadline, work).await {
             Ok(result) => Ok(result.context(doing)?),
-            Err(_) => Err(
-                anyhow!("no answer from PostgreSQL within {:?}", self.deadline)
-                    .context(doing)
-                    .into(),
-            ),
+            Err(_) => Err(anyhow!("no answer from PostgreSQL within {:?}", self.deadline)
+                .context(doing)
+                .into()),
         }
     }
 }
@@ -60,11 +55,7 @@ impl PostgresStore {
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> StoreResult<()> {
-        self.bounded(
-            "pinging PostgreSQL",
-            sqlx::query("SELECT 1").execute(&self.pool),
-        )
-        .await?;
+        self.bounded("pinging PostgreSQL", sqlx::query("SELECT 1").execute(&self.pool)).await?;
         Ok(())
     }
 
@@ -111,11 +102,7 @@ impl Store for PostgresStore {
         let rows = self.bounded("listing subscribers", select).await?;
         Ok(rows
             .into_iter()
-            .map(|(id, email, created_at)| Subscriber {
-                id,
-                email,
-                created_at,
-            })
+            .map(|(id, email, created_at)| Subscriber { id, email, created_at })
             .collect())
     }
 
@@ -168,10 +155,12 @@ impl Store for PostgresStore {
         .bind(phc)
         .bind(now)
         .execute(&self.pool);
-        let result = self
-            .bounded("storing the first admin credential", insert)
-            .await?;
+        let result = self.bounded("storing the first admin credential", insert).await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
     }
 
     async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<String>> {
@@ -212,9 +201,8 @@ impl Store for PostgresStore {
     }
 
     async fn delete_session(&self, key: &SessionKey) -> StoreResult<()> {
-        let delete = sqlx::query("DELETE FROM sessions WHERE key = $1")
-            .bind(&key[..])
-            .execute(&self.pool);
+        let delete =
+            sqlx::query("DELETE FROM sessions WHERE key = $1").bind(&key[..]).execute(&self.pool);
         self.bounded("deleting a session", delete).await?;
         Ok(())
     }

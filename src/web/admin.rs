@@ -17,7 +17,7 @@ use crate::session::{AdminStatus, Notice, Session};
 
 const PAGE_SIZE: usize = 50;
 /// Counting every match of a common term in a huge list costs more than the number is worth.
-const MATCH_COUNT_CAP: u64 = 10_000;
+const MATCH_COUNT_CAP: u64 = 1_000;
 
 /// How many addresses match a search, exactly up to the cap ("10000+" beyond).
 #[derive(Serialize)]
@@ -28,10 +28,7 @@ struct MatchCount {
 
 impl MatchCount {
     fn new(counted: u64) -> Self {
-        Self {
-            count: counted.min(MATCH_COUNT_CAP),
-            more: counted > MATCH_COUNT_CAP,
-        }
+        Self { count: counted.min(MATCH_COUNT_CAP), more: counted > MATCH_COUNT_CAP }
     }
 }
 
@@ -57,10 +54,7 @@ pub async fn login_page(
         return Ok(Redirect::to("/admin").into_response());
     }
     let notice = session.take_admin_notice().await?;
-    let page = LoginPage {
-        notice,
-        error: None,
-    };
+    let page = LoginPage { notice, error: None };
     Ok(Html(app.templates.render("admin_login.html", page)?).into_response())
 }
 
@@ -89,9 +83,7 @@ pub async fn login(
     if !matches {
         return Err(AppError::WrongPassword);
     }
-    session
-        .log_in_admin(app.admin.fingerprint().to_owned())
-        .await?;
+    session.log_in_admin(app.admin.fingerprint().to_owned()).await?;
     Ok(Redirect::to("/admin"))
 }
 
@@ -130,28 +122,22 @@ pub async fn list(
     Query(params): Query<ListParams>,
 ) -> Result<Html<String>, AppError> {
     let search = SearchTerm::parse(&params.q)?;
-    let mut subscribers = app
-        .store
-        .list_subscribers(search.as_ref(), params.before, (PAGE_SIZE + 1) as u32)
-        .await?;
+    let mut subscribers =
+        app.store.list_subscribers(search.as_ref(), params.before, (PAGE_SIZE + 1) as u32).await?;
     let next_before = (subscribers.len() > PAGE_SIZE).then(|| subscribers[PAGE_SIZE - 1].id);
     subscribers.truncate(PAGE_SIZE);
     let total = app.store.count_subscribers().await?;
     let matching = match &search {
-        Some(term) => Some(MatchCount::new(
-            app.store.count_matching(term, MATCH_COUNT_CAP + 1).await?,
-        )),
+        Some(term) => {
+            Some(MatchCount::new(app.store.count_matching(term, MATCH_COUNT_CAP + 1).await?))
+        }
         None => None,
     };
     let rows: Vec<Row> = subscribers
         .into_iter()
         .map(|s| {
             let (signed_up_at, signed_up_display) = timestamps(s.created_at);
-            Row {
-                email: s.email,
-                signed_up_at,
-                signed_up_display,
-            }
+            Row { email: s.email, signed_up_at, signed_up_display }
         })
         .collect();
     let notice = session.take_admin_notice().await?;
@@ -176,11 +162,7 @@ fn timestamps(unix_seconds: i64) -> (String, String) {
     let machine = humantime::format_rfc3339_seconds(time).to_string();
     let human = format!(
         "{} UTC",
-        machine
-            .replace('T', " ")
-            .trim_end_matches('Z')
-            .get(..16)
-            .unwrap_or(&machine)
+        machine.replace('T', " ").trim_end_matches('Z').get(..16).unwrap_or(&machine)
     );
     (machine, human)
 }

@@ -66,52 +66,33 @@ impl IntoResponse for AppError {
         let (status, page) = match self {
             Self::InvalidEmail { typed, error } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorPage::Signup {
-                    typed,
-                    message: error.to_string(),
-                },
+                ErrorPage::Signup { typed, message: error.to_string() },
             ),
             Self::WrongPassword => (
                 StatusCode::UNAUTHORIZED,
-                ErrorPage::Login {
-                    message: "That password is not right.".into(),
-                },
+                ErrorPage::Login { message: "That password is not right.".into() },
             ),
-            Self::BadRequest(message) => (
-                StatusCode::BAD_REQUEST,
-                ErrorPage::Generic {
-                    message: Some(message),
-                },
-            ),
+            Self::BadRequest(message) => {
+                (StatusCode::BAD_REQUEST, ErrorPage::Generic { message: Some(message) })
+            }
             Self::BadFormToken => (StatusCode::FORBIDDEN, ErrorPage::Generic { message: None }),
             Self::NotFound => (StatusCode::NOT_FOUND, ErrorPage::Generic { message: None }),
-            Self::Unprocessable(message) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorPage::Generic {
-                    message: Some(message),
-                },
-            ),
-            Self::UnsupportedMediaType => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ErrorPage::Generic { message: None },
-            ),
-            Self::PayloadTooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorPage::Generic { message: None },
-            ),
+            Self::Unprocessable(message) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, ErrorPage::Generic { message: Some(message) })
+            }
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorPage::Generic { message: None })
+            }
+            Self::PayloadTooLarge => {
+                (StatusCode::PAYLOAD_TOO_LARGE, ErrorPage::Generic { message: None })
+            }
             Self::Unavailable(cause) => {
                 tracing::error!(error = format!("{:#}", cause.0), "storage failed");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    ErrorPage::Generic { message: None },
-                )
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorPage::Generic { message: None })
             }
             Self::Unexpected(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "request failed");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    ErrorPage::Generic { message: None },
-                )
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorPage::Generic { message: None })
             }
         };
         let mut response = status.into_response();
@@ -140,10 +121,7 @@ fn describe(status: StatusCode) -> (&'static str, &'static str) {
             "Not allowed",
             "This address does not accept that kind of request. Use the buttons on the site's pages.",
         ),
-        408 => (
-            "Too slow",
-            "The request took too long to arrive. Please try again.",
-        ),
+        408 => ("Too slow", "The request took too long to arrive. Please try again."),
         413 => (
             "Too large",
             "What you sent is larger than this site accepts. Send less and try again.",
@@ -152,26 +130,18 @@ fn describe(status: StatusCode) -> (&'static str, &'static str) {
             "Unsupported form",
             "Forms must be sent as application/x-www-form-urlencoded, as browsers do.",
         ),
-        422 => (
-            "Check your input",
-            "Something you entered could not be used. Go back and correct it.",
-        ),
-        429 => (
-            "Slow down",
-            "Too many requests. Wait a little, then try again.",
-        ),
+        422 => {
+            ("Check your input", "Something you entered could not be used. Go back and correct it.")
+        }
+        429 => ("Slow down", "Too many requests. Wait a little, then try again."),
         503 => (
             "Temporarily unavailable",
             "The service cannot answer right now. Please try again in a moment.",
         ),
-        500.. => (
-            "Something went wrong",
-            "Something failed on our side. Please try again in a moment.",
-        ),
-        _ => (
-            "Request failed",
-            "The request could not be completed. Go back and try again.",
-        ),
+        500.. => {
+            ("Something went wrong", "Something failed on our side. Please try again in a moment.")
+        }
+        _ => ("Request failed", "The request could not be completed. Go back and try again."),
     }
 }
 
@@ -195,16 +165,13 @@ pub async fn render_error_pages(
         return response;
     }
     let (mut parts, _) = response.into_parts();
-    let page = parts
-        .extensions
-        .remove::<ErrorPage>()
-        .unwrap_or(ErrorPage::Generic { message: None });
+    let page =
+        parts.extensions.remove::<ErrorPage>().unwrap_or(ErrorPage::Generic { message: None });
     let (title, default_message) = describe(status);
     let rendered = match &page {
-        ErrorPage::Signup { typed, message } => templates.render(
-            "home.html",
-            minijinja::context! { error => message, typed => typed },
-        ),
+        ErrorPage::Signup { typed, message } => {
+            templates.render("home.html", minijinja::context! { error => message, typed => typed })
+        }
         ErrorPage::Login { message } => {
             templates.render("admin_login.html", minijinja::context! { error => message })
         }
@@ -221,15 +188,10 @@ pub async fn render_error_pages(
         Ok(html) => ("text/html; charset=utf-8", html),
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "rendering an error page failed");
-            (
-                "text/plain; charset=utf-8",
-                format!("{title}. {default_message}\n"),
-            )
+            ("text/plain; charset=utf-8", format!("{title}. {default_message}\n"))
         }
     };
-    parts
-        .headers
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    parts.headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     parts.headers.remove(CONTENT_LENGTH);
     Response::from_parts(parts, body.into())
 }

@@ -76,10 +76,7 @@ pub fn app(
     }
 
     let layers = ServiceBuilder::new()
-        .layer(from_fn_with_state(
-            trusted_proxies,
-            client_ip::client_ip_layer,
-        ))
+        .layer(from_fn_with_state(trusted_proxies, client_ip::client_ip_layer))
         .layer(SetRequestIdLayer::x_request_id(RequestCounter::default()))
         .layer(
             TraceLayer::new_for_http()
@@ -128,15 +125,9 @@ pub fn app(
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         ))
-        .layer(from_fn_with_state(
-            state.templates.clone(),
-            error::render_error_pages,
-        ))
+        .layer(from_fn_with_state(state.templates.clone(), error::render_error_pages))
         .layer(CatchPanicLayer::new())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
         .layer(from_fn_with_state(sessions, session_layer))
         .layer(cross_origin_check)
         // The header check refuses declared oversize bodies at once; the extractor limit catches
@@ -166,8 +157,6 @@ struct RequestCounter(Arc<AtomicU64>);
 impl MakeRequestId for RequestCounter {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
         let id = self.0.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&id.to_string())
-            .ok()
-            .map(RequestId::new)
+        HeaderValue::from_str(&id.to_string()).ok().map(RequestId::new)
     }
 }

@@ -39,11 +39,7 @@ pub async fn home(State(app): State<AppState>, session: Session) -> Result<Html<
         Some(_) => session.form_token().await?,
         None => None,
     };
-    let page = HomePage {
-        email: email.as_ref().map(SubscriberEmail::as_str),
-        notice,
-        form_token,
-    };
+    let page = HomePage { email: email.as_ref().map(SubscriberEmail::as_str), notice, form_token };
     Ok(Html(app.templates.render("home.html", page)?))
 }
 
@@ -55,10 +51,7 @@ pub async fn signup(
     let email = match SubscriberEmail::parse(&form.email) {
         Ok(email) => email,
         Err(error) => {
-            return Err(AppError::InvalidEmail {
-                typed: form.email,
-                error,
-            });
+            return Err(AppError::InvalidEmail { typed: form.email, error });
         }
     };
     // Already on the list or not, the answer is the same: the form is no membership oracle.
@@ -74,9 +67,7 @@ pub async fn unregister(
 ) -> Result<Redirect, AppError> {
     // Only the session's own address can be removed; nothing in the form names one.
     let Some(email) = session.visitor_email().await? else {
-        session
-            .set_notice(Notice::error("You haven't submitted an email!"))
-            .await?;
+        session.set_notice(Notice::error("You haven't submitted an email!")).await?;
         return Ok(Redirect::to("/"));
     };
     session.verify_form_token(&form.csrf_token).await?;
@@ -109,10 +100,7 @@ pub async fn static_file(
         return Err(AppError::NotFound);
     };
     Ok((
-        [
-            (CONTENT_TYPE, "text/css; charset=utf-8"),
-            (CACHE_CONTROL, cache),
-        ],
+        [(CONTENT_TYPE, "text/css; charset=utf-8"), (CACHE_CONTROL, cache)],
         stylesheet.css.clone(),
     ))
 }

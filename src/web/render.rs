@@ -16,10 +16,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("home.html", include_str!("../../templates/home.html")),
     ("intro.html", include_str!("../../templates/intro.html")),
     ("notice.html", include_str!("../../templates/notice.html")),
-    (
-        "admin_login.html",
-        include_str!("../../templates/admin_login.html"),
-    ),
+    ("admin_login.html", include_str!("../../templates/admin_login.html")),
     ("admin.html", include_str!("../../templates/admin.html")),
     ("error.html", include_str!("../../templates/error.html")),
 ];
@@ -39,10 +36,7 @@ impl Stylesheet {
     fn new(css: String) -> Self {
         let digest = Sha256::digest(css.as_bytes());
         let short: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
-        Self {
-            css: Bytes::from(css),
-            fingerprinted_path: format!("/static/style.{short}.css"),
-        }
+        Self { css: Bytes::from(css), fingerprinted_path: format!("/static/style.{short}.css") }
     }
 }
 
@@ -50,8 +44,7 @@ impl Templates {
     pub fn load(override_dir: Option<&Path>) -> anyhow::Result<Self> {
         let mut env = Environment::new();
         for (name, source) in BUILT_IN {
-            env.add_template(name, source)
-                .with_context(|| format!("built-in template {name}"))?;
+            env.add_template(name, source).with_context(|| format!("built-in template {name}"))?;
         }
         let mut css = BUILT_IN_CSS.to_owned();
         for (name, source) in override_files(override_dir)? {
@@ -98,9 +91,7 @@ fn override_files(dir: Option<&Path>) -> anyhow::Result<Vec<(String, String)>> {
     };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry
-            .with_context(|| format!("reading {}", dir.display()))?
-            .path();
+        let path = entry.with_context(|| format!("reading {}", dir.display()))?.path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };

@@ -103,14 +103,10 @@ impl TestDatabase {
                 getrandom::fill(&mut suffix).expect("randomness");
                 let name = format!(
                     "enlist_test_{}",
-                    suffix
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>()
+                    suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
                 );
-                let mut server = sqlx::PgConnection::connect(server_url)
-                    .await
-                    .unwrap_or_else(|e| {
+                let mut server =
+                    sqlx::PgConnection::connect(server_url).await.unwrap_or_else(|e| {
                         panic!("{POSTGRES_ENV} is set but PostgreSQL is unreachable: {e}")
                     });
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -120,10 +116,7 @@ impl TestDatabase {
                 let _ = server.close().await;
                 let mut url = url::Url::parse(server_url).expect("a PostgreSQL URL");
                 url.set_path(&name);
-                TestDatabase {
-                    url: url.to_string(),
-                    postgres: Some((server_url.clone(), name)),
-                }
+                TestDatabase { url: url.to_string(), postgres: Some((server_url.clone(), name)) }
             }
         }
     }
@@ -136,28 +129,18 @@ impl TestDatabase {
     pub async fn strings(&self, sql: &str) -> Vec<String> {
         let sql = sqlx::AssertSqlSafe(sql.to_owned());
         if self.is_postgres() {
-            let mut connection = sqlx::PgConnection::connect(&self.url)
-                .await
-                .expect("connect");
-            sqlx::query_scalar(sql)
-                .fetch_all(&mut connection)
-                .await
-                .expect("query")
+            let mut connection = sqlx::PgConnection::connect(&self.url).await.expect("connect");
+            sqlx::query_scalar(sql).fetch_all(&mut connection).await.expect("query")
         } else {
             let mut connection = sqlx::SqliteConnection::connect(&format!("{}?mode=ro", self.url))
                 .await
                 .expect("open database");
-            sqlx::query_scalar(sql)
-                .fetch_all(&mut connection)
-                .await
-                .expect("query")
+            sqlx::query_scalar(sql).fetch_all(&mut connection).await.expect("query")
         }
     }
 
     pub async fn count(&self, table: &str) -> i64 {
-        let counted = self
-            .strings(&format!("SELECT CAST(count(*) AS TEXT) FROM {table}"))
-            .await;
+        let counted = self.strings(&format!("SELECT CAST(count(*) AS TEXT) FROM {table}")).await;
         counted[0].parse().expect("a count")
     }
 }
@@ -170,9 +153,7 @@ impl Drop for TestDatabase {
         // Drop is synchronous and may run inside a runtime: do the async work on a thread of
         // its own.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async {
                 let mut server = sqlx::PgConnection::connect(&server_url).await?;
                 sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -186,10 +167,7 @@ impl Drop for TestDatabase {
         })
         .join();
         if !matches!(dropped, Ok(Ok(()))) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "could not drop test database: {dropped:?}"
-            );
+            let _ = writeln!(std::io::stderr(), "could not drop test database: {dropped:?}");
         }
     }
 }
@@ -244,10 +222,7 @@ pub async fn prepare_app(
         server_database_url = url.to_string();
     }
     TestApp {
-        visitor: Visitor {
-            address: String::new(),
-            client: browser(),
-        },
+        visitor: Visitor { address: String::new(), client: browser() },
         dir,
         database,
         server_database_url,
@@ -320,9 +295,8 @@ impl TestApp {
             &key,
         ];
         argv.extend(self.args.iter().map(String::as_str));
-        let Some(Command::Serve(args)) = Cli::try_parse_from(argv)
-            .expect("test settings parse")
-            .command
+        let Some(Command::Serve(args)) =
+            Cli::try_parse_from(argv).expect("test settings parse").command
         else {
             unreachable!("the serve subcommand was given");
         };
@@ -346,11 +320,7 @@ impl TestApp {
                 .await
                 .expect("server runs");
         });
-        Ok(RunningServer {
-            address,
-            stop: Some(stop),
-            task: Some(task),
-        })
+        Ok(RunningServer { address, stop: Some(stop), task: Some(task) })
     }
 
     pub async fn stop(&mut self) {
@@ -375,10 +345,7 @@ impl TestApp {
 
     /// A second browser profile on the same server.
     pub fn other_visitor(&self) -> Visitor {
-        Visitor {
-            address: self.visitor.address.clone(),
-            client: browser(),
-        }
+        Visitor { address: self.visitor.address.clone(), client: browser() }
     }
 
     pub async fn count_rows(&self, table: &str) -> i64 {
@@ -386,9 +353,7 @@ impl TestApp {
     }
 
     pub async fn subscriber_emails(&self) -> Vec<String> {
-        self.database
-            .strings("SELECT email FROM subscribers ORDER BY id")
-            .await
+        self.database.strings("SELECT email FROM subscribers ORDER BY id").await
     }
 }
 
@@ -414,10 +379,7 @@ impl Visitor {
     /// The headers a browser adds to a form post from one of this site's pages.
     pub fn same_origin(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            "origin",
-            HeaderValue::from_str(&self.address).expect("origin"),
-        );
+        headers.insert("origin", HeaderValue::from_str(&self.address).expect("origin"));
         headers.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
         headers
     }
@@ -449,13 +411,11 @@ impl Visitor {
     /// Presses the Unregister button on the page the visitor sees.
     pub async fn unregister(&self) -> Response {
         let token = form_token(&self.get_html("/").await).unwrap_or_default();
-        self.post_form("/unregister", &[("csrf_token", &token)])
-            .await
+        self.post_form("/unregister", &[("csrf_token", &token)]).await
     }
 
     pub async fn login(&self, password: &str) -> Response {
-        self.post_form("/admin/login", &[("password", password)])
-            .await
+        self.post_form("/admin/login", &[("password", password)]).await
     }
 
     pub async fn login_ok(&self) {
@@ -466,31 +426,19 @@ impl Visitor {
     pub async fn admin_delete(&self, email: &str) -> Response {
         let token =
             form_token(&self.get_html("/admin").await).expect("admin page has a form token");
-        self.post_form("/admin/delete", &[("csrf_token", &token), ("email", email)])
-            .await
+        self.post_form("/admin/delete", &[("csrf_token", &token), ("email", email)]).await
     }
 
     pub async fn logout(&self) -> Response {
         let token =
             form_token(&self.get_html("/admin").await).expect("admin page has a form token");
-        self.post_form("/admin/logout", &[("csrf_token", &token)])
-            .await
+        self.post_form("/admin/logout", &[("csrf_token", &token)]).await
     }
 }
 
 pub fn assert_is_redirect_to(response: &Response, location: &str) {
-    assert_eq!(
-        response.status(),
-        StatusCode::SEE_OTHER,
-        "expected a 303 to {location}"
-    );
-    assert_eq!(
-        response
-            .headers()
-            .get(LOCATION)
-            .and_then(|v| v.to_str().ok()),
-        Some(location)
-    );
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "expected a 303 to {location}");
+    assert_eq!(response.headers().get(LOCATION).and_then(|v| v.to_str().ok()), Some(location));
 }
 
 /// The value of the first `csrf_token` field on a page.

@@ -23,9 +23,7 @@ pub struct TcpProxy {
 
 impl TcpProxy {
     pub async fn start(upstream: SocketAddr) -> TcpProxy {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the proxy");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
         let port = listener.local_addr().expect("proxy address").port();
         let (mode, watcher) = watch::channel(Mode::Up);
         tokio::spawn(async move {

@@ -66,9 +66,7 @@ impl SessionCache {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave the map half-updated in a way that
         // matters: every operation is a single insert or remove.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(super) fn lookup(&self, key: &SessionKey, now: i64) -> Lookup {
@@ -76,9 +74,7 @@ impl SessionCache {
         match inner.entries.get(key) {
             Some(entry) if entry.expires_at > now => Lookup::Hit(entry.data.clone()),
             Some(_) => Lookup::Hit(None),
-            None => Lookup::Miss(FillTicket {
-                evictions: inner.evictions,
-            }),
+            None => Lookup::Miss(FillTicket { evictions: inner.evictions }),
         }
     }
 
@@ -95,41 +91,20 @@ impl SessionCache {
         };
         let mut inner = self.lock();
         if inner.evictions == ticket.evictions && !inner.entries.contains_key(key) {
-            Self::insert(
-                &mut inner,
-                *key,
-                Entry {
-                    data: Some(data),
-                    expires_at,
-                },
-            );
+            Self::insert(&mut inner, *key, Entry { data: Some(data), expires_at });
         }
     }
 
     /// A committed create or save.
     pub(super) fn stored(&self, key: &SessionKey, data: &str, expires_at: i64) {
         let mut inner = self.lock();
-        Self::insert(
-            &mut inner,
-            *key,
-            Entry {
-                data: Some(Arc::from(data)),
-                expires_at,
-            },
-        );
+        Self::insert(&mut inner, *key, Entry { data: Some(Arc::from(data)), expires_at });
     }
 
     /// A committed delete.
     pub(super) fn deleted(&self, key: &SessionKey) {
         let mut inner = self.lock();
-        Self::insert(
-            &mut inner,
-            *key,
-            Entry {
-                data: None,
-                expires_at: i64::MAX,
-            },
-        );
+        Self::insert(&mut inner, *key, Entry { data: None, expires_at: i64::MAX });
     }
 
     /// A write whose outcome is unknown (its transaction failed): forget what we knew.

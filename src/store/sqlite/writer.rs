@@ -53,6 +53,8 @@ pub(super) enum WriteOp {
     DeleteExpiredSessions {
         now: i64,
     },
+    /// Writes nothing; answered once everything queued before it is committed.
+    Flush,
 }
 
 type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments>;
@@ -61,16 +63,12 @@ impl WriteOp {
     /// Keeps the session cache equal to what was just committed.
     fn committed(&self, rows: u64, cache: &SessionCache) {
         match self {
-            Self::CreateSession {
-                key,
-                data,
-                expires_at,
-            } if rows == 1 => cache.stored(key, data, expires_at.to_owned()),
-            Self::SaveSession {
-                key,
-                data,
-                expires_at,
-            } if rows == 1 => cache.stored(key, data, expires_at.to_owned()),
+            Self::CreateSession { key, data, expires_at } if rows == 1 => {
+                cache.stored(key, data, expires_at.to_owned())
+            }
+            Self::SaveSession { key, data, expires_at } if rows == 1 => {
+                cache.stored(key, data, expires_at.to_owned())
+            }
             // Saving a session that is gone (ended elsewhere) leaves it gone.
             Self::SaveSession { key, .. } | Self::DeleteSession { key } => cache.deleted(key),
             Self::DeleteExpiredSessions { now } => cache.expired(*now),
@@ -113,31 +111,26 @@ impl WriteOp {
             )
             .bind(phc.as_str())
             .bind(*now),
-            Self::CreateSession {
-                key,
-                data,
-                expires_at,
-            } => sqlx::query(
+            Self::CreateSession { key, data, expires_at } => sqlx::query(
                 "INSERT INTO sessions (key, data, expires_at) VALUES (?, ?, ?)
                  ON CONFLICT (key) DO NOTHING",
             )
             .bind(&key[..])
             .bind(data.as_str())
             .bind(*expires_at),
-            Self::SaveSession {
-                key,
-                data,
-                expires_at,
-            } => sqlx::query("UPDATE sessions SET data = ?, expires_at = ? WHERE key = ?")
-                .bind(data.as_str())
-                .bind(*expires_at)
-                .bind(&key[..]),
+            Self::SaveSession { key, data, expires_at } => {
+                sqlx::query("UPDATE sessions SET data = ?, expires_at = ? WHERE key = ?")
+                    .bind(data.as_str())
+                    .bind(*expires_at)
+                    .bind(&key[..])
+            }
             Self::DeleteSession { key } => {
                 sqlx::query("DELETE FROM sessions WHERE key = ?").bind(&key[..])
             }
             Self::DeleteExpiredSessions { now } => {
                 sqlx::query("DELETE FROM sessions WHERE expires_at <= ?").bind(*now)
             }
+            Self::Flush => sqlx::query("SELECT 1"),
         }
     }
 }
@@ -151,7 +144,6 @@ struct Job {
 #[derive(Debug, Clone)]
 pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
-    #[cfg_attr(not(test), allow(dead_code))]
     stats: Arc<WriterStats>,
 }
 
@@ -170,7 +162,6 @@ impl Writer {
         Self { jobs, stats }
     }
 
-    #[cfg(test)]
     pub(super) fn stats(&self) -> &WriterStats {
         &self.stats
     }
@@ -197,9 +188,7 @@ async fn write_loop(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // Ends when every sender is gone, after the last batch is committed and answered.
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        stats
-            .writes
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
         stats.commits.fetch_add(1, Ordering::Relaxed);
         commit(&mut connection, &mut batch, &cache).await;
     }
@@ -207,29 +196,18 @@ async fn write_loop(
 
 async fn commit(connection: &mut SqliteConnection, batch: &mut Vec<Job>, cache: &SessionCache) {
     if let Err(e) = connection.execute("BEGIN IMMEDIATE").await {
-        fail_all(
-            batch,
-            &anyhow!(e).context("starting a write transaction"),
-            cache,
-        );
+        fail_all(batch, &anyhow!(e).context("starting a write transaction"), cache);
         return;
     }
     let mut outcomes = Vec::with_capacity(batch.len());
     for job in batch.iter() {
-        let outcome = connection
-            .execute(job.op.query())
-            .await
-            .map(|r| r.rows_affected());
+        let outcome = connection.execute(job.op.query()).await.map(|r| r.rows_affected());
         outcomes.push(outcome);
     }
     if let Err(e) = connection.execute("COMMIT").await {
         // Whatever went wrong, nothing in this batch may be reported as written.
         let _ = connection.execute("ROLLBACK").await;
-        fail_all(
-            batch,
-            &anyhow!(e).context("committing a write transaction"),
-            cache,
-        );
+        fail_all(batch, &anyhow!(e).context("committing a write transaction"), cache);
         return;
     }
     for (job, outcome) in batch.drain(..).zip(outcomes) {
@@ -263,6 +241,7 @@ impl std::fmt::Debug for Kind<'_> {
             WriteOp::SaveSession { .. } => "saving a session",
             WriteOp::DeleteSession { .. } => "deleting a session",
             WriteOp::DeleteExpiredSessions { .. } => "deleting expired sessions",
+            WriteOp::Flush => "flushing the writer",
         };
         f.write_str(name)
     }
