@@ -1,21 +1,33 @@
--- Substring search without a table scan: a trigram index over both forms of every address
--- (as shown, and the lower-case ASCII key). It mirrors `subscribers` through triggers.
+-- Substring search without a table scan: a trigram index (case-insensitive) over each address's
+-- key, plus the address as shown when that differs by more than letter case (an internationalised
+-- domain). Contentless: it stores only the index, and the triggers keep it in step.
 CREATE VIRTUAL TABLE subscribers_search USING fts5(
-    email, email_key, content = 'subscribers', content_rowid = 'id', tokenize = 'trigram'
+    text, content = '', contentless_delete = 1, tokenize = 'trigram'
 );
-INSERT INTO subscribers_search (subscribers_search) VALUES ('rebuild');
+
+INSERT INTO subscribers_search (rowid, text)
+SELECT id, CASE WHEN lower(email) = email_key THEN email_key ELSE email_key || ' ' || email END
+FROM subscribers;
 
 CREATE TRIGGER subscribers_search_insert AFTER INSERT ON subscribers BEGIN
-    INSERT INTO subscribers_search (rowid, email, email_key) VALUES (new.id, new.email, new.email_key);
+    INSERT INTO subscribers_search (rowid, text) VALUES (
+        new.id,
+        CASE WHEN lower(new.email) = new.email_key THEN new.email_key
+             ELSE new.email_key || ' ' || new.email END
+    );
 END;
+
 CREATE TRIGGER subscribers_search_delete AFTER DELETE ON subscribers BEGIN
-    INSERT INTO subscribers_search (subscribers_search, rowid, email, email_key)
-    VALUES ('delete', old.id, old.email, old.email_key);
+    DELETE FROM subscribers_search WHERE rowid = old.id;
 END;
-CREATE TRIGGER subscribers_search_update AFTER UPDATE ON subscribers BEGIN
-    INSERT INTO subscribers_search (subscribers_search, rowid, email, email_key)
-    VALUES ('delete', old.id, old.email, old.email_key);
-    INSERT INTO subscribers_search (rowid, email, email_key) VALUES (new.id, new.email, new.email_key);
+
+CREATE TRIGGER subscribers_search_update AFTER UPDATE OF email, email_key ON subscribers BEGIN
+    DELETE FROM subscribers_search WHERE rowid = old.id;
+    INSERT INTO subscribers_search (rowid, text) VALUES (
+        new.id,
+        CASE WHEN lower(new.email) = new.email_key THEN new.email_key
+             ELSE new.email_key || ' ' || new.email END
+    );
 END;
 
 -- The total, kept as rows come and go, so the admin page never counts a million rows.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+mod batch;
 mod session_cache;
 mod writer;
 
@@ -370,5 +371,49 @@ mod tests {
         let digits = SearchTerm::parse("er2").unwrap().unwrap();
         // member2 and member20..member29
         assert_eq!(store.count_matching(&digits, 100).await.unwrap(), 11);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn grouped_inserts_answer_each_write_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new().filename(dir.path().join("t.db"));
+        let store = SqliteStore::open(options, limits()).await.unwrap();
+        let taken = [9u8; 32];
+        store.create_session(&taken, "{}", i64::MAX).await.unwrap();
+        let writes: Vec<_> = (0..200u8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    match i % 4 {
+                        // Two spellings of each of 50 addresses.
+                        0 => store
+                            .add_subscriber(
+                                &SubscriberEmail::parse(&format!("p{i}@x.example")).unwrap(),
+                                0,
+                            )
+                            .await
+                            .map(|_| true),
+                        1 => store
+                            .add_subscriber(
+                                &SubscriberEmail::parse(&format!("P{}@X.example", i - 1)).unwrap(),
+                                0,
+                            )
+                            .await
+                            .map(|_| true),
+                        // New sessions, and one id that is already taken.
+                        2 => store.create_session(&[i; 32], "{}", i64::MAX).await,
+                        _ => store
+                            .create_session(&taken, "{}", i64::MAX)
+                            .await
+                            .map(|created| !created),
+                    }
+                })
+            })
+            .collect();
+        for write in writes {
+            assert!(write.await.unwrap().unwrap());
+        }
+        assert_eq!(store.count_subscribers().await.unwrap(), 50);
+        assert_eq!(store.list_subscribers(None, None, 100).await.unwrap().len(), 50);
     }
 }

@@ -10,6 +10,7 @@ use sqlx::sqlite::SqliteArguments;
 use sqlx::{Executor, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
+use super::batch;
 use super::session_cache::SessionCache;
 use crate::store::{SessionKey, StoreError, StoreResult};
 
@@ -86,7 +87,7 @@ impl WriteOp {
         }
     }
 
-    fn query(&self) -> Query<'_> {
+    pub(super) fn query(&self) -> Query<'_> {
         match self {
             Self::AddSubscriber { email, key, now } => sqlx::query(
                 "INSERT INTO subscribers (email, email_key, created_at) VALUES (?, ?, ?)
@@ -199,11 +200,8 @@ async fn commit(connection: &mut SqliteConnection, batch: &mut Vec<Job>, cache: 
         fail_all(batch, &anyhow!(e).context("starting a write transaction"), cache);
         return;
     }
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for job in batch.iter() {
-        let outcome = connection.execute(job.op.query()).await.map(|r| r.rows_affected());
-        outcomes.push(outcome);
-    }
+    let ops: Vec<&WriteOp> = batch.iter().map(|job| &job.op).collect();
+    let outcomes = batch::run(connection, &ops).await;
     if let Err(e) = connection.execute("COMMIT").await {
         // Whatever went wrong, nothing in this batch may be reported as written.
         let _ = connection.execute("ROLLBACK").await;
@@ -214,8 +212,7 @@ async fn commit(connection: &mut SqliteConnection, batch: &mut Vec<Job>, cache: 
         if let Ok(rows) = &outcome {
             job.op.committed(*rows, cache);
         }
-        let result =
-            outcome.map_err(|e| StoreError(anyhow!(e).context(format!("{:?}", Kind(&job.op)))));
+        let result = outcome.map_err(|e| StoreError(e.context(format!("{:?}", Kind(&job.op)))));
         let _ = job.reply.send(result);
     }
 }
