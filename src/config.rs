@@ -13,10 +13,12 @@ use sqlx::sqlite::SqliteConnectOptions;
 use url::Url;
 
 use crate::domain::AdminPassword;
-use crate::security::PasswordHash;
+use crate::security::{PasswordHash, Rate};
 
 #[derive(Debug, Parser)]
 #[command(name = "enlist", version, about = "A self-hosted email-list signup service")]
+// A flag given twice takes the last value, as most tools do (and as wrapper scripts expect).
+#[command(args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -84,6 +86,16 @@ pub struct ServeArgs {
     /// X-Forwarded-For / Forwarded headers name the real client.
     #[arg(long, env = "ENLIST_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_network)]
     pub trusted_proxies: Vec<IpNet>,
+    /// Signups allowed from one client address: N/PERIOD (a burst of half of N), or 0 for none.
+    #[arg(long, env = "ENLIST_SIGNUP_LIMIT_PER_IP", default_value = "10/1m", value_parser = parse_limit)]
+    pub signup_limit_per_ip: RateLimit,
+    /// Signups of one email address, whoever submits it: N/PERIOD, or 0 for none.
+    #[arg(long, env = "ENLIST_SIGNUP_LIMIT_PER_ADDRESS", default_value = "3/1h", value_parser = parse_limit)]
+    pub signup_limit_per_address: RateLimit,
+    /// Failed admin logins (per client address) before each try must wait longer: N/PERIOD,
+    /// or 0 for none.
+    #[arg(long, env = "ENLIST_LOGIN_LIMIT", default_value = "5/15m", value_parser = parse_limit)]
+    pub login_limit: RateLimit,
     /// Log output format.
     #[arg(long, env = "ENLIST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -140,6 +152,14 @@ fn parse_public_url(raw: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// A limit setting: `Some(rate)`, or `None` when written as `0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit(pub Option<Rate>);
+
+fn parse_limit(raw: &str) -> Result<RateLimit, String> {
+    Rate::parse(raw).map(RateLimit)
+}
+
 /// A network (`10.0.0.0/8`) or a single address (`127.0.0.1`, `::1`).
 fn parse_network(raw: &str) -> Result<IpNet, String> {
     let raw = raw.trim();
@@ -182,6 +202,9 @@ pub struct Settings {
     pub database_connect_timeout: Duration,
     pub database_statement_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
+    pub signup_limit_per_ip: Option<Rate>,
+    pub signup_limit_per_address: Option<Rate>,
+    pub login_limit: Option<Rate>,
 }
 
 /// A setting that cannot be used, named the way the operator wrote it.
@@ -248,6 +271,9 @@ impl Settings {
             database_connect_timeout: args.database_connect_timeout,
             database_statement_timeout: args.database_statement_timeout,
             trusted_proxies: args.trusted_proxies,
+            signup_limit_per_ip: args.signup_limit_per_ip.0,
+            signup_limit_per_address: args.signup_limit_per_address.0,
+            login_limit: args.login_limit.0,
         })
     }
 }
@@ -296,6 +322,44 @@ mod tests {
     }
 
     #[test]
+    fn limits_default_on_and_turn_off_with_zero() {
+        let defaults = Settings::from_args(args(&[]), None).unwrap();
+        assert_eq!(
+            defaults.signup_limit_per_ip,
+            Some(Rate { events: 10, period: Duration::from_secs(60) })
+        );
+        assert_eq!(
+            defaults.signup_limit_per_address,
+            Some(Rate { events: 3, period: Duration::from_secs(3600) })
+        );
+        assert_eq!(
+            defaults.login_limit,
+            Some(Rate { events: 5, period: Duration::from_secs(900) })
+        );
+        let off = Settings::from_args(
+            args(&[
+                "--signup-limit-per-ip",
+                "0",
+                "--signup-limit-per-address",
+                "0",
+                "--login-limit",
+                "0",
+            ]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (off.signup_limit_per_ip, off.signup_limit_per_address, off.login_limit),
+            (None, None, None)
+        );
+        // The last of a repeated flag wins.
+        let twice =
+            Settings::from_args(args(&["--login-limit", "0", "--login-limit", "2/1m"]), None)
+                .unwrap();
+        assert_eq!(twice.login_limit, Some(Rate { events: 2, period: Duration::from_secs(60) }));
+    }
+
+    #[test]
     fn refuses_bad_values_naming_the_setting() {
         for bad in [
             &["--bind", "nowhere"][..],
@@ -306,6 +370,8 @@ mod tests {
             &["--admin-idle-timeout", "0s"],
             &["--trusted-proxies", "10.0.0.0/8,nonsense"],
             &["--database-pool-size", "0"],
+            &["--signup-limit-per-ip", "ten"],
+            &["--login-limit", "5/never"],
         ] {
             let mut argv = vec!["enlist"];
             argv.extend_from_slice(bad);

@@ -7,6 +7,7 @@ pub mod config;
 pub mod domain;
 pub mod security;
 pub mod session;
+pub mod signup;
 pub mod store;
 pub mod web;
 
@@ -22,7 +23,7 @@ use url::Url;
 
 use crate::config::{DatabaseUrl, SettingError, Settings};
 use crate::domain::AdminPassword;
-use crate::security::{SecretKey, resolve_admin_credential};
+use crate::security::{Limits, SecretKey, resolve_admin_credential};
 use crate::session::{SessionConfig, SessionLayerState, unix_now};
 use crate::store::{PoolLimits, Store};
 use crate::web::{AppState, Templates, TrustedProxies};
@@ -103,7 +104,13 @@ impl Server {
                 secret,
             }),
         };
+        let limits = Limits::new(
+            settings.signup_limit_per_ip,
+            settings.signup_limit_per_address,
+            settings.login_limit,
+        );
         let state = AppState {
+            limits: Arc::new(limits),
             store: store.clone(),
             templates: Arc::new(templates),
             admin: Arc::new(admin),

@@ -1,13 +1,17 @@
 //! What the admin does: log in, list and search, delete, log out. Everything but the login page
 //! sits behind [`require_admin`], applied once at the router.
 
+use std::time::Instant;
+
 use anyhow::Context;
+use axum::Extension;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::client_ip::ClientIp;
 use super::error::AppError;
 use super::extract::{Form, Query};
 use super::public::TokenForm;
@@ -73,16 +77,23 @@ pub struct LoginForm {
 
 pub async fn login(
     State(app): State<AppState>,
+    Extension(ClientIp(client)): Extension<ClientIp>,
     session: Session,
     Form(form): Form<LoginForm>,
 ) -> Result<Redirect, AppError> {
+    // Checked before the password, so a throttled guess costs the guesser nothing but time.
+    app.limits
+        .login_allowed(client, Instant::now())
+        .map_err(|t| AppError::LoginThrottled { retry_after: t.retry_after })?;
     let hash = app.admin.hash().clone();
     let matches = tokio::task::spawn_blocking(move || verify_password(&form.password, &hash))
         .await
         .context("running the password check")?;
     if !matches {
+        app.limits.login_failed(client, Instant::now());
         return Err(AppError::WrongPassword);
     }
+    app.limits.login_succeeded(client);
     session.log_in_admin(app.admin.fingerprint().to_owned()).await?;
     Ok(Redirect::to("/admin"))
 }

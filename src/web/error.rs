@@ -2,9 +2,10 @@
 //! status code, and the page. Causes go to the log here, once; clients get a short page.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,7 @@ use serde::Serialize;
 use super::render::Templates;
 use crate::domain::{EmailError, SearchTermError};
 use crate::session::BadFormToken;
+use crate::signup::SignupError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,12 @@ pub enum AppError {
     /// The login form again, with one message for every kind of failure.
     #[error("wrong admin password")]
     WrongPassword,
+    /// The signup form again, with when to try again.
+    #[error("signup limit reached")]
+    SignupThrottled { typed: String, retry_after: Duration, by_address: bool },
+    /// The login form again, with when to try again.
+    #[error("login throttled")]
+    LoginThrottled { retry_after: Duration },
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("cross-site or stale form")]
@@ -39,6 +47,22 @@ pub enum AppError {
     Unavailable(#[from] StoreError),
     #[error("unexpected error")]
     Unexpected(#[from] anyhow::Error),
+}
+
+impl AppError {
+    /// What a refused signup looks like to the client who sent `typed`.
+    pub fn from_signup(error: SignupError, typed: String) -> Self {
+        match error {
+            SignupError::Invalid(error) => Self::InvalidEmail { typed, error },
+            SignupError::ClientLimit(t) => {
+                Self::SignupThrottled { typed, retry_after: t.retry_after, by_address: false }
+            }
+            SignupError::AddressLimit(t) => {
+                Self::SignupThrottled { typed, retry_after: t.retry_after, by_address: true }
+            }
+            SignupError::Storage(e) => Self::Unavailable(e),
+        }
+    }
 }
 
 impl From<BadFormToken> for AppError {
@@ -61,8 +85,24 @@ enum ErrorPage {
     Generic { message: Option<String> },
 }
 
+/// "6 seconds", "3 minutes": how long to wait, rounded up, in words.
+fn wait_in_words(wait: Duration) -> String {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    match seconds {
+        0..=1 => "a second".into(),
+        2..=90 => format!("{seconds} seconds"),
+        _ => format!("{} minutes", seconds.div_ceil(60)),
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
+        let retry_after = match &self {
+            Self::SignupThrottled { retry_after, .. } | Self::LoginThrottled { retry_after } => {
+                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+            }
+            _ => None,
+        };
         let (status, page) = match self {
             Self::InvalidEmail { typed, error } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -72,6 +112,22 @@ impl IntoResponse for AppError {
                 StatusCode::UNAUTHORIZED,
                 ErrorPage::Login { message: "That password is not right.".into() },
             ),
+            Self::SignupThrottled { typed, retry_after, by_address } => {
+                let wait = wait_in_words(retry_after);
+                let message = if by_address {
+                    format!(
+                        "This address was signed up several times recently. Please try again in {wait}."
+                    )
+                } else {
+                    format!("Too many signups from your network. Please try again in {wait}.")
+                };
+                (StatusCode::TOO_MANY_REQUESTS, ErrorPage::Signup { typed, message })
+            }
+            Self::LoginThrottled { retry_after } => {
+                let wait = wait_in_words(retry_after);
+                let message = format!("Too many failed logins. Please wait {wait} and try again.");
+                (StatusCode::TOO_MANY_REQUESTS, ErrorPage::Login { message })
+            }
             Self::BadRequest(message) => {
                 (StatusCode::BAD_REQUEST, ErrorPage::Generic { message: Some(message) })
             }
@@ -97,6 +153,9 @@ impl IntoResponse for AppError {
         };
         let mut response = status.into_response();
         response.extensions_mut().insert(page);
+        if let Some(seconds) = retry_after.map(|s| s.max(1)) {
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }

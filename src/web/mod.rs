@@ -36,7 +36,7 @@ pub use client_ip::{ClientIp, TrustedProxies};
 pub use error::AppError;
 pub use render::Templates;
 
-use crate::security::AdminCredential;
+use crate::security::{AdminCredential, Limits};
 use crate::session::{SessionLayerState, session_layer};
 use crate::store::Store;
 
@@ -50,6 +50,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; frame-ancestors 'none
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    pub limits: Arc<Limits>,
     pub templates: Arc<Templates>,
     pub admin: Arc<AdminCredential>,
 }

@@ -1,20 +1,26 @@
 //! What a visitor does: see the form, sign up, be thanked, unregister.
 
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{Html, IntoResponse, Redirect};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::client_ip::ClientIp;
 use super::error::AppError;
 use super::extract::Form;
 use crate::domain::SubscriberEmail;
-use crate::session::{Notice, Session, unix_now};
+use crate::session::{Notice, Session};
+use crate::signup::{SignupOutcome, SignupRequest, sign_up};
 
 #[derive(Deserialize)]
 pub struct SignupForm {
     #[serde(default)]
     email: String,
+    /// The honeypot: hidden from people, irresistible to form-filling bots.
+    #[serde(default)]
+    website: String,
 }
 
 /// A form whose only field is the per-session token.
@@ -45,18 +51,18 @@ pub async fn home(State(app): State<AppState>, session: Session) -> Result<Html<
 
 pub async fn signup(
     State(app): State<AppState>,
+    Extension(ClientIp(client)): Extension<ClientIp>,
     session: Session,
     Form(form): Form<SignupForm>,
 ) -> Result<Redirect, AppError> {
-    let email = match SubscriberEmail::parse(&form.email) {
-        Ok(email) => email,
-        Err(error) => {
-            return Err(AppError::InvalidEmail { typed: form.email, error });
-        }
-    };
-    // Already on the list or not, the answer is the same: the form is no membership oracle.
-    app.store.add_subscriber(&email, unix_now()).await?;
-    session.remember_visitor(email).await?;
+    let request = SignupRequest { client, email: &form.email, honeypot: &form.website };
+    // Already on the list, new, or a bot caught by the honeypot: the answer is the same, so the
+    // form is neither a membership oracle nor a way to learn about the trap.
+    match sign_up(app.store.as_ref(), &app.limits, request).await {
+        Ok(SignupOutcome::Listed(email)) => session.remember_visitor(email).await?,
+        Ok(SignupOutcome::Trapped) => {}
+        Err(error) => return Err(AppError::from_signup(error, form.email)),
+    }
     Ok(Redirect::to("/"))
 }
 

@@ -293,6 +293,13 @@ impl TestApp {
             &self.server_database_url,
             "--secret-key-file",
             &key,
+            // Tests sign up many addresses from one client; the limit tests turn limits back on.
+            "--signup-limit-per-ip",
+            "0",
+            "--signup-limit-per-address",
+            "0",
+            "--login-limit",
+            "0",
         ];
         argv.extend(self.args.iter().map(String::as_str));
         let Some(Command::Serve(args)) =
