@@ -11,7 +11,7 @@ pub mod signup;
 pub mod store;
 pub mod web;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +29,8 @@ use crate::store::{PoolLimits, Store};
 use crate::web::{AppState, Templates, TrustedProxies};
 
 const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(10 * 60);
+/// How long requests in flight may take to finish once a shutdown is asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Why the server could not start. A bad setting exits with code 2, anything else with 1.
 #[derive(Debug, thiserror::Error)]
@@ -129,22 +131,42 @@ impl Server {
         &self.public_url
     }
 
+    /// The application without its listener, to drive in-process (fuzzing, property tests).
+    pub fn into_router(self) -> Router {
+        self.router
+    }
+
     /// The admin password made up on first start, to be shown to the operator exactly once.
     pub fn generated_admin_password(&self) -> Option<&AdminPassword> {
         self.generated_admin_password.as_ref()
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    /// Serves until `shutdown` completes, then lets requests in flight finish (for at most
+    /// `SHUTDOWN_GRACE`), and waits until every write is committed.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_expired_sessions(self.store.clone()));
+        let (stopping, stop_requested) = tokio::sync::oneshot::channel::<()>();
         let app = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP");
+        let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stopping.send(());
+        });
+        let grace = async move {
+            match stop_requested.await {
+                Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let served = tokio::select! {
+            served = serve.into_future() => served.context("serving HTTP"),
+            () = grace => {
+                tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
+                Ok(())
+            }
+        };
         sweeper.abort();
         self.store.close().await;
         served

@@ -25,6 +25,7 @@ use tokio::sync::Mutex;
 use crate::domain::SubscriberEmail;
 use crate::security::SecretKey;
 use crate::store::{SessionKey, Store, StoreError, StoreResult};
+use crate::web::AppError;
 
 const ID_BYTES: usize = 32;
 const FORM_TOKEN_PURPOSE: &str = "enlist form token v1";
@@ -120,8 +121,16 @@ pub enum AdminStatus {
 #[error("the form token is missing or does not belong to this session")]
 pub struct BadFormToken;
 
+/// A session's id, as carried by its cookie. Opaque outside this module.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct SessionId([u8; ID_BYTES]);
+pub struct SessionId([u8; ID_BYTES]);
+
+// A session id is a bearer credential: never print it.
+impl std::fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionId(..)")
+    }
+}
 
 impl SessionId {
     fn generate() -> StoreResult<Self> {
@@ -428,8 +437,18 @@ pub async fn session_layer(
     State(layer): State<SessionLayerState>,
     mut request: Request,
     next: Next,
-) -> Response {
-    let incoming = session_id_from_headers(request.headers(), layer.config.cookie_name);
+) -> Result<Response, AppError> {
+    let incoming = match session_cookie(request.headers(), layer.config.cookie_name) {
+        Ok(incoming) => incoming,
+        Err(CookieProblem::TooLarge) => return Err(AppError::CookiesTooLarge),
+        Err(CookieProblem::Duplicate) => {
+            return Err(AppError::BadRequest(
+                "Your browser sent this site's session cookie twice. Clear this site's cookies and \
+                 try again."
+                    .into(),
+            ));
+        }
+    };
     let session = Session::new(layer.store, layer.config.clone(), incoming);
     request.extensions_mut().insert(session.clone());
     let mut response = next.run(request).await;
@@ -443,18 +462,39 @@ pub async fn session_layer(
     if let Some(value) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         response.headers_mut().append(SET_COOKIE, value);
     }
-    response
+    Ok(response)
 }
 
-fn session_id_from_headers(headers: &HeaderMap, name: &str) -> Option<SessionId> {
-    headers
-        .get_all(COOKIE)
+/// Far more than this site ever sets; anything bigger is junk or an attack.
+const MAX_COOKIE_BYTES: usize = 8 * 1024;
+
+/// Why a request's cookies were refused outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CookieProblem {
+    TooLarge,
+    /// Two session cookies: a stale one shadowing the real one, or one planted from a
+    /// neighbouring subdomain ("cookie tossing"). Neither may be trusted.
+    Duplicate,
+}
+
+/// The session id in the `Cookie` header(s): `None` when absent or not one of ours (malformed).
+pub fn session_cookie(headers: &HeaderMap, name: &str) -> Result<Option<SessionId>, CookieProblem> {
+    let cookies = headers.get_all(COOKIE);
+    if cookies.iter().map(|value| value.len()).sum::<usize>() > MAX_COOKIE_BYTES {
+        return Err(CookieProblem::TooLarge);
+    }
+    let mut ours = cookies
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .filter(|(key, _)| *key == name)
-        .find_map(|(_, value)| SessionId::parse(value.trim()))
+        .map(|(_, value)| value.trim());
+    let first = ours.next();
+    if ours.next().is_some() {
+        return Err(CookieProblem::Duplicate);
+    }
+    Ok(first.and_then(SessionId::parse))
 }
 
 fn cookie_header(config: &SessionConfig, value: &str, max_age: i64) -> String {
@@ -500,13 +540,18 @@ mod tests {
     }
 
     #[test]
-    fn finds_our_cookie_among_others_and_duplicates() {
+    fn finds_our_cookie_among_others_and_refuses_two() {
         let id = SessionId::generate().unwrap().encode();
         let mut headers = HeaderMap::new();
-        headers.append(COOKIE, HeaderValue::from_static("theme=dark; enlist_session=garbage"));
+        headers.append(COOKIE, HeaderValue::from_static("theme=dark; other=1"));
         headers.append(COOKIE, HeaderValue::from_str(&format!("enlist_session={id}")).unwrap());
-        let found = session_id_from_headers(&headers, "enlist_session").unwrap();
+        let found = session_cookie(&headers, "enlist_session").unwrap().unwrap();
         assert_eq!(found.encode(), id);
-        assert!(session_id_from_headers(&headers, "__Host-enlist_session").is_none());
+        assert_eq!(session_cookie(&headers, "__Host-enlist_session"), Ok(None));
+        headers.append(COOKIE, HeaderValue::from_static("enlist_session=garbage"));
+        assert_eq!(session_cookie(&headers, "enlist_session"), Err(CookieProblem::Duplicate));
+        let mut huge = HeaderMap::new();
+        huge.append(COOKIE, HeaderValue::from_str(&"x=1; ".repeat(2000)).unwrap());
+        assert_eq!(session_cookie(&huge, "enlist_session"), Err(CookieProblem::TooLarge));
     }
 }

@@ -186,7 +186,7 @@ on_both_backends! {
             "enlist_session=../../etc/passwd".into(),
             "enlist_session=".into(),
             format!("enlist_session={}", "x".repeat(4000)),
-            "enlist_session=%00%ff; enlist_session=abc; theme=dark".into(),
+            "enlist_session=%00%ff; theme=dark".into(),
         ] {
             let response = bare_client()
                 .get(app.url("/"))
@@ -408,7 +408,7 @@ on_both_backends! {
             .send()
             .await
             .unwrap();
-        assert_eq!(invalid_utf8.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(invalid_utf8.status(), StatusCode::BAD_REQUEST);
         assert_eq!(app.count_rows("subscribers").await, 0);
     }
 }

@@ -43,6 +43,8 @@ pub enum AppError {
     UnsupportedMediaType,
     #[error("payload too large")]
     PayloadTooLarge,
+    #[error("cookies too large")]
+    CookiesTooLarge,
     #[error("storage unavailable")]
     Unavailable(#[from] StoreError),
     #[error("unexpected error")]
@@ -139,6 +141,9 @@ impl IntoResponse for AppError {
             Self::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorPage::Generic { message: None })
             }
+            Self::CookiesTooLarge => {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, ErrorPage::Generic { message: None })
+            }
             Self::PayloadTooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, ErrorPage::Generic { message: None })
             }
@@ -188,6 +193,10 @@ fn describe(status: StatusCode) -> (&'static str, &'static str) {
         415 => (
             "Unsupported form",
             "Forms must be sent as application/x-www-form-urlencoded, as browsers do.",
+        ),
+        431 => (
+            "Cookies too large",
+            "Your browser sent more cookies than this site accepts. Clear this site's cookies and try again.",
         ),
         422 => {
             ("Check your input", "Something you entered could not be used. Go back and correct it.")

@@ -1,25 +1,80 @@
 //! Extractors whose rejections become `AppError`s, so a malformed request gets the same kind of
 //! page as every other error instead of axum's plain-text default.
 
-use axum::extract::rejection::{FormRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts};
-use axum::http::StatusCode;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
 
 use super::error::AppError;
 
-/// An `application/x-www-form-urlencoded` body.
-#[derive(Debug, FromRequest)]
-#[from_request(via(axum::Form), rejection(AppError))]
+const UNREADABLE_FORM: &str = "The form could not be read. Go back and send it again.";
+
+/// An `application/x-www-form-urlencoded` body, decoded strictly: browsers always encode
+/// correctly, so a stray `%`, a bad escape or bytes that are not UTF-8 mean a broken or hostile
+/// client, and get a 400 rather than a best guess at what was meant.
+#[derive(Debug)]
 pub struct Form<T>(pub T);
 
-impl From<FormRejection> for AppError {
-    fn from(rejection: FormRejection) -> Self {
-        match rejection.status() {
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
-            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
-            _ => Self::BadRequest("The form could not be read. Go back and send it again.".into()),
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Form<T> {
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, AppError> {
+        if !is_form(request.headers()) {
+            return Err(AppError::UnsupportedMediaType);
         }
+        let body = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::PayloadTooLarge
+            } else {
+                AppError::BadRequest(UNREADABLE_FORM.into())
+            }
+        })?;
+        if !is_well_encoded(&body) {
+            return Err(AppError::BadRequest(UNREADABLE_FORM.into()));
+        }
+        serde_urlencoded::from_bytes(&body)
+            .map(Form)
+            .map_err(|_| AppError::BadRequest(UNREADABLE_FORM.into()))
     }
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| {
+            essence.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// Every `%` starts a two-digit hex escape, and every name and value decodes to UTF-8.
+fn is_well_encoded(body: &[u8]) -> bool {
+    body.split(|&b| b == b'&').flat_map(|pair| pair.split(|&b| b == b'=')).all(|part| {
+        let mut decoded = Vec::with_capacity(part.len());
+        let mut bytes = part.iter();
+        while let Some(&byte) = bytes.next() {
+            match byte {
+                b'%' => {
+                    let (Some(high), Some(low)) = (bytes.next(), bytes.next()) else {
+                        return false;
+                    };
+                    let (Some(high), Some(low)) = (hex(*high), hex(*low)) else { return false };
+                    decoded.push(high << 4 | low);
+                }
+                b'+' => decoded.push(b' '),
+                other => decoded.push(other),
+            }
+        }
+        std::str::from_utf8(&decoded).is_ok()
+    })
+}
+
+fn hex(digit: u8) -> Option<u8> {
+    char::from(digit).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
 /// A query string.
@@ -30,5 +85,23 @@ pub struct Query<T>(pub T);
 impl From<QueryRejection> for AppError {
     fn from(_: QueryRejection) -> Self {
         Self::BadRequest("The address has parameters this page does not understand.".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_decoding() {
+        for good in [&b""[..], b"email=a%40example.com", b"a=1&b=", b"q=caf%C3%A9+au+lait", b"=&&"]
+        {
+            assert!(is_well_encoded(good), "{:?}", String::from_utf8_lossy(good));
+        }
+        for bad in
+            [&b"email=%zz"[..], b"email=%4", b"email=100%", b"email=%ff%fe", b"a=\xff", b"%G1=x"]
+        {
+            assert!(!is_well_encoded(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }

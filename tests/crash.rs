@@ -1,0 +1,163 @@
+//! Crash safety: visitors sign up and unregister through their own sessions while the server is
+//! killed with SIGKILL at random moments and started again. Whatever was acknowledged (a 303)
+//! must be there afterwards, and nothing else may be half-done.
+
+#[macro_use]
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestDatabase, Visitor, browser, form_token};
+use reqwest::StatusCode;
+
+const ROUNDS: usize = 15;
+const CLIENTS: usize = 6;
+
+fn random_below(limit: u64) -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("randomness");
+    u64::from_le_bytes(bytes) % limit
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start(database_url: &str, dir: &Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_enlist"))
+        .args(["--bind", &format!("127.0.0.1:{port}"), "--database-url", database_url])
+        .args(["--secret-key-file", &dir.join("enlist.key").display().to_string()])
+        .args(["--signup-limit-per-ip", "0", "--signup-limit-per-address", "0"])
+        .env("ENLIST_ADMIN_PASSWORD", common::ADMIN_PASSWORD)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the server")
+}
+
+async fn wait_healthy(address: &str) {
+    let client = common::bare_client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = client.get(format!("{address}/healthz")).send().await;
+        if answer.is_ok_and(|response| response.status() == StatusCode::OK) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the server did not come back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the clients were told, and what they could not be sure of.
+#[derive(Default)]
+struct Ledger {
+    signed_up: HashSet<String>,
+    unregistered: HashSet<String>,
+    unsure_unregister: HashSet<String>,
+}
+
+/// One visitor: sign up a fresh address, and half the time unregister it again, until stopped.
+async fn visitor(id: usize, address: String, stop: Arc<AtomicBool>, ledger: Arc<Mutex<Ledger>>) {
+    let visitor = Visitor { address, client: browser() };
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let email = format!("c{id}-{n}-{}@crash.example", random_below(1 << 40));
+        let Ok(response) = visitor
+            .client
+            .post(visitor.url("/signup"))
+            .headers(visitor.same_origin())
+            .form(&[("email", &email)])
+            .send()
+            .await
+        else {
+            continue;
+        };
+        if response.status() != StatusCode::SEE_OTHER {
+            continue;
+        }
+        ledger.lock().unwrap().signed_up.insert(email.clone());
+        if random_below(2) == 0 {
+            continue;
+        }
+        // The button on the page the visitor sees, with its token.
+        let Ok(page) = visitor.client.get(visitor.url("/")).send().await else { continue };
+        let Some(token) = form_token(&page.text().await.unwrap_or_default()) else { continue };
+        let sent = visitor
+            .client
+            .post(visitor.url("/unregister"))
+            .headers(visitor.same_origin())
+            .form(&[("csrf_token", &token)])
+            .send()
+            .await;
+        let mut ledger = ledger.lock().unwrap();
+        match sent {
+            Ok(response) if response.status() == StatusCode::SEE_OTHER => {
+                ledger.unregistered.insert(email)
+            }
+            _ => ledger.unsure_unregister.insert(email),
+        };
+    }
+}
+
+on_both_backends! {
+    async fn acknowledged_work_survives_sigkill(backend: Backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let database = TestDatabase::create(&backend, dir.path()).await;
+        let port = free_port();
+        let address = format!("http://127.0.0.1:{port}");
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let started = Instant::now();
+        for _ in 0..ROUNDS {
+            let mut server = start(&database.url, dir.path(), port);
+            wait_healthy(&address).await;
+            let stop = Arc::new(AtomicBool::new(false));
+            let clients: Vec<_> = (0..CLIENTS)
+                .map(|id| tokio::spawn(visitor(id, address.clone(), stop.clone(), ledger.clone())))
+                .collect();
+            tokio::time::sleep(Duration::from_millis(150 + random_below(450))).await;
+            server.kill().expect("SIGKILL");
+            server.wait().expect("reap");
+            stop.store(true, Ordering::Relaxed);
+            for client in clients {
+                client.await.unwrap();
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(180), "bounded to three minutes");
+
+        let ledger = std::mem::take(&mut *ledger.lock().unwrap());
+        assert!(ledger.signed_up.len() >= 50, "too little work to prove anything: {}", ledger.signed_up.len());
+        assert!(!ledger.unregistered.is_empty());
+        let stored: HashSet<String> =
+            database.strings("SELECT email FROM subscribers").await.into_iter().collect();
+        for email in &ledger.signed_up {
+            if !ledger.unregistered.contains(email) && !ledger.unsure_unregister.contains(email) {
+                assert!(stored.contains(email), "acknowledged signup of {email} was lost");
+            }
+        }
+        for email in &ledger.unregistered {
+            assert!(!stored.contains(email), "acknowledged unregister of {email} was undone");
+        }
+        let duplicates = database
+            .strings("SELECT email_key FROM subscribers GROUP BY email_key HAVING count(*) > 1")
+            .await;
+        assert!(duplicates.is_empty(), "{duplicates:?}");
+        let counted = database.count("subscribers").await;
+        if database.is_postgres() {
+            let kept = database.strings("SELECT CAST(sum(n) AS TEXT) FROM subscriber_counts").await;
+            assert_eq!(kept[0].parse::<i64>().unwrap(), counted, "the maintained count");
+        } else {
+            assert_eq!(database.strings("PRAGMA integrity_check").await, ["ok"]);
+            let kept = database.strings("SELECT CAST(n AS TEXT) FROM subscriber_count").await;
+            assert_eq!(kept[0].parse::<i64>().unwrap(), counted, "the maintained count");
+            let indexed = database.strings("SELECT CAST(count(*) AS TEXT) FROM subscribers_search").await;
+            assert_eq!(indexed[0].parse::<i64>().unwrap(), counted, "the search index");
+        }
+    }
+}
