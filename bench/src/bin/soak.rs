@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
+
+/// Senders: enough to keep many requests in flight without a task per request.
+const WORKERS: usize = 256;
 
 #[derive(Parser)]
 struct Args {
@@ -25,6 +28,10 @@ struct Args {
     /// Percent of new-visitor page views (W1), remembered-visitor views (W2) and signups (W3).
     #[arg(long, default_value = "30,60,10")]
     mix: String,
+    /// Instead of soaking: send the mix as fast as 64 connections allow for `seconds`, and print
+    /// the requests per second (this driver's peak, which `--rate` is then set against).
+    #[arg(long)]
+    find_peak: bool,
 }
 
 #[derive(Default)]
@@ -38,6 +45,28 @@ struct Counters {
     ok: AtomicU64,
     errors: AtomicU64,
     late: AtomicU64,
+}
+
+/// The `sequence`-th request of the mix.
+fn mixed_request(
+    client: &reqwest::Client,
+    origin: &str,
+    cookie: &str,
+    shares: &[u64],
+    sequence: u64,
+) -> reqwest::RequestBuilder {
+    let pick = sequence % 100;
+    if pick < shares[0] {
+        client.get(format!("{origin}/"))
+    } else if pick < shares[0] + shares[1] {
+        client.get(format!("{origin}/")).header("cookie", cookie)
+    } else {
+        client
+            .post(format!("{origin}/signup"))
+            .header("origin", origin)
+            .header("sec-fetch-site", "same-origin")
+            .form(&[("email", format!("soak-{sequence}@bench.example"))])
+    }
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -81,9 +110,65 @@ async fn main() -> anyhow::Result<()> {
         .map(str::to_owned)
         .ok_or_else(|| anyhow::anyhow!("no session cookie from the signup"))?;
 
+    if args.find_peak {
+        let started = Instant::now();
+        let done = Arc::new(AtomicU64::new(0));
+        let workers: Vec<_> = (0..64u64)
+            .map(|worker| {
+                let (client, origin, cookie, done, shares) =
+                    (client.clone(), origin.clone(), cookie.clone(), done.clone(), shares.clone());
+                let seconds = args.seconds;
+                tokio::spawn(async move {
+                    let mut sequence = worker * 1_000_000_000;
+                    while started.elapsed() < Duration::from_secs(seconds) {
+                        sequence += 1;
+                        let request = mixed_request(&client, &origin, &cookie, &shares, sequence);
+                        if request.send().await.is_ok() {
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.await?;
+        }
+        println!("{:.0}", done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64());
+        return Ok(());
+    }
+
     let counters = Arc::new(Counters::default());
     let window = Arc::new(Mutex::new(Window::default()));
-    let in_flight = Arc::new(Semaphore::new(512));
+    // A fixed crew of senders takes scheduled requests from a queue: no task per request, and a
+    // full queue means the server (or this machine) is not keeping up: counted as late.
+    let (tickets, queue) = async_channel::bounded::<(u64, Instant)>(WORKERS * 4);
+    let crew: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let (queue, client, origin, cookie, shares) =
+                (queue.clone(), client.clone(), origin.clone(), cookie.clone(), shares.clone());
+            let (counters, window) = (counters.clone(), window.clone());
+            tokio::spawn(async move {
+                while let Ok((sequence, due)) = queue.recv().await {
+                    let answered =
+                        mixed_request(&client, &origin, &cookie, &shares, sequence).send().await;
+                    // From when it was due, not when it went out: waiting in line is latency too.
+                    let took = due.elapsed().as_micros() as u64;
+                    match answered {
+                        Ok(response)
+                            if response.status().is_success()
+                                || response.status().is_redirection() =>
+                        {
+                            counters.ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {
+                            counters.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    window.lock().await.latencies_us.push(took);
+                }
+            })
+        })
+        .collect();
     let started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
     let mut next = Instant::now();
@@ -98,45 +183,17 @@ async fn main() -> anyhow::Result<()> {
         if now < next {
             tokio::time::sleep(next - now).await;
         }
+        let due = next;
         next += interval;
         sequence += 1;
-        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-            // More than 512 requests waiting: the server is not keeping up.
-            counters.late.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let pick = sequence % 100;
-        let request = if pick < shares[0] {
-            client.get(format!("{origin}/"))
-        } else if pick < shares[0] + shares[1] {
-            client.get(format!("{origin}/")).header("cookie", &cookie)
-        } else {
-            client
-                .post(format!("{origin}/signup"))
-                .header("origin", &origin)
-                .header("sec-fetch-site", "same-origin")
-                .form(&[("email", format!("soak-{sequence}@bench.example"))])
-        };
-        counters.sent.fetch_add(1, Ordering::Relaxed);
-        let (task_counters, task_window) = (counters.clone(), window.clone());
-        tokio::spawn(async move {
-            let (counters, window) = (task_counters, task_window);
-            let sent_at = Instant::now();
-            let answered = request.send().await;
-            let took = sent_at.elapsed().as_micros() as u64;
-            match answered {
-                Ok(response)
-                    if response.status().is_success() || response.status().is_redirection() =>
-                {
-                    counters.ok.fetch_add(1, Ordering::Relaxed);
-                }
-                _ => {
-                    counters.errors.fetch_add(1, Ordering::Relaxed);
-                }
+        match tickets.try_send((sequence, due)) {
+            Ok(()) => {
+                counters.sent.fetch_add(1, Ordering::Relaxed);
             }
-            window.lock().await.latencies_us.push(took);
-            drop(permit);
-        });
+            Err(_) => {
+                counters.late.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if Instant::now() >= next_report {
             next_report += Duration::from_secs(30);
             let mut latencies = std::mem::take(&mut window.lock().await.latencies_us);
@@ -164,7 +221,10 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
-    let _ = in_flight.acquire_many(512).await;
+    tickets.close();
+    for worker in crew {
+        worker.await?;
+    }
     let errors = counters.errors.load(Ordering::Relaxed) + counters.late.load(Ordering::Relaxed);
     println!(
         "done: {} sent, {} ok, {} errors, {} late, RSS {:.1} MB",
