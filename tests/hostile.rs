@@ -16,9 +16,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use clap::Parser;
 use enlist::Server;
-use enlist::config::{Cli, Command as EnlistCommand, Settings};
 use proptest::prelude::*;
 use tower::ServiceExt;
 
@@ -209,36 +207,16 @@ async fn the_hostile_input_table() {
 struct InProcess {
     runtime: tokio::runtime::Runtime,
     router: Mutex<Router>,
-    _dir: tempfile::TempDir,
+    /// Holds the database and its directory for as long as the router is used.
+    _app: common::TestApp,
 }
 
 static APP: LazyLock<InProcess> = LazyLock::new(|| {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("enlist.db").display());
-    let Some(EnlistCommand::Serve(args)) = Cli::try_parse_from([
-        "enlist",
-        "serve",
-        "--bind",
-        "127.0.0.1:0",
-        "--database-url",
-        &db,
-        "--signup-limit-per-ip",
-        "0",
-        "--signup-limit-per-address",
-        "0",
-        "--login-limit",
-        "0",
-    ])
-    .unwrap()
-    .command
-    else {
-        unreachable!()
-    };
-    let settings = Settings::from_args(*args, Some(common::ADMIN_PASSWORD.into())).unwrap();
-    let router = runtime.block_on(Server::build(settings)).unwrap().into_router();
-    InProcess { runtime, router: Mutex::new(router), _dir: dir }
+    let app = runtime.block_on(common::prepare_app(common::Backend::Sqlite, &[], None));
+    let router = runtime.block_on(Server::build(app.settings())).unwrap().into_router();
+    InProcess { runtime, router: Mutex::new(router), _app: app }
 });
 
 /// Runs one request through the whole stack and returns its status.

@@ -44,7 +44,7 @@ pub struct StoreError(#[from] pub anyhow::Error);
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// One row of the list as the admin sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Subscriber {
     pub id: i64,
     pub email: String,

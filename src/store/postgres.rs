@@ -88,7 +88,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<Vec<Subscriber>> {
         // With a search, the planner picks between the trigram indexes (rare terms) and walking
         // the primary key newest first until the page is full (common terms).
-        let select = sqlx::query_as::<_, (i64, String, i64)>(
+        let select = sqlx::query_as::<_, Subscriber>(
             "SELECT id, email, created_at FROM subscribers
              WHERE id < $1
                AND ($2::TEXT IS NULL OR email_key LIKE $2 ESCAPE '\\'
@@ -100,10 +100,7 @@ impl Store for PostgresStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool);
         let rows = self.bounded("listing subscribers", select).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, email, created_at)| Subscriber { id, email, created_at })
-            .collect())
+        Ok(rows)
     }
 
     async fn count_subscribers(&self) -> StoreResult<u64> {

@@ -142,7 +142,7 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<Subscriber>> {
         let before = before.unwrap_or(i64::MAX);
-        let rows: Vec<(i64, String, i64)> = match search {
+        let rows: Vec<Subscriber> = match search {
             None => {
                 sqlx::query_as(
                     "SELECT id, email, created_at FROM subscribers
@@ -171,10 +171,7 @@ impl Store for SqliteStore {
             }
         }
         .context("listing subscribers")?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, email, created_at)| Subscriber { id, email, created_at })
-            .collect())
+        Ok(rows)
     }
 
     async fn count_subscribers(&self) -> StoreResult<u64> {
