@@ -4,7 +4,7 @@ use std::sync::{LazyLock, Mutex};
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::Request;
 use clap::Parser;
 use enlist::Server;
 use enlist::config::{Cli, Command, Settings};
