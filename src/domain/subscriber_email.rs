@@ -85,6 +85,13 @@ impl SubscriberEmail {
         if address.len() > MAX_ADDRESS_LEN {
             return Err(EmailError::TooLong);
         }
+        // The form people see must be a valid address too: punycode can decode to symbols that no
+        // domain may contain (found by fuzzing), and the stored form must parse again unchanged.
+        if EmailAddress::parse_with_options(&address, syntax).is_err()
+            || unicode_domain.chars().any(|c| c.is_control() || is_invisible(c))
+        {
+            return Err(EmailError::BadDomain);
+        }
         let key = format!("{}@{ascii_domain}", local.to_lowercase());
         Ok(Self { address, key })
     }
@@ -182,6 +189,8 @@ mod tests {
             ("a@example.com\r\nBcc: b@example.com", EmailError::ControlCharacter),
             ("a@-example.com", EmailError::Malformed),
             ("a@xn--zz.com", EmailError::BadDomain),
+            // Valid punycode for "≆≎≑≓≋≖≖": symbols, not letters.
+            ("KIM@xn--bchKIMkta.de", EmailError::BadDomain),
             (&long_local, EmailError::LocalPartTooLong),
             (&long_total, EmailError::TooLong),
         ];
