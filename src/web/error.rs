@@ -17,6 +17,9 @@ use crate::session::BadFormToken;
 use crate::signup::SignupError;
 use crate::store::StoreError;
 
+/// A request that outlived the request timeout: our slowness, so a 503 with the generic page.
+pub const TIMED_OUT: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// The signup form again, with the reason beside the field and the typed value kept.

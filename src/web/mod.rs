@@ -16,7 +16,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
-use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Request};
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use tower::ServiceBuilder;
@@ -128,7 +128,7 @@ pub fn app(
         ))
         .layer(from_fn_with_state(state.templates.clone(), error::render_error_pages))
         .layer(CatchPanicLayer::new())
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(TimeoutLayer::with_status_code(error::TIMED_OUT, REQUEST_TIMEOUT))
         .layer(from_fn_with_state(sessions, session_layer))
         .layer(cross_origin_check)
         // The header check refuses declared oversize bodies at once; the extractor limit catches
