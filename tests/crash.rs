@@ -32,7 +32,7 @@ fn start(database_url: &str, dir: &Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_enlist"))
         .args(["--bind", &format!("127.0.0.1:{port}"), "--database-url", database_url])
         .args(["--secret-key-file", &dir.join("enlist.key").display().to_string()])
-        .args(["--signup-limit-per-ip", "0", "--signup-limit-per-address", "0"])
+        .args(common::LIMITS_OFF)
         .env("ENLIST_ADMIN_PASSWORD", common::ADMIN_PASSWORD)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

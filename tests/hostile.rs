@@ -64,14 +64,7 @@ fn start(dir: &Path) -> Binary {
     let mut child = Command::new(env!("CARGO_BIN_EXE_enlist"))
         .current_dir(dir)
         .args(["--bind", &format!("127.0.0.1:{port}"), "--log-format", "json"])
-        .args([
-            "--signup-limit-per-ip",
-            "0",
-            "--signup-limit-per-address",
-            "0",
-            "--login-limit",
-            "0",
-        ])
+        .args(common::LIMITS_OFF)
         .env("ENLIST_ADMIN_PASSWORD", SECRET_PASSWORD)
         .env("RUST_LOG", "debug")
         .stdout(Stdio::null())

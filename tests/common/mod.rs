@@ -25,6 +25,10 @@ use tokio::task::JoinHandle;
 pub mod proxy;
 
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+/// Settings that turn every abuse limit off: tests sign up many addresses from one client (the
+/// limit tests turn limits back on).
+pub const LIMITS_OFF: [&str; 6] =
+    ["--signup-limit-per-ip", "0", "--signup-limit-per-address", "0", "--login-limit", "0"];
 pub const POSTGRES_ENV: &str = "ENLIST_TEST_DATABASE_URL";
 
 /// Runs each scenario once per backend: `async fn name(backend: Backend) { ... }`.
@@ -293,14 +297,8 @@ impl TestApp {
             &self.server_database_url,
             "--secret-key-file",
             &key,
-            // Tests sign up many addresses from one client; the limit tests turn limits back on.
-            "--signup-limit-per-ip",
-            "0",
-            "--signup-limit-per-address",
-            "0",
-            "--login-limit",
-            "0",
         ];
+        argv.extend(LIMITS_OFF);
         argv.extend(self.args.iter().map(String::as_str));
         let Some(Command::Serve(args)) =
             Cli::try_parse_from(argv).expect("test settings parse").command

@@ -50,8 +50,12 @@ async fn grouped(connection: &mut SqliteConnection, ops: &[&WriteOp]) -> Vec<Out
     let mut outcomes: Vec<Option<Outcome>> = ops.iter().map(|_| None).collect();
     let signups: Vec<usize> = indexes(ops, |op| matches!(op, WriteOp::AddSubscriber { .. }));
     let sessions: Vec<usize> = indexes(ops, |op| matches!(op, WriteOp::CreateSession { .. }));
-    insert_subscribers(connection, ops, &signups, &mut outcomes).await;
-    insert_sessions(connection, ops, &sessions, &mut outcomes).await;
+    let subscribers = "INSERT INTO subscribers (email, email_key, created_at) ";
+    let returning = " ON CONFLICT (email_key) DO NOTHING RETURNING CAST(email_key AS BLOB)";
+    insert_many(connection, ops, &signups, &mut outcomes, subscribers, returning).await;
+    let new_sessions = "INSERT INTO sessions (key, data, expires_at) ";
+    let returning = " ON CONFLICT (key) DO NOTHING RETURNING key";
+    insert_many(connection, ops, &sessions, &mut outcomes, new_sessions, returning).await;
     for (i, op) in ops.iter().enumerate() {
         if outcomes[i].is_none() {
             let result = connection.execute(op.query()).await;
@@ -65,70 +69,39 @@ fn indexes(ops: &[&WriteOp], wanted: impl Fn(&WriteOp) -> bool) -> Vec<usize> {
     ops.iter().enumerate().filter(|(_, op)| wanted(op)).map(|(i, _)| i).collect()
 }
 
-/// One INSERT for every new address; `RETURNING` tells which rows were new.
-async fn insert_subscribers(
+/// One multi-row INSERT for the writes at `which` (all of one kind: new subscribers or new
+/// sessions). `RETURNING` names the rows that were new, so each write still gets its own answer:
+/// one row if inserted, none if its address or session id was already taken.
+async fn insert_many(
     connection: &mut SqliteConnection,
     ops: &[&WriteOp],
     which: &[usize],
     outcomes: &mut [Option<Outcome>],
+    insert_into: &'static str,
+    on_conflict_returning: &'static str,
 ) {
     if which.len() < 2 {
         return;
     }
-    let mut insert: QueryBuilder<Sqlite> =
-        QueryBuilder::new("INSERT INTO subscribers (email, email_key, created_at) ");
-    insert.push_values(which, |mut row, &i| {
-        if let WriteOp::AddSubscriber { email, key, now } = ops[i] {
+    let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(insert_into);
+    insert.push_values(which, |mut row, &i| match ops[i] {
+        WriteOp::AddSubscriber { email, key, now } => {
             row.push_bind(email.as_str()).push_bind(key.as_str()).push_bind(*now);
         }
-    });
-    insert.push(" ON CONFLICT (email_key) DO NOTHING RETURNING email_key");
-    let result: Result<Vec<String>, _> =
-        insert.build_query_scalar().fetch_all(&mut *connection).await;
-    settle(result, which, outcomes, |i, inserted: &HashSet<String>| match ops[i] {
-        WriteOp::AddSubscriber { key, .. } => inserted.contains(key),
-        _ => false,
-    });
-}
-
-/// One INSERT for every new session; `RETURNING` tells which ids were free.
-async fn insert_sessions(
-    connection: &mut SqliteConnection,
-    ops: &[&WriteOp],
-    which: &[usize],
-    outcomes: &mut [Option<Outcome>],
-) {
-    if which.len() < 2 {
-        return;
-    }
-    let mut insert: QueryBuilder<Sqlite> =
-        QueryBuilder::new("INSERT INTO sessions (key, data, expires_at) ");
-    insert.push_values(which, |mut row, &i| {
-        if let WriteOp::CreateSession { key, data, expires_at } = ops[i] {
+        WriteOp::CreateSession { key, data, expires_at } => {
             row.push_bind(&key[..]).push_bind(data.as_str()).push_bind(*expires_at);
         }
+        _ => {}
     });
-    insert.push(" ON CONFLICT (key) DO NOTHING RETURNING key");
+    insert.push(on_conflict_returning);
     let result: Result<Vec<Vec<u8>>, _> =
         insert.build_query_scalar().fetch_all(&mut *connection).await;
-    settle(result, which, outcomes, |i, inserted: &HashSet<Vec<u8>>| match ops[i] {
-        WriteOp::CreateSession { key, .. } => inserted.contains(&key[..]),
-        _ => false,
-    });
-}
-
-/// Gives each write of a multi-row statement its own outcome: one row if it was inserted.
-fn settle<T: std::hash::Hash + Eq>(
-    result: Result<Vec<T>, sqlx::Error>,
-    which: &[usize],
-    outcomes: &mut [Option<Outcome>],
-    was_inserted: impl Fn(usize, &HashSet<T>) -> bool,
-) {
     match result {
         Ok(returned) => {
-            let inserted: HashSet<T> = returned.into_iter().collect();
+            let inserted: HashSet<Vec<u8>> = returned.into_iter().collect();
             for &i in which {
-                outcomes[i] = Some(Ok(u64::from(was_inserted(i, &inserted))));
+                let new = row_key(ops[i]).is_some_and(|key| inserted.contains(key));
+                outcomes[i] = Some(Ok(u64::from(new)));
             }
         }
         Err(e) => {
@@ -137,6 +110,15 @@ fn settle<T: std::hash::Hash + Eq>(
                 outcomes[i] = Some(Err(anyhow!("{message}")));
             }
         }
+    }
+}
+
+/// What `RETURNING` gives back for an inserted row of this write.
+fn row_key(op: &WriteOp) -> Option<&[u8]> {
+    match op {
+        WriteOp::AddSubscriber { key, .. } => Some(key.as_bytes()),
+        WriteOp::CreateSession { key, .. } => Some(&key[..]),
+        _ => None,
     }
 }
 
