@@ -23,7 +23,7 @@ use url::Url;
 
 use crate::config::{DatabaseUrl, SettingError, Settings};
 use crate::domain::AdminPassword;
-use crate::security::{Limits, SecretKey, resolve_admin_credential};
+use crate::security::{AdminCredentials, Limits, SecretKey, resolve_admin_credential};
 use crate::session::{SessionConfig, SessionLayerState, unix_now};
 use crate::store::{PoolLimits, Store};
 use crate::web::{AppState, Templates, TrustedProxies};
@@ -115,7 +115,7 @@ impl Server {
             limits: Arc::new(limits),
             store: store.clone(),
             templates: Arc::new(templates),
-            admin: Arc::new(admin),
+            admin: Arc::new(AdminCredentials::new(store.clone(), admin)),
         };
         let trusted_proxies = TrustedProxies::new(settings.trusted_proxies.clone());
         let router = web::app(state, sessions, settings.public_url.as_ref(), trusted_proxies)

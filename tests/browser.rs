@@ -314,7 +314,7 @@ async fn admin_flow(app: &TestApp, tools: &Tools, device: Device) {
 
     fill(&browser, "input#q", "ALIC").await;
     click(&browser, "form[role=search] button").await;
-    wait_for_text(&browser, ".counts", |t| t.contains("2 matching of 3")).await;
+    wait_for_text(&browser, ".counts", |t| t.contains("2 matches of 3")).await;
     let table = text_of(&browser, "table").await;
     assert!(table.contains("alice@example.com") && table.contains("alicia@example.org"));
     assert!(!table.contains("bob@example.net"));

@@ -13,7 +13,7 @@ use enlist::Server;
 use enlist::config::{Cli, Command, Settings};
 use enlist::domain::{SearchTerm, SubscriberEmail};
 use enlist::store::{
-    PoolLimits, SessionKey, SqliteStore, Store, StoreError, StoreResult, Subscriber,
+    PoolLimits, SessionKey, SqliteStore, Store, StoreError, StoreResult, Subscriber, Walk,
 };
 use reqwest::StatusCode;
 use sqlx::sqlite::SqliteConnectOptions;
@@ -86,6 +86,16 @@ impl Store for BreakableStore {
         self.check()?;
         self.inner.list_subscribers(search, before, limit).await
     }
+    async fn walk_matching(
+        &self,
+        term: &SearchTerm,
+        before: Option<i64>,
+        window: u32,
+        limit: u32,
+    ) -> StoreResult<Walk> {
+        self.check()?;
+        self.inner.walk_matching(term, before, window, limit).await
+    }
     async fn count_subscribers(&self) -> StoreResult<u64> {
         self.check()?;
         self.inner.count_subscribers().await
@@ -98,13 +108,14 @@ impl Store for BreakableStore {
         self.check()?;
         self.inner.admin_password_hash().await
     }
-    async fn set_admin_password_hash(&self, phc: &str, now: i64) -> StoreResult<()> {
+    async fn swap_admin_password_hash(
+        &self,
+        expected: Option<&str>,
+        phc: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
         self.check()?;
-        self.inner.set_admin_password_hash(phc, now).await
-    }
-    async fn create_admin_password_hash(&self, phc: &str, now: i64) -> StoreResult<bool> {
-        self.check()?;
-        self.inner.create_admin_password_hash(phc, now).await
+        self.inner.swap_admin_password_hash(expected, phc, now).await
     }
     async fn close(&self) {
         self.inner.close().await

@@ -86,6 +86,15 @@ on_postgres! {
         second.stop().await;
     }
 
+    async fn instances_started_together_agree_on_the_admin_password(backend: Backend) {
+        // Rounds run a few at a time; within each, three instances start at the same moment on
+        // a new database, which is when they used to disagree.
+        for wave in 0..5 {
+            let round = |i: usize| password_round(backend.clone(), wave * 4 + i);
+            tokio::join!(round(0), round(1), round(2), round(3));
+        }
+    }
+
     async fn instances_starting_together_apply_migrations_once(backend: Backend) {
         let app = prepare_app(backend, &[], None).await;
         let (a, b, c) = tokio::join!(app.start_server(), app.start_server(), app.start_server());
@@ -173,4 +182,106 @@ async fn postgres_going_away_is_a_bounded_503_and_heals_by_itself() {
     }
     assert_is_redirect_to(&app.other_visitor().signup("after@example.com").await, "/");
     assert_eq!(app.login(ADMIN_PASSWORD).await.status(), StatusCode::SEE_OTHER);
+}
+
+const NEW_PASSWORD: &str = "a brand new admin password";
+
+/// Polls `GET /admin` with this browser until it is sent to the login page.
+async fn wait_until_refused(admin: &Visitor, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = admin.get("/admin").await;
+        if response.status() == StatusCode::SEE_OTHER {
+            assert_is_redirect_to(&response, "/admin/login");
+            return;
+        }
+        assert_eq!(response.status(), StatusCode::OK, "{what}");
+        assert!(Instant::now() < deadline, "{what}: still logged in after 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Logs in with `password` until it works (at most 10 s).
+async fn wait_until_login_works(admin: &Visitor, password: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = admin.login(password).await;
+        if response.status() == StatusCode::SEE_OTHER {
+            assert_is_redirect_to(&response, "/admin");
+            return;
+        }
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{what}");
+        assert!(Instant::now() < deadline, "{what}: the password still fails after 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn password_round(backend: Backend, round: usize) {
+    let app = prepare_app(backend, &[], None).await;
+    let (a, b, c) = tokio::join!(app.start_server(), app.start_server(), app.start_server());
+    let mut servers = vec![a, b, c];
+    let addresses: Vec<String> = servers.iter().map(|s| s.address.clone()).collect();
+
+    // A login on any instance is valid on every other.
+    let first = round % 3;
+    let admin = Visitor { address: addresses[first].clone(), client: browser() };
+    admin.login_ok().await;
+    for (i, address) in addresses.iter().enumerate() {
+        let response = same_browser_on(&admin, address).get("/admin").await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "round {round}: login on {first}, /admin on {i}"
+        );
+    }
+    // One session per instance, opened under the first password.
+    let mut old = Vec::new();
+    for address in &addresses {
+        let session = Visitor { address: address.clone(), client: browser() };
+        session.login_ok().await;
+        old.push(session);
+    }
+
+    // One instance restarts with a new password; the other two keep running.
+    let restarted = (round + 1) % 3;
+    servers.remove(restarted).stop().await;
+    let replacement = app.start_server_with_password(NEW_PASSWORD).await;
+    let mut addresses = addresses;
+    addresses[restarted] = replacement.address.clone();
+    old[restarted].address = replacement.address.clone();
+    servers.insert(restarted, replacement);
+
+    // Within seconds, every old session is refused by the instance it is checked on (the ones
+    // that did not restart first, since a refused session is ended everywhere).
+    for i in (0..3).filter(|&i| i != restarted).chain([restarted]) {
+        wait_until_refused(&old[i], &format!("round {round}: old session on {i}")).await;
+    }
+    // The new password works on all three, the old one on none, and sessions made with it are
+    // valid everywhere.
+    for (i, address) in addresses.iter().enumerate() {
+        let admin = Visitor { address: address.clone(), client: browser() };
+        wait_until_login_works(
+            &admin,
+            NEW_PASSWORD,
+            &format!("round {round}: new password on {i}"),
+        )
+        .await;
+        for (j, other) in addresses.iter().enumerate() {
+            let response = same_browser_on(&admin, other).get("/admin").await;
+            assert_eq!(
+                response.status(),
+                StatusCode::OK,
+                "round {round}: new login on {i}, /admin on {j}"
+            );
+        }
+        let stale = Visitor { address: address.clone(), client: browser() };
+        assert_eq!(
+            stale.login(ADMIN_PASSWORD).await.status(),
+            StatusCode::UNAUTHORIZED,
+            "round {round}: old password on {i}"
+        );
+    }
+    for server in servers {
+        server.stop().await;
+    }
 }

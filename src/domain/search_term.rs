@@ -1,10 +1,11 @@
 use std::fmt;
 
 const MAX_SEARCH_CHARS: usize = 254;
-/// Shorter terms match too much to be useful and cannot use a trigram index.
-pub const MIN_SEARCH_CHARS: usize = 3;
+/// A trigram index can find terms of at least this many characters; shorter ones are looked for
+/// by walking the list.
+const TRIGRAM: usize = 3;
 
-/// What the admin typed into the search box: trimmed, lower-cased, 3 to 254 characters, free of
+/// What the admin typed into the search box: trimmed, lower-cased, 1 to 254 characters, free of
 /// control characters. Matching is a case-insensitive substring match on the address.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SearchTerm(String);
@@ -13,8 +14,6 @@ pub struct SearchTerm(String);
 pub enum SearchTermError {
     #[error("Searches are at most 254 characters long.")]
     TooLong,
-    #[error("Type at least 3 characters to search.")]
-    TooShort,
     #[error("Searches cannot contain control characters.")]
     ControlCharacter,
 }
@@ -29,14 +28,16 @@ impl SearchTerm {
         if trimmed.chars().any(char::is_control) {
             return Err(SearchTermError::ControlCharacter);
         }
-        if !trimmed.is_empty() && trimmed.chars().count() < MIN_SEARCH_CHARS {
-            return Err(SearchTermError::TooShort);
-        }
         Ok((!trimmed.is_empty()).then(|| Self(trimmed.to_lowercase())))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether the trigram indexes can find this term (else the list is walked).
+    pub fn has_trigrams(&self) -> bool {
+        self.0.chars().count() >= TRIGRAM
     }
 
     /// A SQL `LIKE` pattern matching the term anywhere, with wildcards in the term escaped by `\`.
@@ -70,6 +71,11 @@ mod tests {
         let term = SearchTerm::parse(" Ex_AMPLE%\\ ").unwrap().unwrap();
         assert_eq!(term.as_str(), "ex_ample%\\");
         assert_eq!(term.like_pattern(), "%ex\\_ample\\%\\\\%");
+        assert!(term.has_trigrams());
+        let short = SearchTerm::parse(" Ü ").unwrap().unwrap();
+        assert_eq!(short.as_str(), "ü");
+        assert!(!short.has_trigrams());
+        assert!(!SearchTerm::parse("ab").unwrap().unwrap().has_trigrams());
     }
 
     #[test]

@@ -5,7 +5,9 @@ mod limits;
 mod password;
 mod secret_key;
 
-pub use admin_credential::{AdminCredential, resolve_admin_credential};
+pub use admin_credential::{
+    AdminCredential, AdminCredentials, CredentialCheck, resolve_admin_credential,
+};
 pub use limits::{Limits, Rate, TooMany};
 pub use password::{
     PasswordHash, PasswordHashError, generate_password, hash_password, verify_password,

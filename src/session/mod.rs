@@ -23,7 +23,7 @@ mod cookie;
 pub use cookie::{CookieProblem, SessionLayerState, session_cookie, session_layer};
 
 use crate::domain::SubscriberEmail;
-use crate::security::SecretKey;
+use crate::security::{AdminCredentials, CredentialCheck, SecretKey};
 use crate::store::{SessionKey, Store, StoreError, StoreResult};
 
 const ID_BYTES: usize = 32;
@@ -365,7 +365,7 @@ impl Session {
 
     /// Checks the admin login against the timeouts and the current credential, ending it when
     /// it no longer holds and recording activity at a coarse interval.
-    pub async fn admin_status(&self, current_credential: &str) -> StoreResult<AdminStatus> {
+    pub async fn admin_status(&self, credentials: &AdminCredentials) -> StoreResult<AdminStatus> {
         let config = &self.0.config;
         let Some(login) = self.read(|data| data.admin.clone()).await? else {
             return Ok(AdminStatus::LoggedOut);
@@ -373,10 +373,9 @@ impl Session {
         let now = unix_now_ms();
         let idle = now.saturating_sub(login.last_seen_at_ms);
         let age = now.saturating_sub(login.logged_in_at_ms);
-        if login.credential != current_credential
-            || age > millis(config.admin_absolute_timeout)
-            || idle > millis(config.admin_idle_timeout)
-        {
+        let timed_out =
+            age > millis(config.admin_absolute_timeout) || idle > millis(config.admin_idle_timeout);
+        if timed_out || credentials.check(&login.credential).await? == CredentialCheck::Replaced {
             self.write(false, |data| {
                 data.admin = None;
                 data.admin_notice =

@@ -52,6 +52,15 @@ pub struct Subscriber {
     pub created_at: i64,
 }
 
+/// What a bounded walk down the list found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Walk {
+    /// Matches, newest first.
+    pub rows: Vec<Subscriber>,
+    /// The newest id the walk did not reach, when it stopped before the end of the list.
+    pub stopped_at: Option<i64>,
+}
+
 /// The SHA-256 of a session id. Only this reaches storage, so a copy of the database does not
 /// hand out live sessions.
 pub type SessionKey = [u8; 32];
@@ -73,6 +82,15 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<Subscriber>>;
+    /// Walks at most `window` rows below `before`, newest first, and returns up to `limit` of
+    /// them containing `term` (for terms too short for the trigram indexes).
+    async fn walk_matching(
+        &self,
+        term: &SearchTerm,
+        before: Option<i64>,
+        window: u32,
+        limit: u32,
+    ) -> StoreResult<Walk>;
     /// The number of subscribers, from a maintained counter (no scan).
     async fn count_subscribers(&self) -> StoreResult<u64>;
     /// How many addresses match, counting no further than `cap`.
@@ -80,10 +98,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// The stored argon2id PHC string, if any.
     async fn admin_password_hash(&self) -> StoreResult<Option<String>>;
-    /// Replaces (or sets) the stored hash.
-    async fn set_admin_password_hash(&self, phc: &str, now: i64) -> StoreResult<()>;
-    /// Stores the hash only if none is stored yet; `false` if one already was.
-    async fn create_admin_password_hash(&self, phc: &str, now: i64) -> StoreResult<bool>;
+    /// Stores `phc` if the stored hash is still `expected` (`None`: none stored yet); `false`
+    /// when another writer got there first.
+    async fn swap_admin_password_hash(
+        &self,
+        expected: Option<&str>,
+        phc: &str,
+        now: i64,
+    ) -> StoreResult<bool>;
 
     /// Waits until every acknowledged or queued write is committed, at shutdown.
     async fn close(&self);

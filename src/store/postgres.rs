@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::{PoolLimits, SessionKey, Store, StoreResult, Subscriber};
+use super::{PoolLimits, SessionKey, Store, StoreResult, Subscriber, Walk};
 use crate::domain::{SearchTerm, SubscriberEmail};
 
 /// PostgreSQL, shared by any number of instances. Every call is bounded in time on our side too:
@@ -103,6 +103,37 @@ impl Store for PostgresStore {
         Ok(rows)
     }
 
+    async fn walk_matching(
+        &self,
+        term: &SearchTerm,
+        before: Option<i64>,
+        window: u32,
+        limit: u32,
+    ) -> StoreResult<Walk> {
+        let before = before.unwrap_or(i64::MAX);
+        let boundary = sqlx::query_scalar::<_, i64>(
+            "SELECT id FROM subscribers WHERE id < $1 ORDER BY id DESC LIMIT 1 OFFSET $2",
+        )
+        .bind(before)
+        .bind(i64::from(window))
+        .fetch_optional(&self.pool);
+        let stopped_at = self.bounded("finding where a search walk ends", boundary).await?;
+        // The key holds the local part lower-cased and the domain as ASCII, the address the
+        // domain in Unicode (already lower-case): between them every case-insensitive match.
+        let select = sqlx::query_as::<_, Subscriber>(
+            "SELECT id, email, created_at FROM subscribers
+             WHERE id < $1 AND id > $2 AND (strpos(email_key, $3) > 0 OR strpos(email, $3) > 0)
+             ORDER BY id DESC LIMIT $4",
+        )
+        .bind(before)
+        .bind(stopped_at.unwrap_or(i64::MIN))
+        .bind(term.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool);
+        let rows = self.bounded("walking the list for a search", select).await?;
+        Ok(Walk { rows, stopped_at })
+    }
+
     async fn count_subscribers(&self) -> StoreResult<u64> {
         let sum =
             sqlx::query_scalar::<_, i64>("SELECT CAST(sum(n) AS BIGINT) FROM subscriber_counts")
@@ -131,28 +162,29 @@ impl Store for PostgresStore {
         self.bounded("reading the admin credential", select).await
     }
 
-    async fn set_admin_password_hash(&self, phc: &str, now: i64) -> StoreResult<()> {
-        let upsert = sqlx::query(
-            "INSERT INTO admin_credential (id, password_hash, updated_at) VALUES (1, $1, $2)
-             ON CONFLICT (id) DO UPDATE SET password_hash = excluded.password_hash,
-                                            updated_at = excluded.updated_at",
-        )
-        .bind(phc)
-        .bind(now)
+    async fn swap_admin_password_hash(
+        &self,
+        expected: Option<&str>,
+        phc: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let swap = match expected {
+            None => sqlx::query(
+                "INSERT INTO admin_credential (id, password_hash, updated_at) VALUES (1, $1, $2)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(phc)
+            .bind(now),
+            Some(expected) => sqlx::query(
+                "UPDATE admin_credential SET password_hash = $1, updated_at = $2
+                 WHERE id = 1 AND password_hash = $3",
+            )
+            .bind(phc)
+            .bind(now)
+            .bind(expected),
+        }
         .execute(&self.pool);
-        self.bounded("storing the admin credential", upsert).await?;
-        Ok(())
-    }
-
-    async fn create_admin_password_hash(&self, phc: &str, now: i64) -> StoreResult<bool> {
-        let insert = sqlx::query(
-            "INSERT INTO admin_credential (id, password_hash, updated_at) VALUES (1, $1, $2)
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(phc)
-        .bind(now)
-        .execute(&self.pool);
-        let result = self.bounded("storing the first admin credential", insert).await?;
+        let result = self.bounded("storing the admin credential", swap).await?;
         Ok(result.rows_affected() == 1)
     }
 

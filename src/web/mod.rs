@@ -36,7 +36,7 @@ pub use client_ip::{ClientIp, TrustedProxies};
 pub use error::AppError;
 pub use render::Templates;
 
-use crate::security::{AdminCredential, Limits};
+use crate::security::{AdminCredentials, Limits};
 use crate::session::{SessionLayerState, session_layer};
 use crate::store::Store;
 
@@ -52,7 +52,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub limits: Arc<Limits>,
     pub templates: Arc<Templates>,
-    pub admin: Arc<AdminCredential>,
+    pub admin: Arc<AdminCredentials>,
 }
 
 /// The whole application as a router: pure, so tests and the binary build the same thing.
@@ -63,11 +63,13 @@ pub fn app(
     public_url: Option<&Url>,
     trusted_proxies: TrustedProxies,
 ) -> anyhow::Result<Router> {
+    // The gate wraps each method's handler, not the route: a method a route does not serve is a
+    // 405 with `Allow` for everyone, not a redirect to the login page.
+    let gate = from_fn_with_state(state.clone(), admin::require_admin);
     let admin_only = Router::new()
-        .route("/admin", get(admin::list))
-        .route("/admin/delete", post(admin::delete))
-        .route("/admin/logout", post(admin::logout))
-        .route_layer(from_fn_with_state(state.clone(), admin::require_admin));
+        .route("/admin", get(admin::list).route_layer(gate.clone()))
+        .route("/admin/delete", post(admin::delete).route_layer(gate.clone()))
+        .route("/admin/logout", post(admin::logout).route_layer(gate));
 
     // Behind a proxy that rewrites Host, the browser's Origin still names the public URL.
     let mut cross_origin_check = CsrfLayer::new();

@@ -55,6 +55,8 @@ impl Templates {
                     .with_context(|| format!("parsing {name}"))?;
             }
         }
+        env.add_filter("plural", plural);
+        env.add_filter("grouped", grouped);
         let stylesheet = Stylesheet::new(css);
         // A path we made ourselves: safe to print unescaped.
         env.add_global(
@@ -84,6 +86,26 @@ impl Templates {
     }
 }
 
+/// `{{ n|plural("subscriber", "subscribers") }}`: the word that agrees with the count. (A
+/// translation brings its own rules with its own templates.)
+/// (An undefined count, as in the check of every template at start, is "many".)
+fn plural(count: Option<u64>, one: String, many: String) -> String {
+    if count == Some(1) { one } else { many }
+}
+
+/// `{{ n|grouped }}`: 1000000 as 1,000,000, so large counts can be read at a glance.
+fn grouped(count: Option<u64>) -> String {
+    let digits = count.unwrap_or_default().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
 /// Every regular, non-hidden file in the override directory, as (file name, contents).
 fn override_files(dir: Option<&Path>) -> anyhow::Result<Vec<(String, String)>> {
     let Some(dir) = dir else {
@@ -103,4 +125,30 @@ fn override_files(dir: Option<&Path>) -> anyhow::Result<Vec<(String, String)>> {
         files.push((name.to_owned(), source));
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_agree_with_their_words() {
+        let templates = Templates::load(None).unwrap();
+        let render = |n: u64| {
+            templates
+                .env
+                .render_str(
+                    "{{ n|grouped }} {{ n|plural('match', 'matches') }}",
+                    minijinja::context! { n },
+                )
+                .unwrap()
+        };
+        assert_eq!(render(0), "0 matches");
+        assert_eq!(render(1), "1 match");
+        assert_eq!(render(2), "2 matches");
+        assert_eq!(render(1000), "1,000 matches");
+        assert_eq!(render(1_000_000), "1,000,000 matches");
+        assert_eq!(grouped(Some(100)), "100");
+        assert_eq!(grouped(Some(12_345)), "12,345");
+    }
 }

@@ -143,6 +143,19 @@ impl TestDatabase {
         }
     }
 
+    /// Runs a statement beside the server (on SQLite, through a connection of its own).
+    pub async fn execute(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if self.is_postgres() {
+            let mut connection = sqlx::PgConnection::connect(&self.url).await.expect("connect");
+            sqlx::query(sql).execute(&mut connection).await.expect("statement");
+        } else {
+            let mut connection =
+                sqlx::SqliteConnection::connect(&self.url).await.expect("open database");
+            sqlx::query(sql).execute(&mut connection).await.expect("statement");
+        }
+    }
+
     pub async fn count(&self, table: &str) -> i64 {
         let counted = self.strings(&format!("SELECT CAST(count(*) AS TEXT) FROM {table}")).await;
         counted[0].parse().expect("a count")
@@ -287,6 +300,10 @@ impl TestApp {
     }
 
     pub fn settings(&self) -> Settings {
+        self.settings_with_password(self.admin_password.clone())
+    }
+
+    fn settings_with_password(&self, admin_password: Option<String>) -> Settings {
         let key = self.dir.path().join("enlist.key").display().to_string();
         let mut argv = vec![
             "enlist",
@@ -305,7 +322,7 @@ impl TestApp {
         else {
             unreachable!("the serve subcommand was given");
         };
-        Settings::from_args(*args, self.admin_password.clone()).expect("test settings are valid")
+        Settings::from_args(*args, admin_password).expect("test settings are valid")
     }
 
     /// Starts a server on this app's database and key: the first one, or another instance.
@@ -314,7 +331,18 @@ impl TestApp {
     }
 
     pub async fn try_start_server(&self) -> Result<RunningServer, enlist::StartError> {
-        let server = Server::build(self.settings()).await?;
+        Self::run_server(self.settings()).await
+    }
+
+    /// Starts another instance configured with a different admin password.
+    pub async fn start_server_with_password(&self, password: &str) -> RunningServer {
+        Self::run_server(self.settings_with_password(Some(password.to_owned())))
+            .await
+            .expect("server starts")
+    }
+
+    async fn run_server(settings: Settings) -> Result<RunningServer, enlist::StartError> {
+        let server = Server::build(settings).await?;
         let address = format!("http://{}", server.local_addr());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

@@ -40,9 +40,7 @@ fn can_group(ops: &[&WriteOp]) -> bool {
         | WriteOp::SaveSession { key, .. }
         | WriteOp::DeleteSession { key } => sessions.insert(*key),
         WriteOp::Flush => true,
-        WriteOp::SetAdminHash { .. }
-        | WriteOp::CreateAdminHash { .. }
-        | WriteOp::DeleteExpiredSessions { .. } => false,
+        WriteOp::SwapAdminHash { .. } | WriteOp::DeleteExpiredSessions { .. } => false,
     })
 }
 

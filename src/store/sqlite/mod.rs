@@ -17,7 +17,7 @@ use sqlx::{ConnectOptions, SqlitePool};
 
 use self::session_cache::{Lookup, SessionCache};
 use self::writer::{WriteOp, Writer};
-use super::{PoolLimits, SessionKey, Store, StoreResult, Subscriber};
+use super::{PoolLimits, SessionKey, Store, StoreResult, Subscriber, Walk};
 use crate::domain::{SearchTerm, SubscriberEmail};
 
 /// SQLite allows one writer at a time: one task owns the write connection and commits whatever is
@@ -174,6 +174,39 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
+    async fn walk_matching(
+        &self,
+        term: &SearchTerm,
+        before: Option<i64>,
+        window: u32,
+        limit: u32,
+    ) -> StoreResult<Walk> {
+        let before = before.unwrap_or(i64::MAX);
+        let stopped_at: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM subscribers WHERE id < ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
+        )
+        .bind(before)
+        .bind(window)
+        .fetch_optional(&self.readers)
+        .await
+        .context("finding where a search walk ends")?;
+        // The key holds the local part lower-cased and the domain as ASCII, the address the
+        // domain in Unicode (already lower-case): between them every case-insensitive match.
+        let rows = sqlx::query_as(
+            "SELECT id, email, created_at FROM subscribers
+             WHERE id < ?1 AND id > ?2 AND (instr(email_key, ?3) > 0 OR instr(email, ?3) > 0)
+             ORDER BY id DESC LIMIT ?4",
+        )
+        .bind(before)
+        .bind(stopped_at.unwrap_or(i64::MIN))
+        .bind(term.as_str())
+        .bind(limit)
+        .fetch_all(&self.readers)
+        .await
+        .context("walking the list for a search")?;
+        Ok(Walk { rows, stopped_at })
+    }
+
     async fn count_subscribers(&self) -> StoreResult<u64> {
         let count: i64 = sqlx::query_scalar("SELECT n FROM subscriber_count WHERE id = 1")
             .fetch_one(&self.readers)
@@ -204,13 +237,17 @@ impl Store for SqliteStore {
         Ok(hash)
     }
 
-    async fn set_admin_password_hash(&self, phc: &str, now: i64) -> StoreResult<()> {
-        self.writer.write(WriteOp::SetAdminHash { phc: phc.to_owned(), now }).await?;
-        Ok(())
-    }
-
-    async fn create_admin_password_hash(&self, phc: &str, now: i64) -> StoreResult<bool> {
-        let op = WriteOp::CreateAdminHash { phc: phc.to_owned(), now };
+    async fn swap_admin_password_hash(
+        &self,
+        expected: Option<&str>,
+        phc: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let op = WriteOp::SwapAdminHash {
+            expected: expected.map(str::to_owned),
+            phc: phc.to_owned(),
+            now,
+        };
         Ok(self.writer.write(op).await? == 1)
     }
 

@@ -30,11 +30,9 @@ pub(super) enum WriteOp {
     RemoveSubscriber {
         key: String,
     },
-    SetAdminHash {
-        phc: String,
-        now: i64,
-    },
-    CreateAdminHash {
+    /// Stores a new admin hash if the stored one is still `expected` (`None`: none yet).
+    SwapAdminHash {
+        expected: Option<String>,
         phc: String,
         now: i64,
     },
@@ -99,19 +97,19 @@ impl WriteOp {
             Self::RemoveSubscriber { key } => {
                 sqlx::query("DELETE FROM subscribers WHERE email_key = ?").bind(key.as_str())
             }
-            Self::SetAdminHash { phc, now } => sqlx::query(
-                "INSERT INTO admin_credential (id, password_hash, updated_at) VALUES (1, ?, ?)
-                 ON CONFLICT (id) DO UPDATE SET password_hash = excluded.password_hash,
-                                                updated_at = excluded.updated_at",
-            )
-            .bind(phc.as_str())
-            .bind(*now),
-            Self::CreateAdminHash { phc, now } => sqlx::query(
+            Self::SwapAdminHash { expected: None, phc, now } => sqlx::query(
                 "INSERT INTO admin_credential (id, password_hash, updated_at) VALUES (1, ?, ?)
                  ON CONFLICT (id) DO NOTHING",
             )
             .bind(phc.as_str())
             .bind(*now),
+            Self::SwapAdminHash { expected: Some(expected), phc, now } => sqlx::query(
+                "UPDATE admin_credential SET password_hash = ?, updated_at = ?
+                 WHERE id = 1 AND password_hash = ?",
+            )
+            .bind(phc.as_str())
+            .bind(*now)
+            .bind(expected.as_str()),
             Self::CreateSession { key, data, expires_at } => sqlx::query(
                 "INSERT INTO sessions (key, data, expires_at) VALUES (?, ?, ?)
                  ON CONFLICT (key) DO NOTHING",
@@ -232,8 +230,7 @@ impl std::fmt::Debug for Kind<'_> {
         let name = match self.0 {
             WriteOp::AddSubscriber { .. } => "adding a subscriber",
             WriteOp::RemoveSubscriber { .. } => "removing a subscriber",
-            WriteOp::SetAdminHash { .. } => "storing the admin credential",
-            WriteOp::CreateAdminHash { .. } => "storing the first admin credential",
+            WriteOp::SwapAdminHash { .. } => "storing the admin credential",
             WriteOp::CreateSession { .. } => "creating a session",
             WriteOp::SaveSession { .. } => "saving a session",
             WriteOp::DeleteSession { .. } => "deleting a session",
