@@ -99,6 +99,116 @@ pub struct ServeArgs {
     /// Log output format.
     #[arg(long, env = "ENLIST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
+    /// Where mail goes: smtp://[user:pass@]host[:port] (plain, for a local relay),
+    /// smtp+starttls://… (STARTTLS required), smtps://… (implicit TLS), or file:///DIR (one .eml
+    /// file per message). Without it there is no mail and signups are single opt-in.
+    #[arg(long, env = "ENLIST_SMTP_URL", value_parser = MailTransportUrl::parse, hide_env_values = true)]
+    pub smtp_url: Option<MailTransportUrl>,
+    /// A PEM file with a private CA to trust for the SMTP server, besides the system roots.
+    #[arg(long, env = "ENLIST_SMTP_CA_FILE")]
+    pub smtp_ca_file: Option<PathBuf>,
+    /// The sender of every mail, e.g. "News <news@example.org>" (required with --smtp-url).
+    #[arg(long, env = "ENLIST_MAIL_FROM")]
+    pub mail_from: Option<String>,
+    /// The list's name, in mails and pages.
+    #[arg(long, env = "ENLIST_LIST_NAME", default_value = "our list")]
+    pub list_name: String,
+    /// How long a confirmation link works.
+    #[arg(long, env = "ENLIST_CONFIRM_TTL", default_value = "48h", value_parser = parse_positive_duration)]
+    pub confirm_ttl: Duration,
+    /// Unconfirmed signups are deleted this long after they were made.
+    #[arg(long, env = "ENLIST_PENDING_TTL", default_value = "7d", value_parser = parse_positive_duration)]
+    pub pending_ttl: Duration,
+    /// Keep the full client address as evidence of consent (default: IPv4 /24, IPv6 /48).
+    #[arg(long, env = "ENLIST_KEEP_FULL_IP")]
+    pub keep_full_ip: bool,
+    /// After a mail server's temporary refusal (or no answer), wait this long before the next
+    /// try; the wait doubles each time, up to an hour, for 24 hours.
+    #[arg(long, env = "ENLIST_MAIL_RETRY_DELAY", default_value = "30s", value_parser = parse_positive_duration)]
+    pub mail_retry_delay: Duration,
+}
+
+/// Where mail is handed over, as the operator wrote it (credentials never printed).
+#[derive(Clone, PartialEq, Eq)]
+pub enum MailTransportUrl {
+    Smtp {
+        host: String,
+        port: u16,
+        security: SmtpSecurity,
+        credentials: Option<(String, String)>,
+    },
+    /// A directory that receives one `.eml` file per message.
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// No encryption: for a relay on the same machine or network.
+    Plain,
+    /// STARTTLS, required: no credentials or mail cross an unencrypted connection.
+    StartTls,
+    /// TLS from the first byte (port 465).
+    Implicit,
+}
+
+impl std::fmt::Debug for MailTransportUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Smtp { host, port, security, credentials } => f
+                .debug_struct("Smtp")
+                .field("host", host)
+                .field("port", port)
+                .field("security", security)
+                .field("credentials", &credentials.as_ref().map(|_| "[redacted]"))
+                .finish(),
+            Self::File(dir) => f.debug_tuple("File").field(dir).finish(),
+        }
+    }
+}
+
+impl MailTransportUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let url = Url::parse(raw).map_err(|e| e.to_string())?;
+        let (security, default_port) = match url.scheme() {
+            "smtp" => (SmtpSecurity::Plain, 25),
+            "smtp+starttls" => (SmtpSecurity::StartTls, 587),
+            "smtps" => (SmtpSecurity::Implicit, 465),
+            "file" => {
+                if url.host_str().is_some_and(|h| !h.is_empty()) {
+                    return Err("a file URL names a local directory: file:///DIR".into());
+                }
+                let dir = url.to_file_path().map_err(|()| "not a directory path".to_owned())?;
+                return Ok(Self::File(dir));
+            }
+            other => {
+                return Err(format!(
+                    "unknown scheme {other:?}; expected smtp://, smtp+starttls://, smtps:// or file:///"
+                ));
+            }
+        };
+        let host = url.host_str().filter(|h| !h.is_empty()).ok_or("the URL needs a host")?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let decode = |part: &str| {
+            percent_encoding::percent_decode_str(part)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|_| "the user or password is not valid UTF-8".to_owned())
+        };
+        let credentials = match (url.username(), url.password()) {
+            ("", None) => None,
+            (user, password) => Some((decode(user)?, decode(password.unwrap_or_default())?)),
+        };
+        if credentials.is_some() && security == SmtpSecurity::Plain && !is_loopback_host(&host) {
+            return Err("credentials over plain smtp:// would cross the network unencrypted; \
+                        use smtp+starttls:// or smtps://"
+                .into());
+        }
+        Ok(Self::Smtp { host, port: url.port().unwrap_or(default_port), security, credentials })
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -205,6 +315,22 @@ pub struct Settings {
     pub signup_limit_per_ip: Option<Rate>,
     pub signup_limit_per_address: Option<Rate>,
     pub login_limit: Option<Rate>,
+    pub list_name: String,
+    pub keep_full_ip: bool,
+    pub outbox_retry_base: Duration,
+    /// `None`: no mail, single opt-in.
+    pub mail: Option<MailSettings>,
+}
+
+/// Everything about mail, present only when mail is configured.
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    pub transport: MailTransportUrl,
+    /// The extra CA's PEM text, read and checked at start.
+    pub ca_pem: Option<Vec<u8>>,
+    pub from: lettre::message::Mailbox,
+    pub confirm_ttl: Duration,
+    pub pending_ttl: Duration,
 }
 
 /// A setting that cannot be used, named the way the operator wrote it.
@@ -256,6 +382,22 @@ impl Settings {
         }
         let secret_key_file =
             args.secret_key_file.unwrap_or_else(|| args.database_url.data_dir().join("enlist.key"));
+        let mail = match args.smtp_url {
+            None => None,
+            Some(transport) => Some(MailSettings {
+                ca_pem: read_ca_file(args.smtp_ca_file.as_deref())?,
+                from: parse_mail_from(args.mail_from.as_deref())?,
+                transport,
+                confirm_ttl: args.confirm_ttl,
+                pending_ttl: args.pending_ttl,
+            }),
+        };
+        if args.list_name.trim().is_empty() || args.list_name.chars().any(char::is_control) {
+            return Err(SettingError::new(
+                "--list-name (ENLIST_LIST_NAME)",
+                "must be a name: not empty, no control characters",
+            ));
+        }
         Ok(Self {
             bind: args.bind,
             database: args.database_url,
@@ -274,8 +416,36 @@ impl Settings {
             signup_limit_per_ip: args.signup_limit_per_ip.0,
             signup_limit_per_address: args.signup_limit_per_address.0,
             login_limit: args.login_limit.0,
+            list_name: args.list_name.trim().to_owned(),
+            keep_full_ip: args.keep_full_ip,
+            outbox_retry_base: args.mail_retry_delay,
+            mail,
         })
     }
+}
+
+fn read_ca_file(path: Option<&Path>) -> Result<Option<Vec<u8>>, SettingError> {
+    const SETTING: &str = "--smtp-ca-file (ENLIST_SMTP_CA_FILE)";
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path)
+        .map_err(|e| SettingError::new(SETTING, format!("cannot read {}: {e}", path.display())))?;
+    lettre::transport::smtp::client::Certificate::from_pem(&pem).map_err(|e| {
+        SettingError::new(SETTING, format!("{} is not a PEM certificate: {e}", path.display()))
+    })?;
+    Ok(Some(pem))
+}
+
+fn parse_mail_from(raw: Option<&str>) -> Result<lettre::message::Mailbox, SettingError> {
+    const SETTING: &str = "--mail-from (ENLIST_MAIL_FROM)";
+    let raw = raw
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| SettingError::new(SETTING, "required when --smtp-url is set"))?;
+    raw.parse().map_err(|e| {
+        SettingError::new(SETTING, format!("{e}; expected an address like News <news@example.org>"))
+    })
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 
 pub mod config;
 pub mod domain;
+pub mod mail;
+pub mod outbox;
 pub mod security;
 pub mod session;
 pub mod signup;
@@ -23,12 +25,18 @@ use url::Url;
 
 use crate::config::{DatabaseUrl, SettingError, Settings};
 use crate::domain::AdminPassword;
-use crate::security::{AdminCredentials, Limits, SecretKey, resolve_admin_credential};
+use crate::mail::{Composer, Mailer};
+use crate::outbox::{OutboxBell, OutboxWorker};
+use crate::security::{AdminCredentials, Limits, Links, SecretKey, resolve_admin_credential};
 use crate::session::{SessionConfig, SessionLayerState, unix_now};
+use crate::signup::{CONFIRMATION_WINDOW, DoubleOptIn, SignupPolicy};
 use crate::store::{PoolLimits, Store};
 use crate::web::{AppState, Templates, TrustedProxies};
 
 const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(10 * 60);
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10 * 60);
+/// What `--pending-ttl` defaults to, for pending rows left from a time mail was on.
+const DEFAULT_PENDING_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long requests in flight may take to finish once a shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -48,6 +56,9 @@ pub struct Server {
     store: Arc<dyn Store>,
     public_url: Url,
     generated_admin_password: Option<AdminPassword>,
+    /// Present when mail is configured.
+    outbox: Option<OutboxWorker>,
+    housekeeping: Housekeeping,
 }
 
 impl Server {
@@ -81,9 +92,11 @@ impl Server {
             .map_err(|e| SettingError::new("--secret-key-file (ENLIST_SECRET_KEY_FILE)", e))?;
         let (admin, generated_admin_password) =
             resolve_admin_credential(store.as_ref(), settings.admin_password.clone()).await?;
-        let templates = Templates::load(settings.templates_dir.as_deref()).map_err(|e| {
-            SettingError::new("--templates-dir (ENLIST_TEMPLATES_DIR)", format!("{e:#}"))
-        })?;
+        let templates = Templates::load(settings.templates_dir.as_deref(), &settings.list_name)
+            .map_err(|e| {
+                SettingError::new("--templates-dir (ENLIST_TEMPLATES_DIR)", format!("{e:#}"))
+            })?;
+        let templates = Arc::new(templates);
         let listener = TcpListener::bind(settings.bind)
             .await
             .map_err(|e| SettingError::new("--bind (ENLIST_BIND)", e))?;
@@ -92,6 +105,50 @@ impl Server {
             Some(url) => url,
             None => Url::parse(&format!("http://{local_addr}"))
                 .context("building the default public URL")?,
+        };
+
+        let links = Links::new(secret.clone());
+        let mut outbox = None;
+        let double_opt_in = match &settings.mail {
+            None => None,
+            Some(mail) => {
+                if settings.public_url.is_none() {
+                    tracing::warn!(
+                        "mail is on but --public-url is not set: links in mail will point at \
+                         {public_url}, which only works on this machine"
+                    );
+                }
+                let mailer = Mailer::new(mail).map_err(|e| {
+                    SettingError::new("--smtp-url (ENLIST_SMTP_URL)", format!("{e:#}"))
+                })?;
+                let composer = Arc::new(Composer::new(
+                    templates.clone(),
+                    links.clone(),
+                    mail.from.clone(),
+                    settings.list_name.clone(),
+                    public_url.clone(),
+                ));
+                let bell = OutboxBell::default();
+                outbox = Some(OutboxWorker {
+                    store: store.clone(),
+                    composer: composer.clone(),
+                    mailer: Arc::new(mailer),
+                    bell: bell.clone(),
+                    retry_base: settings.outbox_retry_base,
+                });
+                Some(DoubleOptIn { confirm_ttl: mail.confirm_ttl, composer, bell })
+            }
+        };
+        let signups = SignupPolicy {
+            links: links.clone(),
+            list_name: settings.list_name.clone(),
+            consent: templates.consent_version().to_owned(),
+            keep_full_ip: settings.keep_full_ip,
+            double_opt_in,
+        };
+        let housekeeping = Housekeeping {
+            store: store.clone(),
+            pending_ttl: settings.mail.as_ref().map_or(DEFAULT_PENDING_TTL, |m| m.pending_ttl),
         };
 
         let secure_cookie = public_url.scheme() == "https";
@@ -104,6 +161,7 @@ impl Server {
                 admin_idle_timeout: settings.admin_idle_timeout,
                 admin_absolute_timeout: settings.admin_absolute_timeout,
                 secret,
+                links,
             }),
         };
         let limits = Limits::new(
@@ -114,13 +172,22 @@ impl Server {
         let state = AppState {
             limits: Arc::new(limits),
             store: store.clone(),
-            templates: Arc::new(templates),
+            templates,
             admin: Arc::new(AdminCredentials::new(store.clone(), admin)),
+            signups: Arc::new(signups),
         };
         let trusted_proxies = TrustedProxies::new(settings.trusted_proxies.clone());
         let router = web::app(state, sessions, settings.public_url.as_ref(), trusted_proxies)
             .map_err(|e| SettingError::new("--public-url (ENLIST_PUBLIC_URL)", e))?;
-        Ok(Self { listener, router, store, public_url, generated_admin_password })
+        Ok(Self {
+            listener,
+            router,
+            store,
+            public_url,
+            generated_admin_password,
+            outbox,
+            housekeeping,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -148,6 +215,14 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_expired_sessions(self.store.clone()));
+        let housekeeper = tokio::spawn(self.housekeeping.run());
+        let (stop_outbox, outbox_stopped) = tokio::sync::watch::channel(false);
+        let outbox = self.outbox.map(|worker| {
+            let mut stopped = outbox_stopped;
+            tokio::spawn(worker.run(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }))
+        });
         let (stopping, stop_requested) = tokio::sync::oneshot::channel::<()>();
         let app = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
@@ -168,6 +243,11 @@ impl Server {
             }
         };
         sweeper.abort();
+        housekeeper.abort();
+        if let Some(outbox) = outbox {
+            let _ = stop_outbox.send(true);
+            let _ = outbox.await;
+        }
         self.store.close().await;
         served
     }
@@ -190,6 +270,40 @@ async fn sweep_expired_sessions(store: Arc<dyn Store>) {
             Ok(0) => {}
             Ok(removed) => tracing::debug!(removed, "removed expired sessions"),
             Err(e) => tracing::warn!(error = format!("{e:#}"), "could not remove expired sessions"),
+        }
+    }
+}
+
+/// Removes what consent rules say must not be kept: unconfirmed signups past the pending TTL,
+/// and the per-address count of confirmation mails once it is a day old.
+struct Housekeeping {
+    store: Arc<dyn Store>,
+    pending_ttl: Duration,
+}
+
+impl Housekeeping {
+    /// Often enough that a stale signup lives at most a quarter longer than the TTL.
+    fn interval(&self) -> Duration {
+        HOUSEKEEPING_EVERY.min((self.pending_ttl / 4).max(Duration::from_secs(1)))
+    }
+
+    async fn run(self) {
+        let mut interval = tokio::time::interval(self.interval());
+        loop {
+            interval.tick().await;
+            let now = unix_now();
+            let pending_before =
+                now - i64::try_from(self.pending_ttl.as_secs()).unwrap_or(i64::MAX);
+            let requests_before = now - i64::try_from(CONFIRMATION_WINDOW.as_secs()).unwrap_or(0);
+            match self.store.purge_stale(pending_before, requests_before).await {
+                Ok(0) => {}
+                Ok(removed) => {
+                    tracing::info!(removed, "removed unconfirmed signups past their time")
+                }
+                Err(e) => {
+                    tracing::warn!(error = format!("{:#}", e.0), "could not purge stale signups")
+                }
+            }
         }
     }
 }

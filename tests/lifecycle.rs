@@ -11,9 +11,11 @@ use clap::Parser;
 use common::{ADMIN_PASSWORD, Backend, assert_is_redirect_to, browser, spawn_app};
 use enlist::Server;
 use enlist::config::{Cli, Command, Settings};
-use enlist::domain::{SearchTerm, SubscriberEmail};
+use enlist::domain::{SearchTerm, SubscriberEmail, SubscriberStatus};
 use enlist::store::{
-    PoolLimits, SessionKey, SqliteStore, Store, StoreError, StoreResult, Subscriber, Walk,
+    AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
+    Counts, Leaving, ListFilter, MailOutcome, MailRecord, NewSubscriber, PoolLimits, QueuedMail,
+    SessionKey, SqliteStore, Store, StoreError, StoreResult, Subscriber, SubscriberRecord, Walk,
 };
 use reqwest::StatusCode;
 use sqlx::sqlite::SqliteConnectOptions;
@@ -63,88 +65,49 @@ impl BreakableStore {
     }
 }
 
-#[async_trait]
-impl Store for BreakableStore {
-    async fn ping(&self) -> StoreResult<()> {
-        self.check()?;
-        self.inner.ping().await
-    }
-    async fn add_subscriber(&self, email: &SubscriberEmail, now: i64) -> StoreResult<()> {
-        self.check()?;
-        self.inner.add_subscriber(email, now).await
-    }
-    async fn remove_subscriber(&self, email: &SubscriberEmail) -> StoreResult<bool> {
-        self.check()?;
-        self.inner.remove_subscriber(email).await
-    }
-    async fn list_subscribers(
-        &self,
-        search: Option<&SearchTerm>,
-        before: Option<i64>,
-        limit: u32,
-    ) -> StoreResult<Vec<Subscriber>> {
-        self.check()?;
-        self.inner.list_subscribers(search, before, limit).await
-    }
-    async fn walk_matching(
-        &self,
-        term: &SearchTerm,
-        before: Option<i64>,
-        window: u32,
-        limit: u32,
-    ) -> StoreResult<Walk> {
-        self.check()?;
-        self.inner.walk_matching(term, before, window, limit).await
-    }
-    async fn count_subscribers(&self) -> StoreResult<u64> {
-        self.check()?;
-        self.inner.count_subscribers().await
-    }
-    async fn count_matching(&self, search: &SearchTerm, cap: u64) -> StoreResult<u64> {
-        self.check()?;
-        self.inner.count_matching(search, cap).await
-    }
-    async fn admin_password_hash(&self) -> StoreResult<Option<String>> {
-        self.check()?;
-        self.inner.admin_password_hash().await
-    }
-    async fn swap_admin_password_hash(
-        &self,
-        expected: Option<&str>,
-        phc: &str,
-        now: i64,
-    ) -> StoreResult<bool> {
-        self.check()?;
-        self.inner.swap_admin_password_hash(expected, phc, now).await
-    }
-    async fn close(&self) {
-        self.inner.close().await
-    }
-    async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<String>> {
-        self.check()?;
-        self.inner.load_session(key, now).await
-    }
-    async fn create_session(
-        &self,
-        key: &SessionKey,
-        data: &str,
-        expires_at: i64,
-    ) -> StoreResult<bool> {
-        self.check()?;
-        self.inner.create_session(key, data, expires_at).await
-    }
-    async fn save_session(&self, key: &SessionKey, data: &str, expires_at: i64) -> StoreResult<()> {
-        self.check()?;
-        self.inner.save_session(key, data, expires_at).await
-    }
-    async fn delete_session(&self, key: &SessionKey) -> StoreResult<()> {
-        self.check()?;
-        self.inner.delete_session(key).await
-    }
-    async fn delete_expired_sessions(&self, now: i64) -> StoreResult<u64> {
-        self.check()?;
-        self.inner.delete_expired_sessions(now).await
-    }
+/// Each method checks the switch, then asks the real store.
+macro_rules! breakable {
+    ($( async fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )+) => {
+        #[async_trait]
+        impl Store for BreakableStore {
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    self.check()?;
+                    self.inner.$name($($arg),*).await
+                }
+            )+
+            async fn close(&self) {
+                self.inner.close().await
+            }
+        }
+    };
+}
+
+breakable! {
+    async fn ping(&self) -> StoreResult<()>;
+    async fn add_subscriber(&self, new: NewSubscriber<'_>) -> StoreResult<()>;
+    async fn request_confirmation(&self, request: ConfirmationRequest<'_>) -> StoreResult<ConfirmationQueued>;
+    async fn confirmation(&self, id: i64) -> StoreResult<Option<Confirmation>>;
+    async fn confirm(&self, write: ConfirmWrite<'_>) -> StoreResult<Confirmed>;
+    async fn remove_subscriber(&self, email: &SubscriberEmail, leaving: Option<Leaving>) -> StoreResult<bool>;
+    async fn remove_subscriber_by_id(&self, id: i64, leaving: Option<Leaving>) -> StoreResult<bool>;
+    async fn remove_pending(&self, email: &SubscriberEmail) -> StoreResult<bool>;
+    async fn subscriber(&self, id: i64) -> StoreResult<Option<SubscriberRecord>>;
+    async fn mails_to(&self, subscriber_id: i64) -> StoreResult<Vec<MailRecord>>;
+    async fn list_subscribers(&self, filter: ListFilter<'_>, before: Option<i64>, limit: u32) -> StoreResult<Vec<Subscriber>>;
+    async fn walk_matching(&self, term: &SearchTerm, status: Option<SubscriberStatus>, before: Option<i64>, window: u32, limit: u32) -> StoreResult<Walk>;
+    async fn counts(&self) -> StoreResult<Counts>;
+    async fn count_matching(&self, filter: ListFilter<'_>, cap: u64) -> StoreResult<u64>;
+    async fn claim_mail(&self, now: i64, lease_until: i64, owner: i64, limit: u32) -> StoreResult<Vec<QueuedMail>>;
+    async fn record_mail(&self, outcomes: &[MailOutcome]) -> StoreResult<()>;
+    async fn purge_stale(&self, pending_before: i64, requests_before: i64) -> StoreResult<u64>;
+    async fn admin_password_hash(&self) -> StoreResult<Option<String>>;
+    async fn swap_admin_password_hash(&self, expected: Option<&str>, phc: &str, now: i64) -> StoreResult<bool>;
+    async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<String>>;
+    async fn create_session(&self, key: &SessionKey, data: &str, owner: Option<AddressHash>, expires_at: i64) -> StoreResult<bool>;
+    async fn save_session(&self, key: &SessionKey, data: &str, owner: Option<AddressHash>, expires_at: i64) -> StoreResult<()>;
+    async fn delete_session(&self, key: &SessionKey) -> StoreResult<()>;
+    async fn delete_expired_sessions(&self, now: i64) -> StoreResult<u64>;
 }
 
 #[tokio::test]
@@ -197,7 +160,7 @@ async fn storage_failures_are_a_generic_503_and_recovery_needs_no_restart() {
     assert!(visitor.get_html("/").await.contains("Thanks for signing up, before@example.com!"));
     let emails: Vec<String> = store
         .inner
-        .list_subscribers(None, None, 10)
+        .list_subscribers(ListFilter::default(), None, 10)
         .await
         .unwrap()
         .into_iter()

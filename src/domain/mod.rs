@@ -2,9 +2,11 @@
 //! one of these at the edge, so the rest of the code never re-checks.
 
 mod admin_password;
+mod consent;
 mod search_term;
 mod subscriber_email;
 
 pub use admin_password::{AdminPassword, AdminPasswordError, MAX_PASSWORD_BYTES};
+pub use consent::{ClientEvidence, Door, Evidence, SubscriberStatus};
 pub use search_term::{SearchTerm, SearchTermError};
 pub use subscriber_email::{EmailError, SubscriberEmail};

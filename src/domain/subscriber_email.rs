@@ -105,6 +105,13 @@ impl SubscriberEmail {
     pub fn key(&self) -> &str {
         &self.key
     }
+
+    /// The address as mail servers want it: the local part as typed, the domain in ASCII.
+    pub fn smtp_address(&self) -> String {
+        let local = self.address.rsplit_once('@').map_or("", |(local, _)| local);
+        let domain = self.key.rsplit_once('@').map_or("", |(_, domain)| domain);
+        format!("{local}@{domain}")
+    }
 }
 
 // Stored copies (in sessions) are parsed again on the way in, so they cannot smuggle in an
@@ -162,6 +169,7 @@ mod tests {
         assert_eq!(punycode.as_str(), "KIM@bücher.de");
         assert_eq!(unicode.key(), punycode.key());
         assert_eq!(unicode.key(), "kim@xn--bcher-kva.de");
+        assert_eq!(punycode.smtp_address(), "KIM@xn--bcher-kva.de");
     }
 
     #[test]

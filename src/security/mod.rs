@@ -1,7 +1,9 @@
-//! Password hashing, the admin credential, the installation's secret key, and abuse limits.
+//! Password hashing, the admin credential, the installation's secret key, the tokens in mailed
+//! links, and abuse limits.
 
 mod admin_credential;
 mod limits;
+mod links;
 mod password;
 mod secret_key;
 
@@ -9,6 +11,7 @@ pub use admin_credential::{
     AdminCredential, AdminCredentials, CredentialCheck, resolve_admin_credential,
 };
 pub use limits::{Limits, Rate, TooMany};
+pub use links::{LinkToken, Links, new_nonce};
 pub use password::{
     PasswordHash, PasswordHashError, generate_password, hash_password, verify_password,
 };

@@ -23,8 +23,8 @@ mod cookie;
 pub use cookie::{CookieProblem, SessionLayerState, session_cookie, session_layer};
 
 use crate::domain::SubscriberEmail;
-use crate::security::{AdminCredentials, CredentialCheck, SecretKey};
-use crate::store::{SessionKey, Store, StoreError, StoreResult};
+use crate::security::{AdminCredentials, CredentialCheck, Links, SecretKey};
+use crate::store::{AddressHash, SessionKey, Store, StoreError, StoreResult};
 
 const ID_BYTES: usize = 32;
 const FORM_TOKEN_PURPOSE: &str = "enlist form token v1";
@@ -40,6 +40,8 @@ pub struct SessionConfig {
     pub admin_idle_timeout: Duration,
     pub admin_absolute_timeout: Duration,
     pub secret: SecretKey,
+    /// Names the address a visitor session remembers, so leaving can end those sessions.
+    pub links: Links,
 }
 
 impl SessionConfig {
@@ -60,6 +62,9 @@ impl SessionConfig {
 struct SessionData {
     #[serde(skip_serializing_if = "Option::is_none")]
     visitor_email: Option<SubscriberEmail>,
+    /// The visitor signed up with mail on and has not confirmed from this browser yet.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    awaiting_confirmation: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     notice: Option<Notice>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -261,9 +266,11 @@ impl Session {
         if !data.is_empty() {
             let json = serde_json::to_string(&data)
                 .map_err(|e| StoreError::from(anyhow::Error::from(e)))?;
+            let owner =
+                data.visitor_email.as_ref().map(|e| self.0.config.links.address_hash(e.key()));
             match new_id {
-                Some(id) => store.save_session(&id.storage_key(), &json, expires_at).await?,
-                None => new_id = Some(self.create(&json, expires_at).await?),
+                Some(id) => store.save_session(&id.storage_key(), &json, owner, expires_at).await?,
+                None => new_id = Some(self.create(&json, owner, expires_at).await?),
             }
         }
         let loaded = state.loaded.as_mut().expect("loaded above");
@@ -277,11 +284,16 @@ impl Session {
         Ok(result)
     }
 
-    async fn create(&self, json: &str, expires_at: i64) -> StoreResult<SessionId> {
+    async fn create(
+        &self,
+        json: &str,
+        owner: Option<AddressHash>,
+        expires_at: i64,
+    ) -> StoreResult<SessionId> {
         // 256 random bits do not collide in practice; the loop only makes that a guarantee.
         loop {
             let id = SessionId::generate()?;
-            if self.0.store.create_session(&id.storage_key(), json, expires_at).await? {
+            if self.0.store.create_session(&id.storage_key(), json, owner, expires_at).await? {
                 return Ok(id);
             }
         }
@@ -319,14 +331,39 @@ impl Session {
         self.read(|data| data.visitor_email.clone()).await
     }
 
-    pub async fn remember_visitor(&self, email: SubscriberEmail) -> StoreResult<()> {
-        self.write(false, |data| data.visitor_email = Some(email)).await
+    /// Whether the remembered visitor still has a confirmation link to click.
+    pub async fn visitor_awaits_confirmation(&self) -> StoreResult<bool> {
+        self.read(|data| data.visitor_email.is_some() && data.awaiting_confirmation).await
+    }
+
+    pub async fn remember_visitor(
+        &self,
+        email: SubscriberEmail,
+        awaiting_confirmation: bool,
+    ) -> StoreResult<()> {
+        self.write(false, |data| {
+            data.visitor_email = Some(email);
+            data.awaiting_confirmation = awaiting_confirmation;
+        })
+        .await
+    }
+
+    /// The visitor confirmed from this browser: if this session remembers that address, it
+    /// now shows them as on the list.
+    pub async fn visitor_confirmed(&self, email_key: &str) -> StoreResult<()> {
+        self.write(false, |data| {
+            if data.visitor_email.as_ref().is_some_and(|e| e.key() == email_key) {
+                data.awaiting_confirmation = false;
+            }
+        })
+        .await
     }
 
     /// Forgets the visitor's address and leaves a message for the next page.
     pub async fn forget_visitor(&self, notice: Notice) -> StoreResult<()> {
         self.write(false, |data| {
             data.visitor_email = None;
+            data.awaiting_confirmation = false;
             data.notice = Some(notice);
         })
         .await

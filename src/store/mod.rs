@@ -1,6 +1,7 @@
 //! The storage boundary. Handlers and sessions talk to [`Store`]; SQL lives only in the backends.
 
 mod postgres;
+mod records;
 mod sqlite;
 
 use std::sync::Arc;
@@ -9,9 +10,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::config::DatabaseUrl;
-use crate::domain::{SearchTerm, SubscriberEmail};
+use crate::domain::{SearchTerm, SubscriberEmail, SubscriberStatus};
 
 pub use postgres::PostgresStore;
+pub use records::{
+    AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
+    Counts, LeaveReason, Leaving, MailOutcome, MailRecord, MailResult, NewSubscriber, QueuedMail,
+    SubscriberRecord,
+};
 pub use sqlite::SqliteStore;
 
 /// How many connections, and how long anything may wait.
@@ -50,6 +56,8 @@ pub struct Subscriber {
     pub email: String,
     /// Unix seconds.
     pub created_at: i64,
+    #[sqlx(try_from = "String")]
+    pub status: SubscriberStatus,
 }
 
 /// What a bounded walk down the list found.
@@ -61,6 +69,13 @@ pub struct Walk {
     pub stopped_at: Option<i64>,
 }
 
+/// Which rows a listing wants.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListFilter<'a> {
+    pub search: Option<&'a SearchTerm>,
+    pub status: Option<SubscriberStatus>,
+}
+
 /// The SHA-256 of a session id. Only this reaches storage, so a copy of the database does not
 /// hand out live sessions.
 pub type SessionKey = [u8; 32];
@@ -70,15 +85,36 @@ pub trait Store: Send + Sync + 'static {
     /// Answers when the database does.
     async fn ping(&self) -> StoreResult<()>;
 
-    /// Adds the address; an address already on the list (in any letter case) is left as it is.
+    /// Adds the address as confirmed (single opt-in: the signup is the consent) and lifts any
+    /// suppression of it; an address already on the list (in any letter case) is left as it is.
     /// Returns only after the change is durable.
-    async fn add_subscriber(&self, email: &SubscriberEmail, now: i64) -> StoreResult<()>;
-    /// Returns whether a row was removed.
-    async fn remove_subscriber(&self, email: &SubscriberEmail) -> StoreResult<bool>;
+    async fn add_subscriber(&self, new: NewSubscriber<'_>) -> StoreResult<()>;
+    /// Double opt-in: see [`ConfirmationRequest`].
+    async fn request_confirmation(
+        &self,
+        request: ConfirmationRequest<'_>,
+    ) -> StoreResult<ConfirmationQueued>;
+    async fn confirmation(&self, id: i64) -> StoreResult<Option<Confirmation>>;
+    async fn confirm(&self, write: ConfirmWrite<'_>) -> StoreResult<Confirmed>;
+    /// Removes the row (with its links and mails); with `leaving`, also suppresses the address
+    /// and ends the sessions that remember it. Returns whether a row was removed.
+    async fn remove_subscriber(
+        &self,
+        email: &SubscriberEmail,
+        leaving: Option<Leaving>,
+    ) -> StoreResult<bool>;
+    async fn remove_subscriber_by_id(&self, id: i64, leaving: Option<Leaving>)
+    -> StoreResult<bool>;
+    /// Removes the address only while it is unconfirmed.
+    async fn remove_pending(&self, email: &SubscriberEmail) -> StoreResult<bool>;
+    async fn subscriber(&self, id: i64) -> StoreResult<Option<SubscriberRecord>>;
+    /// Every mail to the subscriber, newest first.
+    async fn mails_to(&self, subscriber_id: i64) -> StoreResult<Vec<MailRecord>>;
+
     /// Newest first, ids below `before`, at most `limit` rows.
     async fn list_subscribers(
         &self,
-        search: Option<&SearchTerm>,
+        filter: ListFilter<'_>,
         before: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<Subscriber>>;
@@ -87,14 +123,28 @@ pub trait Store: Send + Sync + 'static {
     async fn walk_matching(
         &self,
         term: &SearchTerm,
+        status: Option<SubscriberStatus>,
         before: Option<i64>,
         window: u32,
         limit: u32,
     ) -> StoreResult<Walk>;
-    /// The number of subscribers, from a maintained counter (no scan).
-    async fn count_subscribers(&self) -> StoreResult<u64>;
+    /// The numbers per status, from maintained counters (no scan).
+    async fn counts(&self) -> StoreResult<Counts>;
     /// How many addresses match, counting no further than `cap`.
-    async fn count_matching(&self, search: &SearchTerm, cap: u64) -> StoreResult<u64>;
+    async fn count_matching(&self, filter: ListFilter<'_>, cap: u64) -> StoreResult<u64>;
+
+    /// Leases up to `limit` due mails to `owner` until `lease_until`, and returns them.
+    async fn claim_mail(
+        &self,
+        now: i64,
+        lease_until: i64,
+        owner: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedMail>>;
+    async fn record_mail(&self, outcomes: &[MailOutcome]) -> StoreResult<()>;
+    /// Deletes pending signups made before `pending_before` (with their links and mails) and
+    /// confirmation requests older than `requests_before`. Returns the signups removed.
+    async fn purge_stale(&self, pending_before: i64, requests_before: i64) -> StoreResult<u64>;
 
     /// The stored argon2id PHC string, if any.
     async fn admin_password_hash(&self) -> StoreResult<Option<String>>;
@@ -112,14 +162,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// The session's JSON data, unless it is missing or expired.
     async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<String>>;
-    /// Inserts a new session; `false` if the key is already taken.
+    /// Inserts a new session; `false` if the key is already taken. `owner` is the hash of the
+    /// address the session remembers, if any.
     async fn create_session(
         &self,
         key: &SessionKey,
         data: &str,
+        owner: Option<AddressHash>,
         expires_at: i64,
     ) -> StoreResult<bool>;
-    async fn save_session(&self, key: &SessionKey, data: &str, expires_at: i64) -> StoreResult<()>;
+    async fn save_session(
+        &self,
+        key: &SessionKey,
+        data: &str,
+        owner: Option<AddressHash>,
+        expires_at: i64,
+    ) -> StoreResult<()>;
     async fn delete_session(&self, key: &SessionKey) -> StoreResult<()>;
     /// Returns how many expired sessions were removed.
     async fn delete_expired_sessions(&self, now: i64) -> StoreResult<u64>;

@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use super::messages;
 use super::render::Templates;
 use crate::domain::{EmailError, SearchTermError};
 use crate::session::BadFormToken;
@@ -34,6 +35,11 @@ pub enum AppError {
     /// The login form again, with when to try again.
     #[error("login throttled")]
     LoginThrottled { retry_after: Duration },
+    /// A mailed link (confirm, unsubscribe) that is not ours, or whose row is gone: its own page.
+    #[error("unknown link")]
+    LinkUnknown { page: &'static str },
+    #[error("expired link")]
+    LinkExpired { page: &'static str },
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("cross-site or stale form")]
@@ -85,19 +91,21 @@ impl From<SearchTermError> for AppError {
 /// What the error page renderer should show; attached to the response by `AppError`.
 #[derive(Debug, Clone)]
 enum ErrorPage {
-    Signup { typed: String, message: String },
-    Login { message: String },
-    Generic { message: Option<String> },
-}
-
-/// "6 seconds", "3 minutes": how long to wait, rounded up, in words.
-fn wait_in_words(wait: Duration) -> String {
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    match seconds {
-        0..=1 => "a second".into(),
-        2..=90 => format!("{seconds} seconds"),
-        _ => format!("{} minutes", seconds.div_ceil(60)),
-    }
+    Signup {
+        typed: String,
+        message: String,
+    },
+    Login {
+        message: String,
+    },
+    /// A link page (`confirm.html`, `unsubscribe.html`) in the state it names.
+    Link {
+        page: &'static str,
+        state: &'static str,
+    },
+    Generic {
+        message: Option<String>,
+    },
 }
 
 impl IntoResponse for AppError {
@@ -115,23 +123,22 @@ impl IntoResponse for AppError {
             ),
             Self::WrongPassword => (
                 StatusCode::UNAUTHORIZED,
-                ErrorPage::Login { message: "That password is not right.".into() },
+                ErrorPage::Login { message: messages::WRONG_PASSWORD.into() },
             ),
             Self::SignupThrottled { typed, retry_after, by_address } => {
-                let wait = wait_in_words(retry_after);
-                let message = if by_address {
-                    format!(
-                        "This address was signed up several times recently. Please try again in {wait}."
-                    )
-                } else {
-                    format!("Too many signups from your network. Please try again in {wait}.")
-                };
+                let message =
+                    messages::signup_throttled(by_address, &messages::wait_in_words(retry_after));
                 (StatusCode::TOO_MANY_REQUESTS, ErrorPage::Signup { typed, message })
             }
             Self::LoginThrottled { retry_after } => {
-                let wait = wait_in_words(retry_after);
-                let message = format!("Too many failed logins. Please wait {wait} and try again.");
+                let message = messages::login_throttled(&messages::wait_in_words(retry_after));
                 (StatusCode::TOO_MANY_REQUESTS, ErrorPage::Login { message })
+            }
+            Self::LinkUnknown { page } => {
+                (StatusCode::NOT_FOUND, ErrorPage::Link { page, state: "unknown" })
+            }
+            Self::LinkExpired { page } => {
+                (StatusCode::GONE, ErrorPage::Link { page, state: "expired" })
             }
             Self::BadRequest(message) => {
                 (StatusCode::BAD_REQUEST, ErrorPage::Generic { message: Some(message) })
@@ -180,6 +187,7 @@ fn describe(status: StatusCode) -> (&'static str, &'static str) {
             "Request refused",
             "This form did not come from this site, or it has expired. Go back, reload the page and try again.",
         ),
+        410 => ("Link expired", "This link has expired. Go to the signup page to start again."),
         404 => (
             "Page not found",
             "There is nothing at this address. Check the link, or go to the signup page.",
@@ -245,6 +253,9 @@ pub async fn render_error_pages(
         }
         ErrorPage::Login { message } => {
             templates.render("admin_login.html", minijinja::context! { error => message })
+        }
+        ErrorPage::Link { page, state } => {
+            templates.render(page, minijinja::context! { state => *state })
         }
         ErrorPage::Generic { message } => templates.render(
             "error.html",

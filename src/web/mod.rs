@@ -4,6 +4,8 @@ mod admin;
 mod client_ip;
 mod error;
 mod extract;
+mod links;
+mod messages;
 mod public;
 mod render;
 
@@ -38,6 +40,7 @@ pub use render::Templates;
 
 use crate::security::{AdminCredentials, Limits};
 use crate::session::{SessionLayerState, session_layer};
+use crate::signup::SignupPolicy;
 use crate::store::Store;
 
 /// Request bodies larger than this are refused with 413 before anything reads them.
@@ -53,6 +56,7 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     pub templates: Arc<Templates>,
     pub admin: Arc<AdminCredentials>,
+    pub signups: Arc<SignupPolicy>,
 }
 
 /// The whole application as a router: pure, so tests and the binary build the same thing.
@@ -68,6 +72,8 @@ pub fn app(
     let gate = from_fn_with_state(state.clone(), admin::require_admin);
     let admin_only = Router::new()
         .route("/admin", get(admin::list).route_layer(gate.clone()))
+        .route("/admin/subscribers/{id}", get(admin::subscriber_page).route_layer(gate.clone()))
+        .route("/admin/resend", post(admin::resend).route_layer(gate.clone()))
         .route("/admin/delete", post(admin::delete).route_layer(gate.clone()))
         .route("/admin/logout", post(admin::logout).route_layer(gate));
 
@@ -142,6 +148,13 @@ pub fn app(
         .route("/", get(public::home))
         .route("/signup", post(public::signup))
         .route("/unregister", post(public::unregister))
+        .route("/resend", post(public::resend))
+        .route("/confirm/{token}", get(links::confirm_page).post(links::confirm))
+        .route("/u/{token}", get(links::unsubscribe_page).post(links::unsubscribe))
+        .route("/u/{token}/data", post(links::download))
+        .route("/u/{token}/erase", post(links::erase))
+        .route("/left", get(links::left))
+        .route("/erased", get(links::erased))
         .route("/admin/login", get(admin::login_page).post(admin::login))
         .route("/healthz", get(public::healthz))
         .route("/static/{file}", get(public::static_file))

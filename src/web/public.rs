@@ -1,18 +1,23 @@
-//! What a visitor does: see the form, sign up, be thanked, unregister.
+//! What a visitor does: see the form, sign up, be thanked (or asked to confirm), have the link
+//! sent again, unregister.
+
+use std::time::Instant;
 
 use axum::Extension;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{Html, IntoResponse, Redirect};
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
 use super::client_ip::ClientIp;
 use super::error::AppError;
-use super::extract::Form;
-use crate::domain::SubscriberEmail;
-use crate::session::{Notice, Session};
-use crate::signup::{SignupOutcome, SignupRequest, sign_up};
+use super::extract::{Form, user_agent};
+use super::{AppState, messages};
+use crate::domain::{ClientEvidence, Door, Evidence, SubscriberEmail};
+use crate::session::{Notice, Session, unix_now};
+use crate::signup::{SignupOutcome, SignupRequest, queue_confirmation, sign_up};
+use crate::store::{LeaveReason, Leaving};
 
 #[derive(Deserialize)]
 pub struct SignupForm {
@@ -34,6 +39,7 @@ pub struct TokenForm {
 #[derive(Serialize)]
 struct HomePage<'a> {
     email: Option<&'a str>,
+    awaiting_confirmation: bool,
     notice: Option<Notice>,
     form_token: Option<String>,
 }
@@ -41,28 +47,75 @@ struct HomePage<'a> {
 pub async fn home(State(app): State<AppState>, session: Session) -> Result<Html<String>, AppError> {
     let notice = session.take_notice().await?;
     let email = session.visitor_email().await?;
-    let form_token = match email {
-        Some(_) => session.form_token().await?,
-        None => None,
+    let (form_token, awaiting_confirmation) = match email {
+        Some(_) => (session.form_token().await?, session.visitor_awaits_confirmation().await?),
+        None => (None, false),
     };
-    let page = HomePage { email: email.as_ref().map(SubscriberEmail::as_str), notice, form_token };
+    let page = HomePage {
+        email: email.as_ref().map(SubscriberEmail::as_str),
+        awaiting_confirmation,
+        notice,
+        form_token,
+    };
     Ok(Html(app.templates.render("home.html", page)?))
 }
 
 pub async fn signup(
     State(app): State<AppState>,
     Extension(ClientIp(client)): Extension<ClientIp>,
+    headers: HeaderMap,
     session: Session,
     Form(form): Form<SignupForm>,
 ) -> Result<Redirect, AppError> {
-    let request = SignupRequest { client, email: &form.email, honeypot: &form.website };
+    let request = SignupRequest {
+        client,
+        user_agent: user_agent(&headers),
+        door: Door::Form,
+        email: &form.email,
+        honeypot: &form.website,
+    };
     // Already on the list, new, or a bot caught by the honeypot: the answer is the same, so the
     // form is neither a membership oracle nor a way to learn about the trap.
-    match sign_up(app.store.as_ref(), &app.limits, request).await {
-        Ok(SignupOutcome::Listed(email)) => session.remember_visitor(email).await?,
+    match sign_up(app.store.as_ref(), &app.limits, &app.signups, request).await {
+        Ok(SignupOutcome::Listed(email)) => session.remember_visitor(email, false).await?,
+        Ok(SignupOutcome::AwaitingConfirmation(email)) => {
+            session.remember_visitor(email, true).await?
+        }
         Ok(SignupOutcome::Trapped) => {}
         Err(error) => return Err(AppError::from_signup(error, form.email)),
     }
+    Ok(Redirect::to("/"))
+}
+
+/// Another confirmation link for the address this browser signed up.
+pub async fn resend(
+    State(app): State<AppState>,
+    Extension(ClientIp(client)): Extension<ClientIp>,
+    headers: HeaderMap,
+    session: Session,
+    Form(form): Form<TokenForm>,
+) -> Result<Redirect, AppError> {
+    let Some(email) = session.visitor_email().await? else {
+        session.set_notice(messages::no_address_yet()).await?;
+        return Ok(Redirect::to("/"));
+    };
+    session.verify_form_token(&form.csrf_token).await?;
+    let Some(opt_in) = &app.signups.double_opt_in else {
+        return Ok(Redirect::to("/"));
+    };
+    // Each resend is a signup's worth of work for the mail server: the same per-client limit.
+    if let Err(too_many) = app.limits.signup_from(client, Instant::now()) {
+        let wait = messages::wait_in_words(too_many.retry_after);
+        session.set_notice(messages::resend_throttled(&wait)).await?;
+        return Ok(Redirect::to("/"));
+    }
+    let evidence = Evidence {
+        door: Door::Form,
+        client: ClientEvidence::new(client, user_agent(&headers), app.signups.keep_full_ip),
+        consent: app.signups.consent.clone(),
+    };
+    queue_confirmation(app.store.as_ref(), &app.signups, opt_in, &email, &evidence).await?;
+    session.set_notice(messages::confirmation_resent(&email)).await?;
     Ok(Redirect::to("/"))
 }
 
@@ -73,14 +126,30 @@ pub async fn unregister(
 ) -> Result<Redirect, AppError> {
     // Only the session's own address can be removed; nothing in the form names one.
     let Some(email) = session.visitor_email().await? else {
-        session.set_notice(Notice::error("You haven't submitted an email!")).await?;
+        session.set_notice(messages::no_address_yet()).await?;
         return Ok(Redirect::to("/"));
     };
     session.verify_form_token(&form.csrf_token).await?;
-    let notice = if app.store.remove_subscriber(&email).await? {
-        Notice::success(format!("We have removed {email} from the list!"))
+    let notice = if session.visitor_awaits_confirmation().await? {
+        // Typing an address proves nothing: from here, only an unconfirmed signup can go.
+        if app.store.remove_pending(&email).await? {
+            messages::unregistered(&email)
+        } else {
+            messages::no_longer_pending(&email)
+        }
     } else {
-        Notice::error("That address isn't on our list")
+        let leaving = Leaving {
+            address_hash: app.signups.links.address_hash(email.key()),
+            reason: LeaveReason::Unsubscribed,
+            // This session forgets the address below, with the message for its next page.
+            end_sessions: false,
+            now: unix_now(),
+        };
+        if app.store.remove_subscriber(&email, Some(leaving)).await? {
+            messages::unregistered(&email)
+        } else {
+            messages::not_on_the_list()
+        }
     };
     session.forget_visitor(notice).await?;
     Ok(Redirect::to("/"))

@@ -19,11 +19,22 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("admin_login.html", include_str!("../../templates/admin_login.html")),
     ("admin.html", include_str!("../../templates/admin.html")),
     ("error.html", include_str!("../../templates/error.html")),
+    ("confirm.html", include_str!("../../templates/confirm.html")),
+    ("unsubscribe.html", include_str!("../../templates/unsubscribe.html")),
+    ("left.html", include_str!("../../templates/left.html")),
+    ("admin_subscriber.html", include_str!("../../templates/admin_subscriber.html")),
+    ("confirmation.txt", include_str!("../../templates/confirmation.txt")),
+    ("confirmation.html", include_str!("../../templates/confirmation.html")),
 ];
+
+/// Templates with no built-in copy that an override directory may add: their presence turns a
+/// feature on (the welcome mail).
+const OPTIONAL: &[(&str, &str)] = &[("welcome.txt", ""), ("welcome.html", "")];
 
 pub struct Templates {
     env: Environment<'static>,
     stylesheet: Stylesheet,
+    consent_version: String,
 }
 
 /// The site's CSS and the content-addressed path pages link to, so browsers can keep it forever.
@@ -41,8 +52,14 @@ impl Stylesheet {
 }
 
 impl Templates {
-    pub fn load(override_dir: Option<&Path>) -> anyhow::Result<Self> {
+    /// Built-in templates, then the override directory's; `list_name` is a global of every
+    /// template.
+    pub fn load(override_dir: Option<&Path>, list_name: &str) -> anyhow::Result<Self> {
         let mut env = Environment::new();
+        // As Jinja2's ChainableUndefined: `a.b` of a missing `a` is empty rather than an error,
+        // so the check of every template at start can render them without data.
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+        env.add_global("list_name", list_name.to_owned());
         for (name, source) in BUILT_IN {
             env.add_template(name, source).with_context(|| format!("built-in template {name}"))?;
         }
@@ -63,13 +80,29 @@ impl Templates {
             "stylesheet",
             minijinja::Value::from_safe_string(stylesheet.fingerprinted_path.clone()),
         );
-        let templates = Self { env, stylesheet };
+        let mut templates = Self { env, stylesheet, consent_version: String::new() };
         // Catch a broken override (bad syntax, a missing include) now rather than on a
         // visitor's request.
-        for (name, _) in BUILT_IN {
-            templates.render(name, minijinja::context! {})?;
+        for (name, _) in BUILT_IN.iter().chain(OPTIONAL) {
+            if templates.has(name) {
+                templates.render(name, minijinja::context! {})?;
+            }
         }
+        let intro = templates.render("intro.html", minijinja::context! {})?;
+        let digest = Sha256::digest(intro.trim().as_bytes());
+        templates.consent_version = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         Ok(templates)
+    }
+
+    /// Whether a template of this name exists (built in, or added by the override directory).
+    pub fn has(&self, name: &str) -> bool {
+        self.env.get_template(name).is_ok()
+    }
+
+    /// A short hash of the consent text the signup form shows (the rendered `intro.html`), kept
+    /// with every signup as evidence of what the person agreed to.
+    pub fn consent_version(&self) -> &str {
+        &self.consent_version
     }
 
     pub fn stylesheet(&self) -> &Stylesheet {
@@ -133,7 +166,7 @@ mod tests {
 
     #[test]
     fn counts_agree_with_their_words() {
-        let templates = Templates::load(None).unwrap();
+        let templates = Templates::load(None, "our list").unwrap();
         let render = |n: u64| {
             templates
                 .env

@@ -47,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
     };
     // Migrate, then let go of the file before writing to it directly.
     let store: Arc<dyn Store> = enlist::store::open(&database, limits).await?;
-    let existing = store.count_subscribers().await?;
+    let existing = store.counts().await?.on_list();
     drop(store);
     tokio::time::sleep(Duration::from_millis(200)).await;
     if existing >= args.count {
@@ -75,10 +75,12 @@ async fn main() -> anyhow::Result<()> {
                 .execute("ALTER TABLE subscribers DISABLE TRIGGER subscriber_counts_track")
                 .await?;
             sqlx::query(POSTGRES_FILL).bind(count).bind(now).execute(&mut *transaction).await?;
-            sqlx::query("UPDATE subscriber_counts SET n = n + $1 WHERE slot = 0")
-                .bind(count)
-                .execute(&mut *transaction)
-                .await?;
+            sqlx::query(
+                "UPDATE subscriber_counts SET n = n + $1 WHERE slot = 0 AND status = 'confirmed'",
+            )
+            .bind(count)
+            .execute(&mut *transaction)
+            .await?;
             transaction
                 .execute("ALTER TABLE subscribers ENABLE TRIGGER subscriber_counts_track")
                 .await?;

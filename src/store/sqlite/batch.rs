@@ -1,14 +1,15 @@
 //! Running one group commit's statements. Most batches under load are many signups: their
 //! subscriber rows go in as one multi-row INSERT and their new sessions as another, instead of a
-//! round trip to SQLite per row. Batches where two writes touch the same row, or that hold rarer
-//! writes, run one statement at a time in arrival order, so the last write still wins.
+//! round trip to SQLite per row. The batch's other writes then run one at a time in arrival
+//! order. Batches where two writes touch the same row, or that hold writes acting on many rows,
+//! run everything in arrival order, so the last write still wins.
 
 use std::collections::HashSet;
 
 use anyhow::anyhow;
 use sqlx::{Executor, QueryBuilder, Sqlite, SqliteConnection};
 
-use super::writer::WriteOp;
+use super::ops::WriteOp;
 
 /// Rows affected by each write, in the order given.
 pub(super) type Outcome = Result<u64, anyhow::Error>;
@@ -20,27 +21,22 @@ pub(super) async fn run(connection: &mut SqliteConnection, ops: &[&WriteOp]) -> 
 async fn one_by_one(connection: &mut SqliteConnection, ops: &[&WriteOp]) -> Vec<Outcome> {
     let mut outcomes = Vec::with_capacity(ops.len());
     for op in ops {
-        outcomes.push(
-            connection.execute(op.query()).await.map(|r| r.rows_affected()).map_err(Into::into),
-        );
+        outcomes.push(op.run(connection).await);
     }
     outcomes
 }
 
 /// Grouping reorders writes of different kinds, which is harmless only when no two of them touch
-/// the same subscriber or session, and when nothing in the batch acts on many rows at once.
+/// the same subscriber or session, and when nothing in the batch acts on rows it cannot name.
 fn can_group(ops: &[&WriteOp]) -> bool {
     let mut addresses = HashSet::new();
     let mut sessions = HashSet::new();
     ops.iter().all(|op| match op {
-        WriteOp::AddSubscriber { key, .. } | WriteOp::RemoveSubscriber { key } => {
-            addresses.insert(key.as_str())
-        }
         WriteOp::CreateSession { key, .. }
         | WriteOp::SaveSession { key, .. }
         | WriteOp::DeleteSession { key } => sessions.insert(*key),
         WriteOp::Flush => true,
-        WriteOp::SwapAdminHash { .. } | WriteOp::DeleteExpiredSessions { .. } => false,
+        other => other.address_key().is_some_and(|key| addresses.insert(key)),
     })
 }
 
@@ -48,16 +44,18 @@ async fn grouped(connection: &mut SqliteConnection, ops: &[&WriteOp]) -> Vec<Out
     let mut outcomes: Vec<Option<Outcome>> = ops.iter().map(|_| None).collect();
     let signups: Vec<usize> = indexes(ops, |op| matches!(op, WriteOp::AddSubscriber { .. }));
     let sessions: Vec<usize> = indexes(ops, |op| matches!(op, WriteOp::CreateSession { .. }));
-    let subscribers = "INSERT INTO subscribers (email, email_key, created_at) ";
+    let subscribers = "INSERT INTO subscribers (email, email_key, created_at, status, source, \
+                       signup_ip, signup_agent, consent, confirmed_at) ";
     let returning = " ON CONFLICT (email_key) DO NOTHING RETURNING CAST(email_key AS BLOB)";
-    insert_many(connection, ops, &signups, &mut outcomes, subscribers, returning).await;
-    let new_sessions = "INSERT INTO sessions (key, data, expires_at) ";
+    if insert_many(connection, ops, &signups, &mut outcomes, subscribers, returning).await {
+        lift_suppressions(connection, ops, &signups, &mut outcomes).await;
+    }
+    let new_sessions = "INSERT INTO sessions (key, data, owner, expires_at) ";
     let returning = " ON CONFLICT (key) DO NOTHING RETURNING key";
     insert_many(connection, ops, &sessions, &mut outcomes, new_sessions, returning).await;
     for (i, op) in ops.iter().enumerate() {
         if outcomes[i].is_none() {
-            let result = connection.execute(op.query()).await;
-            outcomes[i] = Some(result.map(|r| r.rows_affected()).map_err(Into::into));
+            outcomes[i] = Some(op.run(connection).await);
         }
     }
     outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(anyhow!("write was not run")))).collect()
@@ -69,7 +67,8 @@ fn indexes(ops: &[&WriteOp], wanted: impl Fn(&WriteOp) -> bool) -> Vec<usize> {
 
 /// One multi-row INSERT for the writes at `which` (all of one kind: new subscribers or new
 /// sessions). `RETURNING` names the rows that were new, so each write still gets its own answer:
-/// one row if inserted, none if its address or session id was already taken.
+/// one row if inserted, none if its address or session id was already taken. Returns whether the
+/// statement ran (false: fewer than two writes, left to run alone, or an error already recorded).
 async fn insert_many(
     connection: &mut SqliteConnection,
     ops: &[&WriteOp],
@@ -77,17 +76,28 @@ async fn insert_many(
     outcomes: &mut [Option<Outcome>],
     insert_into: &'static str,
     on_conflict_returning: &'static str,
-) {
+) -> bool {
     if which.len() < 2 {
-        return;
+        return false;
     }
     let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(insert_into);
     insert.push_values(which, |mut row, &i| match ops[i] {
-        WriteOp::AddSubscriber { email, key, now } => {
-            row.push_bind(email.as_str()).push_bind(key.as_str()).push_bind(*now);
+        WriteOp::AddSubscriber { email, key, now, evidence, .. } => {
+            row.push_bind(email.as_str())
+                .push_bind(key.as_str())
+                .push_bind(*now)
+                .push_bind("confirmed")
+                .push_bind(evidence.source)
+                .push_bind(evidence.ip.as_str())
+                .push_bind(evidence.agent.as_deref())
+                .push_bind(evidence.consent.as_str())
+                .push_bind(*now);
         }
-        WriteOp::CreateSession { key, data, expires_at } => {
-            row.push_bind(&key[..]).push_bind(data.as_str()).push_bind(*expires_at);
+        WriteOp::CreateSession { key, data, owner, expires_at } => {
+            row.push_bind(&key[..])
+                .push_bind(data.as_str())
+                .push_bind(owner.as_ref().map(|o| &o[..]))
+                .push_bind(*expires_at);
         }
         _ => {}
     });
@@ -101,13 +111,39 @@ async fn insert_many(
                 let new = row_key(ops[i]).is_some_and(|key| inserted.contains(key));
                 outcomes[i] = Some(Ok(u64::from(new)));
             }
+            true
         }
         Err(e) => {
-            let message = e.to_string();
-            for &i in which {
-                outcomes[i] = Some(Err(anyhow!("{message}")));
-            }
+            fail(outcomes, which, &e.to_string());
+            false
         }
+    }
+}
+
+/// A signup on the form is new consent: whatever suppression the address had is lifted.
+async fn lift_suppressions(
+    connection: &mut SqliteConnection,
+    ops: &[&WriteOp],
+    which: &[usize],
+    outcomes: &mut [Option<Outcome>],
+) {
+    let mut delete: QueryBuilder<Sqlite> =
+        QueryBuilder::new("DELETE FROM suppressions WHERE address_hash IN (");
+    let mut list = delete.separated(", ");
+    for &i in which {
+        if let WriteOp::AddSubscriber { address_hash, .. } = ops[i] {
+            list.push_bind(&address_hash[..]);
+        }
+    }
+    delete.push(")");
+    if let Err(e) = connection.execute(delete.build()).await {
+        fail(outcomes, which, &e.to_string());
+    }
+}
+
+fn fail(outcomes: &mut [Option<Outcome>], which: &[usize], message: &str) {
+    for &i in which {
+        outcomes[i] = Some(Err(anyhow!("{message}")));
     }
 }
 
@@ -122,22 +158,41 @@ fn row_key(op: &WriteOp) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ops::{EvidenceRow, Target};
     use super::*;
 
     fn add(key: &str) -> WriteOp {
-        WriteOp::AddSubscriber { email: key.into(), key: key.into(), now: 0 }
+        WriteOp::AddSubscriber {
+            email: key.into(),
+            key: key.into(),
+            now: 0,
+            evidence: EvidenceRow {
+                source: "form",
+                ip: "127.0.0.0/24".into(),
+                agent: None,
+                consent: "x".into(),
+            },
+            address_hash: [0; 32],
+        }
     }
 
     #[test]
     fn only_batches_without_shared_rows_are_grouped() {
         let (a, b) = (add("a@example.com"), add("b@example.com"));
-        let remove_a = WriteOp::RemoveSubscriber { key: "a@example.com".into() };
-        let session = WriteOp::CreateSession { key: [1; 32], data: "{}".into(), expires_at: 1 };
-        let save_same = WriteOp::SaveSession { key: [1; 32], data: "{}".into(), expires_at: 2 };
+        let remove_a = WriteOp::RemoveSubscriber {
+            target: Target::Key("a@example.com".into()),
+            leaving: None,
+        };
+        let remove_by_id = WriteOp::RemoveSubscriber { target: Target::Id(1), leaving: None };
+        let session =
+            WriteOp::CreateSession { key: [1; 32], data: "{}".into(), owner: None, expires_at: 1 };
+        let save_same =
+            WriteOp::SaveSession { key: [1; 32], data: "{}".into(), owner: None, expires_at: 2 };
         let sweep = WriteOp::DeleteExpiredSessions { now: 0 };
         assert!(can_group(&[&a, &b, &session, &WriteOp::Flush]));
         assert!(!can_group(&[&a, &b, &remove_a]), "add then remove of one address keeps its order");
         assert!(!can_group(&[&session, &save_same]));
         assert!(!can_group(&[&a, &sweep]));
+        assert!(!can_group(&[&a, &remove_by_id]), "a row named by id could be any address");
     }
 }

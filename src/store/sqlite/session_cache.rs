@@ -114,6 +114,13 @@ impl SessionCache {
         inner.evictions += 1;
     }
 
+    /// Sessions were deleted by a rule the cache cannot evaluate: start over.
+    pub(super) fn forget_all(&self) {
+        let mut inner = self.lock();
+        inner.entries.clear();
+        inner.evictions += 1;
+    }
+
     pub(super) fn expired(&self, now: i64) {
         let mut inner = self.lock();
         inner.entries.retain(|_, entry| entry.expires_at > now);

@@ -1,0 +1,8 @@
+//! Mail: composing messages from templates, and handing them to a relay or a directory.
+//! Nothing here decides *when* a mail goes; that is the outbox's job.
+
+mod compose;
+mod transport;
+
+pub use compose::{Composed, Composer};
+pub use transport::{CONNECTIONS, Mailer, SEND_TIMEOUT, SendFailure};

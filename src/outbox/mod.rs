@@ -1,0 +1,175 @@
+//! The durable outbox's worker: one per instance. It leases due mails (so instances sharing a
+//! database never send the same one), sends each with a bound on the whole attempt, and records
+//! what happened: sent, retry later with exponential backoff, or failed for good. Handlers never
+//! send anything themselves; they queue in the same commit as the change that causes the mail.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::mail::{CONNECTIONS, Composer, Mailer, SEND_TIMEOUT, SendFailure};
+use crate::session::unix_now;
+use crate::store::{MailOutcome, MailResult, QueuedMail, Store};
+
+/// How long a claimed mail stays ours: a worker that dies mid-send frees its rows after this.
+const LEASE: Duration = Duration::from_secs(2 * SEND_TIMEOUT.as_secs());
+/// How often to look for due mail nobody told us about (other instances, retries).
+const POLL: Duration = Duration::from_secs(1);
+/// Transient failures are retried for this long after the mail was queued.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// A way to tell the worker that something was queued, so it need not wait for its next look.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxBell(Arc<Notify>);
+
+impl OutboxBell {
+    pub fn ring(&self) {
+        self.0.notify_one();
+    }
+
+    async fn heard(&self) {
+        self.0.notified().await;
+    }
+}
+
+pub struct OutboxWorker {
+    pub store: Arc<dyn Store>,
+    pub composer: Arc<Composer>,
+    pub mailer: Arc<Mailer>,
+    pub bell: OutboxBell,
+    /// The first retry waits this long; each next one twice as long, up to an hour.
+    pub retry_base: Duration,
+}
+
+impl OutboxWorker {
+    /// Runs until `stop` completes, then waits (bounded) for the sends in flight and records them.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        let worker = Arc::new(self);
+        let mut in_flight: JoinSet<MailOutcome> = JoinSet::new();
+        tokio::pin!(stop);
+        loop {
+            // Claimed whenever a connection is free and something may have become due: a send
+            // finished, the bell rang, or a second passed.
+            let room = CONNECTIONS as usize - in_flight.len();
+            if room > 0 {
+                for mail in worker.claim(room).await {
+                    let worker = worker.clone();
+                    in_flight.spawn(async move { worker.deliver(mail).await });
+                }
+            }
+            tokio::select! {
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    let mut outcomes: Vec<MailOutcome> = done.into_iter().collect();
+                    while let Some(done) = in_flight.try_join_next() {
+                        outcomes.extend(done);
+                    }
+                    worker.record(&outcomes).await;
+                }
+                () = worker.bell.heard() => {}
+                () = tokio::time::sleep(POLL) => {}
+                () = &mut stop => break,
+            }
+        }
+        let finishing = async {
+            let mut outcomes = Vec::new();
+            while let Some(done) = in_flight.join_next().await {
+                outcomes.extend(done);
+            }
+            outcomes
+        };
+        // Anything still unanswered keeps its lease and is sent again after it runs out.
+        if let Ok(outcomes) = tokio::time::timeout(SEND_TIMEOUT, finishing).await {
+            worker.record(&outcomes).await;
+        }
+    }
+
+    async fn claim(&self, room: usize) -> Vec<QueuedMail> {
+        let now = unix_now();
+        let lease_until = now + LEASE.as_secs() as i64;
+        let owner = lease_owner();
+        match self.store.claim_mail(now, lease_until, owner, room as u32).await {
+            Ok(mails) => mails,
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{:#}", e.0),
+                    "could not claim mail from the outbox"
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    async fn record(&self, outcomes: &[MailOutcome]) {
+        // A failed record leaves the leases to run out, and the mails go again: at least once.
+        if let Err(e) = self.store.record_mail(outcomes).await {
+            tracing::warn!(error = format!("{:#}", e.0), "could not record sent mail");
+        }
+    }
+
+    async fn deliver(&self, mail: QueuedMail) -> MailOutcome {
+        let result = match self.composer.compose(&mail) {
+            Err(e) => Err(SendFailure { permanent: true, reason: format!("{e:#}") }),
+            Ok(composed) => {
+                self.mailer.send(&composed.envelope, &composed.bytes, &mail.message_id).await
+            }
+        };
+        let now = unix_now();
+        let result = match result {
+            Ok(()) => MailResult::Sent { at: now },
+            Err(failure) => {
+                tracing::warn!(
+                    purpose = mail.purpose,
+                    attempt = mail.attempts + 1,
+                    permanent = failure.permanent,
+                    reason = failure.reason,
+                    "mail not delivered"
+                );
+                let age = now.saturating_sub(mail.created_at);
+                if failure.permanent {
+                    MailResult::Failed { at: now, error: failure.reason }
+                } else if age >= GIVE_UP_AFTER.as_secs() as i64 {
+                    let error = format!("gave up after 24 hours: {}", failure.reason);
+                    MailResult::Failed { at: now, error }
+                } else {
+                    let wait = backoff(self.retry_base, mail.attempts);
+                    let at = now + i64::try_from(wait.as_secs().max(1)).unwrap_or(i64::MAX);
+                    MailResult::Retry { at, error: failure.reason }
+                }
+            }
+        };
+        MailOutcome { id: mail.id, result }
+    }
+}
+
+/// `base`, then twice as long after every failed attempt, never more than an hour.
+fn backoff(base: Duration, attempts_before: i64) -> Duration {
+    let doublings = u32::try_from(attempts_before.clamp(0, 20)).unwrap_or(20);
+    base.saturating_mul(2u32.saturating_pow(doublings)).min(MAX_BACKOFF)
+}
+
+/// A fresh random lease owner per claim, so a claim reads back exactly the rows it leased.
+fn lease_owner() -> i64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return i64::from(std::process::id()) << 20 | unix_now() & 0xfffff;
+    }
+    i64::from_le_bytes(bytes) & i64::MAX
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_an_hour() {
+        let base = Duration::from_secs(30);
+        assert_eq!(backoff(base, 0), Duration::from_secs(30));
+        assert_eq!(backoff(base, 1), Duration::from_secs(60));
+        assert_eq!(backoff(base, 3), Duration::from_secs(240));
+        assert_eq!(backoff(base, 10), MAX_BACKOFF);
+        assert_eq!(backoff(base, 1000), MAX_BACKOFF);
+    }
+}

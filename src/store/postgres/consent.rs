@@ -1,0 +1,294 @@
+//! The PostgreSQL writes that must happen together: each is one transaction. Rows are locked
+//! (`FOR UPDATE`) before anything is counted, so instances meeting on one address take turns.
+
+use sqlx::{Postgres, Transaction};
+
+use super::PostgresStore;
+use crate::domain::Evidence;
+use crate::store::{
+    ConfirmWrite, ConfirmationQueued, ConfirmationRequest, Confirmed, Leaving, MailOutcome,
+    MailResult, NewSubscriber, StoreResult,
+};
+
+/// How a row to remove is named.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum RowRef<'a> {
+    Key(&'a str),
+    Id(i64),
+    /// By key, and only while unconfirmed.
+    PendingKey(&'a str),
+}
+
+const INSERT_SUBSCRIBER: &str = "INSERT INTO subscribers
+    (email, email_key, created_at, status, source, signup_ip, signup_agent, consent, confirmed_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (email_key) DO NOTHING";
+
+fn insert_subscriber<'q>(
+    new: &'q NewSubscriber<'q>,
+    evidence: &'q Evidence,
+    status: &'static str,
+    confirmed_at: Option<i64>,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(INSERT_SUBSCRIBER)
+        .bind(new.email.as_str())
+        .bind(new.email.key())
+        .bind(new.now)
+        .bind(status)
+        .bind(evidence.door.as_str())
+        .bind(evidence.client.ip.as_str())
+        .bind(evidence.client.agent.as_deref())
+        .bind(evidence.consent.as_str())
+        .bind(confirmed_at)
+}
+
+async fn queue_mail(
+    tx: &mut Transaction<'_, Postgres>,
+    purpose: &str,
+    subscriber_id: i64,
+    confirmation_id: Option<i64>,
+    message_id: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO outbox (purpose, priority, subscriber_id, confirmation_id, message_id,
+                             next_attempt_at, created_at)
+         VALUES ($1, 0, $2, $3, $4, $5, $5)",
+    )
+    .bind(purpose)
+    .bind(subscriber_id)
+    .bind(confirmation_id)
+    .bind(message_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl PostgresStore {
+    pub(super) async fn insert_confirmed(&self, new: NewSubscriber<'_>) -> StoreResult<()> {
+        let work = async {
+            let mut tx = self.pool.begin().await?;
+            insert_subscriber(&new, new.evidence, "confirmed", Some(new.now))
+                .execute(&mut *tx)
+                .await?;
+            // A signup on the form is new consent: a suppression of the address is lifted.
+            sqlx::query("DELETE FROM suppressions WHERE address_hash = $1")
+                .bind(&new.address_hash[..])
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        };
+        self.bounded("adding a subscriber", work).await
+    }
+
+    pub(super) async fn queue_confirmation(
+        &self,
+        request: ConfirmationRequest<'_>,
+    ) -> StoreResult<ConfirmationQueued> {
+        let new = request.subscriber;
+        let work = async {
+            let mut tx = self.pool.begin().await?;
+            insert_subscriber(&new, new.evidence, "pending", None).execute(&mut *tx).await?;
+            let (id, status): (i64, String) = sqlx::query_as(
+                "SELECT id, status FROM subscribers WHERE email_key = $1 FOR UPDATE",
+            )
+            .bind(new.email.key())
+            .fetch_one(&mut *tx)
+            .await?;
+            if status == "confirmed" {
+                tx.commit().await?;
+                return Ok(ConfirmationQueued::AlreadyConfirmed);
+            }
+            let asked: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM confirmation_requests
+                 WHERE address_hash = $1 AND requested_at > $2",
+            )
+            .bind(&new.address_hash[..])
+            .bind(request.window_start)
+            .fetch_one(&mut *tx)
+            .await?;
+            if asked >= i64::from(request.limit) {
+                tx.commit().await?;
+                return Ok(ConfirmationQueued::LimitReached);
+            }
+            sqlx::query(
+                "INSERT INTO confirmation_requests (address_hash, requested_at) VALUES ($1, $2)",
+            )
+            .bind(&new.address_hash[..])
+            .bind(new.now)
+            .execute(&mut *tx)
+            .await?;
+            let confirmation_id: i64 = sqlx::query_scalar(
+                "INSERT INTO confirmations (subscriber_id, nonce, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4) RETURNING id",
+            )
+            .bind(id)
+            .bind(&request.nonce[..])
+            .bind(new.now)
+            .bind(request.expires_at)
+            .fetch_one(&mut *tx)
+            .await?;
+            queue_mail(&mut tx, "confirm", id, Some(confirmation_id), request.message_id, new.now)
+                .await?;
+            tx.commit().await?;
+            Ok(ConfirmationQueued::Queued)
+        };
+        self.bounded("queuing a confirmation", work).await
+    }
+
+    pub(super) async fn confirm_now(&self, write: ConfirmWrite<'_>) -> StoreResult<Confirmed> {
+        let work = async {
+            let mut tx = self.pool.begin().await?;
+            let found: Option<(i64, i64, String)> = sqlx::query_as(
+                "SELECT c.subscriber_id, c.expires_at, s.status
+                 FROM confirmations AS c JOIN subscribers AS s ON s.id = c.subscriber_id
+                 WHERE c.id = $1 FOR UPDATE OF s",
+            )
+            .bind(write.confirmation_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((subscriber_id, expires_at, status)) = found else {
+                return Ok(Confirmed::Unknown);
+            };
+            let mark_used = sqlx::query(
+                "UPDATE confirmations SET used_at = $1 WHERE id = $2 AND used_at IS NULL",
+            )
+            .bind(write.now)
+            .bind(write.confirmation_id);
+            if status == "confirmed" {
+                mark_used.execute(&mut *tx).await?;
+                tx.commit().await?;
+                return Ok(Confirmed::Already);
+            }
+            if expires_at <= write.now {
+                return Ok(Confirmed::Expired);
+            }
+            sqlx::query(
+                "UPDATE subscribers SET status = 'confirmed', confirmed_at = $1, confirm_ip = $2,
+                                        confirm_agent = $3
+                 WHERE id = $4",
+            )
+            .bind(write.now)
+            .bind(write.client.ip.as_str())
+            .bind(write.client.agent.as_deref())
+            .bind(subscriber_id)
+            .execute(&mut *tx)
+            .await?;
+            mark_used.execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM suppressions WHERE address_hash = $1")
+                .bind(&write.address_hash[..])
+                .execute(&mut *tx)
+                .await?;
+            if let Some(message_id) = write.welcome_message_id {
+                queue_mail(&mut tx, "welcome", subscriber_id, None, message_id, write.now).await?;
+            }
+            tx.commit().await?;
+            Ok(Confirmed::Now)
+        };
+        self.bounded("confirming a subscriber", work).await
+    }
+
+    /// Deletes the row, and records the leaving.
+    pub(super) async fn remove(
+        &self,
+        row: RowRef<'_>,
+        leaving: Option<Leaving>,
+    ) -> StoreResult<bool> {
+        let work = async move {
+            let mut tx = self.pool.begin().await?;
+            let delete = match row {
+                RowRef::Key(key) => {
+                    sqlx::query("DELETE FROM subscribers WHERE email_key = $1").bind(key)
+                }
+                RowRef::Id(id) => sqlx::query("DELETE FROM subscribers WHERE id = $1").bind(id),
+                RowRef::PendingKey(key) => sqlx::query(
+                    "DELETE FROM subscribers WHERE email_key = $1 AND status = 'pending'",
+                )
+                .bind(key),
+            };
+            let removed = delete.execute(&mut *tx).await?.rows_affected();
+            if let Some(leaving) = leaving {
+                sqlx::query(
+                    "INSERT INTO suppressions (address_hash, reason, created_at)
+                     VALUES ($1, $2, $3) ON CONFLICT (address_hash) DO NOTHING",
+                )
+                .bind(&leaving.address_hash[..])
+                .bind(leaving.reason.as_str())
+                .bind(leaving.now)
+                .execute(&mut *tx)
+                .await?;
+                if leaving.end_sessions {
+                    sqlx::query("DELETE FROM sessions WHERE owner = $1")
+                        .bind(&leaving.address_hash[..])
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(removed > 0)
+        };
+        self.bounded("removing a subscriber", work).await
+    }
+
+    pub(super) async fn record_outcomes(&self, outcomes: &[MailOutcome]) -> StoreResult<()> {
+        let mut ids = Vec::with_capacity(outcomes.len());
+        let mut statuses = Vec::with_capacity(outcomes.len());
+        let mut finished = Vec::with_capacity(outcomes.len());
+        let mut next = Vec::with_capacity(outcomes.len());
+        let mut errors = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            ids.push(outcome.id);
+            let (status, finished_at, next_at, error) = match &outcome.result {
+                MailResult::Sent { at } => ("sent", Some(*at), None, None),
+                MailResult::Retry { at, error } => ("queued", None, Some(*at), Some(error.clone())),
+                MailResult::Failed { at, error } => {
+                    ("failed", Some(*at), None, Some(error.clone()))
+                }
+            };
+            statuses.push(status.to_owned());
+            finished.push(finished_at);
+            next.push(next_at);
+            errors.push(error);
+        }
+        let update = sqlx::query(
+            "UPDATE outbox AS o
+             SET status = v.status, sent_at = v.finished_at,
+                 next_attempt_at = coalesce(v.next_at, o.next_attempt_at),
+                 last_error = v.error, attempts = o.attempts + 1, lease_until = 0
+             FROM unnest($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::BIGINT[], $5::TEXT[])
+                  AS v (id, status, finished_at, next_at, error)
+             WHERE o.id = v.id",
+        )
+        .bind(ids)
+        .bind(statuses)
+        .bind(finished)
+        .bind(next)
+        .bind(errors)
+        .execute(&self.pool);
+        self.bounded("recording sent mail", update).await?;
+        Ok(())
+    }
+
+    pub(super) async fn purge(
+        &self,
+        pending_before: i64,
+        requests_before: i64,
+    ) -> StoreResult<u64> {
+        let work = async {
+            let mut tx = self.pool.begin().await?;
+            let removed =
+                sqlx::query("DELETE FROM subscribers WHERE status = 'pending' AND created_at < $1")
+                    .bind(pending_before)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            sqlx::query("DELETE FROM confirmation_requests WHERE requested_at < $1")
+                .bind(requests_before)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(removed)
+        };
+        self.bounded("purging stale signups", work).await
+    }
+}

@@ -1,0 +1,324 @@
+//! The [`Store`] implementation for PostgreSQL.
+
+use async_trait::async_trait;
+
+use super::PostgresStore;
+use super::consent::RowRef;
+use crate::domain::{SearchTerm, SubscriberEmail, SubscriberStatus};
+use crate::store::records::counts_from;
+use crate::store::{
+    AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
+    Counts, Leaving, ListFilter, MailOutcome, MailRecord, NewSubscriber, QueuedMail, SessionKey,
+    Store, StoreResult, Subscriber, SubscriberRecord, Walk,
+};
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.bounded("pinging PostgreSQL", sqlx::query("SELECT 1").execute(&self.pool)).await?;
+        Ok(())
+    }
+
+    async fn add_subscriber(&self, new: NewSubscriber<'_>) -> StoreResult<()> {
+        self.insert_confirmed(new).await
+    }
+
+    async fn request_confirmation(
+        &self,
+        request: ConfirmationRequest<'_>,
+    ) -> StoreResult<ConfirmationQueued> {
+        self.queue_confirmation(request).await
+    }
+
+    async fn confirmation(&self, id: i64) -> StoreResult<Option<Confirmation>> {
+        let select = sqlx::query_as(
+            "SELECT c.id, c.subscriber_id, c.nonce, c.expires_at, c.used_at, s.email, s.status
+             FROM confirmations AS c JOIN subscribers AS s ON s.id = c.subscriber_id
+             WHERE c.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool);
+        self.bounded("reading a confirmation link", select).await
+    }
+
+    async fn confirm(&self, write: ConfirmWrite<'_>) -> StoreResult<Confirmed> {
+        self.confirm_now(write).await
+    }
+
+    async fn remove_subscriber(
+        &self,
+        email: &SubscriberEmail,
+        leaving: Option<Leaving>,
+    ) -> StoreResult<bool> {
+        self.remove(RowRef::Key(email.key()), leaving).await
+    }
+
+    async fn remove_subscriber_by_id(
+        &self,
+        id: i64,
+        leaving: Option<Leaving>,
+    ) -> StoreResult<bool> {
+        self.remove(RowRef::Id(id), leaving).await
+    }
+
+    async fn remove_pending(&self, email: &SubscriberEmail) -> StoreResult<bool> {
+        self.remove(RowRef::PendingKey(email.key()), None).await
+    }
+
+    async fn subscriber(&self, id: i64) -> StoreResult<Option<SubscriberRecord>> {
+        let select = sqlx::query_as(
+            "SELECT id, email, email_key, status, created_at, source, signup_ip, signup_agent,
+                    consent, confirmed_at, confirm_ip, confirm_agent
+             FROM subscribers WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool);
+        self.bounded("reading a subscriber", select).await
+    }
+
+    async fn mails_to(&self, subscriber_id: i64) -> StoreResult<Vec<MailRecord>> {
+        let select = sqlx::query_as(
+            "SELECT purpose, status, CAST(attempts AS BIGINT) AS attempts, last_error, created_at,
+                    sent_at
+             FROM outbox WHERE subscriber_id = $1 ORDER BY id DESC",
+        )
+        .bind(subscriber_id)
+        .fetch_all(&self.pool);
+        self.bounded("reading a subscriber's mails", select).await
+    }
+
+    async fn list_subscribers(
+        &self,
+        filter: ListFilter<'_>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<Subscriber>> {
+        // With a search, the planner picks between the trigram indexes (rare terms) and walking
+        // the primary key newest first until the page is full (common terms).
+        let select = sqlx::query_as::<_, Subscriber>(
+            "SELECT id, email, created_at, status FROM subscribers
+             WHERE id < $1
+               AND ($2::TEXT IS NULL OR email_key LIKE $2 ESCAPE '\\'
+                                     OR lower(email) LIKE $2 ESCAPE '\\')
+               AND ($4::TEXT IS NULL OR status = $4)
+             ORDER BY id DESC LIMIT $3",
+        )
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(filter.search.map(SearchTerm::like_pattern))
+        .bind(i64::from(limit))
+        .bind(filter.status.map(SubscriberStatus::as_str))
+        .fetch_all(&self.pool);
+        self.bounded("listing subscribers", select).await
+    }
+
+    async fn walk_matching(
+        &self,
+        term: &SearchTerm,
+        status: Option<SubscriberStatus>,
+        before: Option<i64>,
+        window: u32,
+        limit: u32,
+    ) -> StoreResult<Walk> {
+        let before = before.unwrap_or(i64::MAX);
+        let boundary = sqlx::query_scalar::<_, i64>(
+            "SELECT id FROM subscribers WHERE id < $1 ORDER BY id DESC LIMIT 1 OFFSET $2",
+        )
+        .bind(before)
+        .bind(i64::from(window))
+        .fetch_optional(&self.pool);
+        let stopped_at = self.bounded("finding where a search walk ends", boundary).await?;
+        // The key holds the local part lower-cased and the domain as ASCII, the address the
+        // domain in Unicode (already lower-case): between them every case-insensitive match.
+        let select = sqlx::query_as::<_, Subscriber>(
+            "SELECT id, email, created_at, status FROM subscribers
+             WHERE id < $1 AND id > $2 AND ($5::TEXT IS NULL OR status = $5)
+               AND (strpos(email_key, $3) > 0 OR strpos(email, $3) > 0)
+             ORDER BY id DESC LIMIT $4",
+        )
+        .bind(before)
+        .bind(stopped_at.unwrap_or(i64::MIN))
+        .bind(term.as_str())
+        .bind(i64::from(limit))
+        .bind(status.map(SubscriberStatus::as_str))
+        .fetch_all(&self.pool);
+        let rows = self.bounded("walking the list for a search", select).await?;
+        Ok(Walk { rows, stopped_at })
+    }
+
+    async fn counts(&self) -> StoreResult<Counts> {
+        let select = sqlx::query_as::<_, (String, i64)>(
+            "SELECT status, CAST(sum(n) AS BIGINT) FROM subscriber_counts GROUP BY status",
+        )
+        .fetch_all(&self.pool);
+        let rows = self.bounded("reading the subscriber counts", select).await?;
+        Ok(counts_from(rows))
+    }
+
+    async fn count_matching(&self, filter: ListFilter<'_>, cap: u64) -> StoreResult<u64> {
+        let Some(term) = filter.search else {
+            let counts = self.counts().await?;
+            return Ok(match filter.status {
+                Some(SubscriberStatus::Pending) => counts.pending,
+                Some(SubscriberStatus::Confirmed) => counts.confirmed,
+                None => counts.on_list(),
+            });
+        };
+        let count = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM (SELECT 1 FROM subscribers
+                                   WHERE (email_key LIKE $1 ESCAPE '\\'
+                                          OR lower(email) LIKE $1 ESCAPE '\\')
+                                     AND ($3::TEXT IS NULL OR status = $3)
+                                   LIMIT $2) AS capped",
+        )
+        .bind(term.like_pattern())
+        .bind(i64::try_from(cap).unwrap_or(i64::MAX))
+        .bind(filter.status.map(SubscriberStatus::as_str))
+        .fetch_one(&self.pool);
+        let count = self.bounded("counting matching subscribers", count).await?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
+    async fn claim_mail(
+        &self,
+        now: i64,
+        lease_until: i64,
+        owner: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedMail>> {
+        // SKIP LOCKED: instances claiming at the same moment take different rows, never the same.
+        let claim = sqlx::query_as(
+            "WITH leased AS (
+                 UPDATE outbox SET lease_until = $2, lease_owner = $3
+                 WHERE id IN (SELECT id FROM outbox
+                              WHERE status = 'queued' AND next_attempt_at <= $1
+                                AND lease_until <= $1
+                              ORDER BY priority, next_attempt_at, id
+                              LIMIT $4 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, purpose, message_id, attempts, created_at, subscriber_id,
+                           confirmation_id, priority, next_attempt_at)
+             SELECT l.id, l.purpose, l.message_id, CAST(l.attempts AS BIGINT) AS attempts,
+                    l.created_at, l.subscriber_id, s.email, s.email_key, l.confirmation_id,
+                    c.nonce
+             FROM leased AS l
+             JOIN subscribers AS s ON s.id = l.subscriber_id
+             LEFT JOIN confirmations AS c ON c.id = l.confirmation_id
+             ORDER BY l.priority, l.next_attempt_at, l.id",
+        )
+        .bind(now)
+        .bind(lease_until)
+        .bind(owner)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool);
+        self.bounded("leasing mail", claim).await
+    }
+
+    async fn record_mail(&self, outcomes: &[MailOutcome]) -> StoreResult<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        self.record_outcomes(outcomes).await
+    }
+
+    async fn purge_stale(&self, pending_before: i64, requests_before: i64) -> StoreResult<u64> {
+        self.purge(pending_before, requests_before).await
+    }
+
+    async fn admin_password_hash(&self) -> StoreResult<Option<String>> {
+        let select = sqlx::query_scalar("SELECT password_hash FROM admin_credential WHERE id = 1")
+            .fetch_optional(&self.pool);
+        self.bounded("reading the admin credential", select).await
+    }
+
+    async fn swap_admin_password_hash(
+        &self,
+        expected: Option<&str>,
+        phc: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let swap = match expected {
+            None => sqlx::query(
+                "INSERT INTO admin_credential (id, password_hash, updated_at) VALUES (1, $1, $2)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(phc)
+            .bind(now),
+            Some(expected) => sqlx::query(
+                "UPDATE admin_credential SET password_hash = $1, updated_at = $2
+                 WHERE id = 1 AND password_hash = $3",
+            )
+            .bind(phc)
+            .bind(now)
+            .bind(expected),
+        }
+        .execute(&self.pool);
+        let result = self.bounded("storing the admin credential", swap).await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<String>> {
+        let select =
+            sqlx::query_scalar("SELECT data FROM sessions WHERE key = $1 AND expires_at > $2")
+                .bind(&key[..])
+                .bind(now)
+                .fetch_optional(&self.pool);
+        self.bounded("loading a session", select).await
+    }
+
+    async fn create_session(
+        &self,
+        key: &SessionKey,
+        data: &str,
+        owner: Option<AddressHash>,
+        expires_at: i64,
+    ) -> StoreResult<bool> {
+        let insert = sqlx::query(
+            "INSERT INTO sessions (key, data, owner, expires_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&key[..])
+        .bind(data)
+        .bind(owner.as_ref().map(|o| &o[..]))
+        .bind(expires_at)
+        .execute(&self.pool);
+        let result = self.bounded("creating a session", insert).await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn save_session(
+        &self,
+        key: &SessionKey,
+        data: &str,
+        owner: Option<AddressHash>,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        let update = sqlx::query(
+            "UPDATE sessions SET data = $1, owner = $2, expires_at = $3 WHERE key = $4",
+        )
+        .bind(data)
+        .bind(owner.as_ref().map(|o| &o[..]))
+        .bind(expires_at)
+        .bind(&key[..])
+        .execute(&self.pool);
+        self.bounded("saving a session", update).await?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, key: &SessionKey) -> StoreResult<()> {
+        let delete =
+            sqlx::query("DELETE FROM sessions WHERE key = $1").bind(&key[..]).execute(&self.pool);
+        self.bounded("deleting a session", delete).await?;
+        Ok(())
+    }
+
+    async fn delete_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+        let delete = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&self.pool);
+        let result = self.bounded("deleting expired sessions", delete).await?;
+        Ok(result.rows_affected())
+    }
+}

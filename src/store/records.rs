@@ -1,0 +1,192 @@
+//! What goes in and out of storage for consent and mail: the rows, the writes that must happen
+//! together, and their outcomes.
+
+use crate::domain::{ClientEvidence, Evidence, SubscriberEmail, SubscriberStatus};
+
+/// A keyed hash standing for an address where the address itself must not be kept.
+pub type AddressHash = [u8; 32];
+
+/// A subscriber to add, with how they consented.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSubscriber<'a> {
+    pub email: &'a SubscriberEmail,
+    pub evidence: &'a Evidence,
+    pub address_hash: AddressHash,
+    pub now: i64,
+}
+
+/// A signup that waits for confirmation: the row as pending (unless there already is one), a
+/// new confirmation link and its mail, all in one commit, within the per-address limit.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfirmationRequest<'a> {
+    pub subscriber: NewSubscriber<'a>,
+    pub nonce: [u8; 16],
+    pub expires_at: i64,
+    pub message_id: &'a str,
+    /// At most this many confirmation mails per address since `window_start`.
+    pub limit: u32,
+    pub window_start: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfirmationQueued {
+    Queued,
+    AlreadyConfirmed,
+    LimitReached,
+}
+
+/// A confirmation link's row, with the subscriber it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Confirmation {
+    pub id: i64,
+    pub subscriber_id: i64,
+    pub nonce: Vec<u8>,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+    pub email: String,
+    #[sqlx(try_from = "String")]
+    pub status: SubscriberStatus,
+}
+
+/// Confirming: the subscriber becomes confirmed (once), the link is used up, and the welcome
+/// mail (if any) is queued, together.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfirmWrite<'a> {
+    pub confirmation_id: i64,
+    pub client: &'a ClientEvidence,
+    pub address_hash: AddressHash,
+    pub welcome_message_id: Option<&'a str>,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmed {
+    Now,
+    Already,
+    Expired,
+    Unknown,
+}
+
+/// Why an address leaves for good: its row goes, its sessions end, and only a keyed hash stays
+/// behind so nobody but the person can put it back.
+#[derive(Debug, Clone, Copy)]
+pub struct Leaving {
+    pub address_hash: AddressHash,
+    pub reason: LeaveReason,
+    /// End every session that remembers the address (not wanted when one of them is the
+    /// session asking, which then forgets the address itself).
+    pub end_sessions: bool,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveReason {
+    Unsubscribed,
+    Erased,
+}
+
+impl LeaveReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unsubscribed => "unsubscribed",
+            Self::Erased => "erased",
+        }
+    }
+}
+
+/// Everything kept about one subscriber.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SubscriberRecord {
+    pub id: i64,
+    pub email: String,
+    pub email_key: String,
+    #[sqlx(try_from = "String")]
+    pub status: SubscriberStatus,
+    pub created_at: i64,
+    pub source: String,
+    pub signup_ip: Option<String>,
+    pub signup_agent: Option<String>,
+    pub consent: Option<String>,
+    pub confirmed_at: Option<i64>,
+    pub confirm_ip: Option<String>,
+    pub confirm_agent: Option<String>,
+}
+
+/// A mail to one subscriber, as the admin and the person see it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MailRecord {
+    pub purpose: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub sent_at: Option<i64>,
+}
+
+/// A mail the outbox worker has leased and must send.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct QueuedMail {
+    pub id: i64,
+    pub purpose: String,
+    pub message_id: String,
+    pub attempts: i64,
+    pub created_at: i64,
+    pub subscriber_id: i64,
+    pub email: String,
+    pub email_key: String,
+    pub confirmation_id: Option<i64>,
+    pub nonce: Option<Vec<u8>>,
+}
+
+/// What happened to one leased mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailOutcome {
+    pub id: i64,
+    pub result: MailResult,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailResult {
+    Sent {
+        at: i64,
+    },
+    /// Try again no earlier than `at`.
+    Retry {
+        at: i64,
+        error: String,
+    },
+    Failed {
+        at: i64,
+        error: String,
+    },
+}
+
+/// Counts from maintained counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub pending: u64,
+    pub confirmed: u64,
+    /// Addresses that unsubscribed or erased themselves and have not come back.
+    pub left: u64,
+}
+
+impl Counts {
+    pub fn on_list(&self) -> u64 {
+        self.pending + self.confirmed
+    }
+}
+
+/// Counts from `(status, n)` rows; a missing status counts zero.
+pub(crate) fn counts_from(rows: Vec<(String, i64)>) -> Counts {
+    let mut counts = Counts::default();
+    for (status, n) in rows {
+        let n = u64::try_from(n).unwrap_or_default();
+        match status.as_str() {
+            "pending" => counts.pending = n,
+            "confirmed" => counts.confirmed = n,
+            "left" => counts.left = n,
+            _ => {}
+        }
+    }
+    counts
+}

@@ -1,0 +1,506 @@
+//! The writes SQLite's writer task runs. Most are one statement; the consent and outbox writes
+//! are several, which run inside a savepoint so that each write is all or nothing even though it
+//! shares its transaction with the rest of its group commit.
+
+use anyhow::Context;
+use sqlx::sqlite::SqliteArguments;
+use sqlx::{Executor, Sqlite, SqliteConnection};
+
+use super::session_cache::SessionCache;
+use crate::store::{AddressHash, Leaving, MailOutcome, MailResult, SessionKey};
+
+/// Answers of compound writes, carried in the writer's row count.
+pub(super) mod answer {
+    pub const UNKNOWN: u64 = 0;
+    pub const DONE: u64 = 1;
+    pub const ALREADY: u64 = 2;
+    pub const REFUSED: u64 = 3;
+}
+
+/// How a row was named.
+pub(super) enum Target {
+    Key(String),
+    Id(i64),
+    /// By key, and only while unconfirmed.
+    PendingKey(String),
+}
+
+/// Evidence columns, as stored.
+pub(super) struct EvidenceRow {
+    pub source: &'static str,
+    pub ip: String,
+    pub agent: Option<String>,
+    pub consent: String,
+}
+
+/// One write. No `Debug`: it holds addresses and session contents.
+pub(super) enum WriteOp {
+    AddSubscriber {
+        email: String,
+        key: String,
+        now: i64,
+        evidence: EvidenceRow,
+        address_hash: AddressHash,
+    },
+    RequestConfirmation {
+        email: String,
+        key: String,
+        now: i64,
+        evidence: EvidenceRow,
+        address_hash: AddressHash,
+        nonce: [u8; 16],
+        expires_at: i64,
+        message_id: String,
+        limit: u32,
+        window_start: i64,
+    },
+    Confirm {
+        confirmation_id: i64,
+        now: i64,
+        ip: String,
+        agent: Option<String>,
+        address_hash: AddressHash,
+        welcome_message_id: Option<String>,
+    },
+    RemoveSubscriber {
+        target: Target,
+        leaving: Option<Leaving>,
+    },
+    SwapAdminHash {
+        expected: Option<String>,
+        phc: String,
+        now: i64,
+    },
+    CreateSession {
+        key: SessionKey,
+        data: String,
+        owner: Option<AddressHash>,
+        expires_at: i64,
+    },
+    SaveSession {
+        key: SessionKey,
+        data: String,
+        owner: Option<AddressHash>,
+        expires_at: i64,
+    },
+    DeleteSession {
+        key: SessionKey,
+    },
+    DeleteExpiredSessions {
+        now: i64,
+    },
+    LeaseMail {
+        now: i64,
+        until: i64,
+        owner: i64,
+        limit: u32,
+    },
+    RecordMail {
+        outcomes: Vec<MailOutcome>,
+    },
+    PurgeStale {
+        pending_before: i64,
+        requests_before: i64,
+    },
+    /// Writes nothing; answered once everything queued before it is committed.
+    Flush,
+}
+
+type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments>;
+
+const INSERT_SUBSCRIBER: &str = "INSERT INTO subscribers
+    (email, email_key, created_at, status, source, signup_ip, signup_agent, consent, confirmed_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (email_key) DO NOTHING";
+
+impl WriteOp {
+    /// The address or session this write is about, for deciding what a batch may reorder.
+    pub(super) fn address_key(&self) -> Option<&str> {
+        match self {
+            Self::AddSubscriber { key, .. } | Self::RequestConfirmation { key, .. } => Some(key),
+            Self::RemoveSubscriber {
+                target: Target::Key(key) | Target::PendingKey(key),
+                leaving: None,
+            } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Keeps the session cache equal to what was just committed.
+    pub(super) fn committed(&self, rows: u64, cache: &SessionCache) {
+        match self {
+            Self::CreateSession { key, data, expires_at, .. } if rows == 1 => {
+                cache.stored(key, data, *expires_at)
+            }
+            Self::SaveSession { key, data, expires_at, .. } if rows == 1 => {
+                cache.stored(key, data, *expires_at)
+            }
+            // Saving a session that is gone (ended elsewhere) leaves it gone.
+            Self::SaveSession { key, .. } | Self::DeleteSession { key } => cache.deleted(key),
+            Self::DeleteExpiredSessions { now } => cache.expired(*now),
+            // Sessions were deleted by owner: which ones, only the database knows.
+            Self::RemoveSubscriber { leaving: Some(leaving), .. } if leaving.end_sessions => {
+                cache.forget_all()
+            }
+            _ => {}
+        }
+    }
+
+    /// The transaction failed: whatever the cache knew about this session may be wrong.
+    pub(super) fn failed(&self, cache: &SessionCache) {
+        match self {
+            Self::CreateSession { key, .. }
+            | Self::SaveSession { key, .. }
+            | Self::DeleteSession { key } => cache.forget(key),
+            _ => {}
+        }
+    }
+
+    /// Runs the write; returns rows affected, or one of [`answer`] for compound writes.
+    pub(super) async fn run(&self, connection: &mut SqliteConnection) -> anyhow::Result<u64> {
+        if let Some(query) = self.single_statement() {
+            return Ok(connection.execute(query).await?.rows_affected());
+        }
+        connection.execute("SAVEPOINT write_op").await?;
+        match self.compound(connection).await {
+            Ok(answer) => {
+                connection.execute("RELEASE write_op").await?;
+                Ok(answer)
+            }
+            Err(e) => {
+                // Undo this write's statements and leave the batch's others alone.
+                connection.execute("ROLLBACK TO write_op").await?;
+                connection.execute("RELEASE write_op").await?;
+                Err(e)
+            }
+        }
+    }
+
+    fn single_statement(&self) -> Option<Query<'_>> {
+        Some(match self {
+            Self::RemoveSubscriber { target: Target::Key(key), leaving: None } => {
+                sqlx::query("DELETE FROM subscribers WHERE email_key = ?").bind(key.as_str())
+            }
+            Self::RemoveSubscriber { target: Target::Id(id), leaving: None } => {
+                sqlx::query("DELETE FROM subscribers WHERE id = ?").bind(*id)
+            }
+            Self::RemoveSubscriber { target: Target::PendingKey(key), leaving: None } => {
+                sqlx::query("DELETE FROM subscribers WHERE email_key = ? AND status = 'pending'")
+                    .bind(key.as_str())
+            }
+            Self::SwapAdminHash { expected: None, phc, now } => sqlx::query(
+                "INSERT INTO admin_credential (id, password_hash, updated_at) VALUES (1, ?, ?)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(phc.as_str())
+            .bind(*now),
+            Self::SwapAdminHash { expected: Some(expected), phc, now } => sqlx::query(
+                "UPDATE admin_credential SET password_hash = ?, updated_at = ?
+                 WHERE id = 1 AND password_hash = ?",
+            )
+            .bind(phc.as_str())
+            .bind(*now)
+            .bind(expected.as_str()),
+            Self::CreateSession { key, data, owner, expires_at } => sqlx::query(
+                "INSERT INTO sessions (key, data, owner, expires_at) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(&key[..])
+            .bind(data.as_str())
+            .bind(owner.as_ref().map(|o| &o[..]))
+            .bind(*expires_at),
+            Self::SaveSession { key, data, owner, expires_at } => sqlx::query(
+                "UPDATE sessions SET data = ?, owner = ?, expires_at = ? WHERE key = ?",
+            )
+            .bind(data.as_str())
+            .bind(owner.as_ref().map(|o| &o[..]))
+            .bind(*expires_at)
+            .bind(&key[..]),
+            Self::DeleteSession { key } => {
+                sqlx::query("DELETE FROM sessions WHERE key = ?").bind(&key[..])
+            }
+            Self::DeleteExpiredSessions { now } => {
+                sqlx::query("DELETE FROM sessions WHERE expires_at <= ?").bind(*now)
+            }
+            Self::LeaseMail { now, until, owner, limit } => sqlx::query(
+                "UPDATE outbox SET lease_until = ?, lease_owner = ?
+                 WHERE id IN (SELECT id FROM outbox
+                              WHERE status = 'queued' AND next_attempt_at <= ?3 AND lease_until <= ?3
+                              ORDER BY priority, next_attempt_at, id LIMIT ?)",
+            )
+            .bind(*until)
+            .bind(*owner)
+            .bind(*now)
+            .bind(*limit),
+            Self::Flush => sqlx::query("SELECT 1"),
+            Self::AddSubscriber { .. }
+            | Self::RequestConfirmation { .. }
+            | Self::Confirm { .. }
+            | Self::RemoveSubscriber { leaving: Some(_), .. }
+            | Self::RecordMail { .. }
+            | Self::PurgeStale { .. } => return None,
+        })
+    }
+
+    async fn compound(&self, c: &mut SqliteConnection) -> anyhow::Result<u64> {
+        match self {
+            Self::AddSubscriber { email, key, now, evidence, address_hash } => {
+                let added = sqlx::query(INSERT_SUBSCRIBER)
+                    .bind(email.as_str())
+                    .bind(key.as_str())
+                    .bind(*now)
+                    .bind("confirmed")
+                    .bind(evidence.source)
+                    .bind(evidence.ip.as_str())
+                    .bind(evidence.agent.as_deref())
+                    .bind(evidence.consent.as_str())
+                    .bind(*now)
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected();
+                // A signup on the form is new consent: a suppression of the address is lifted.
+                sqlx::query("DELETE FROM suppressions WHERE address_hash = ?")
+                    .bind(&address_hash[..])
+                    .execute(&mut *c)
+                    .await?;
+                Ok(added)
+            }
+            Self::RequestConfirmation {
+                email,
+                key,
+                now,
+                evidence,
+                address_hash,
+                nonce,
+                expires_at,
+                message_id,
+                limit,
+                window_start,
+            } => {
+                sqlx::query(INSERT_SUBSCRIBER)
+                    .bind(email.as_str())
+                    .bind(key.as_str())
+                    .bind(*now)
+                    .bind("pending")
+                    .bind(evidence.source)
+                    .bind(evidence.ip.as_str())
+                    .bind(evidence.agent.as_deref())
+                    .bind(evidence.consent.as_str())
+                    .bind(None::<i64>)
+                    .execute(&mut *c)
+                    .await?;
+                let (id, status): (i64, String) =
+                    sqlx::query_as("SELECT id, status FROM subscribers WHERE email_key = ?")
+                        .bind(key.as_str())
+                        .fetch_one(&mut *c)
+                        .await?;
+                if status == "confirmed" {
+                    return Ok(answer::ALREADY);
+                }
+                let asked: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM confirmation_requests
+                     WHERE address_hash = ? AND requested_at > ?",
+                )
+                .bind(&address_hash[..])
+                .bind(*window_start)
+                .fetch_one(&mut *c)
+                .await?;
+                if asked >= i64::from(*limit) {
+                    return Ok(answer::REFUSED);
+                }
+                sqlx::query(
+                    "INSERT INTO confirmation_requests (address_hash, requested_at) VALUES (?, ?)",
+                )
+                .bind(&address_hash[..])
+                .bind(*now)
+                .execute(&mut *c)
+                .await?;
+                let confirmation_id: i64 = sqlx::query_scalar(
+                    "INSERT INTO confirmations (subscriber_id, nonce, created_at, expires_at)
+                     VALUES (?, ?, ?, ?) RETURNING id",
+                )
+                .bind(id)
+                .bind(&nonce[..])
+                .bind(*now)
+                .bind(*expires_at)
+                .fetch_one(&mut *c)
+                .await?;
+                queue_mail(c, "confirm", id, Some(confirmation_id), message_id, *now).await?;
+                Ok(answer::DONE)
+            }
+            Self::Confirm { confirmation_id, now, ip, agent, address_hash, welcome_message_id } => {
+                let found: Option<(i64, i64, String)> = sqlx::query_as(
+                    "SELECT c.subscriber_id, c.expires_at, s.status
+                     FROM confirmations AS c JOIN subscribers AS s ON s.id = c.subscriber_id
+                     WHERE c.id = ?",
+                )
+                .bind(*confirmation_id)
+                .fetch_optional(&mut *c)
+                .await?;
+                let Some((subscriber_id, expires_at, status)) = found else {
+                    return Ok(answer::UNKNOWN);
+                };
+                if status == "confirmed" {
+                    mark_used(c, *confirmation_id, *now).await?;
+                    return Ok(answer::ALREADY);
+                }
+                if expires_at <= *now {
+                    return Ok(answer::REFUSED);
+                }
+                sqlx::query(
+                    "UPDATE subscribers SET status = 'confirmed', confirmed_at = ?, confirm_ip = ?,
+                                            confirm_agent = ?
+                     WHERE id = ?",
+                )
+                .bind(*now)
+                .bind(ip.as_str())
+                .bind(agent.as_deref())
+                .bind(subscriber_id)
+                .execute(&mut *c)
+                .await?;
+                mark_used(c, *confirmation_id, *now).await?;
+                sqlx::query("DELETE FROM suppressions WHERE address_hash = ?")
+                    .bind(&address_hash[..])
+                    .execute(&mut *c)
+                    .await?;
+                if let Some(message_id) = welcome_message_id {
+                    queue_mail(c, "welcome", subscriber_id, None, message_id, *now).await?;
+                }
+                Ok(answer::DONE)
+            }
+            Self::RemoveSubscriber { target, leaving: Some(leaving) } => {
+                let removed = match target {
+                    Target::Key(key) => sqlx::query("DELETE FROM subscribers WHERE email_key = ?")
+                        .bind(key.as_str())
+                        .execute(&mut *c),
+                    Target::Id(id) => sqlx::query("DELETE FROM subscribers WHERE id = ?")
+                        .bind(*id)
+                        .execute(&mut *c),
+                    Target::PendingKey(key) => sqlx::query(
+                        "DELETE FROM subscribers WHERE email_key = ? AND status = 'pending'",
+                    )
+                    .bind(key.as_str())
+                    .execute(&mut *c),
+                }
+                .await?
+                .rows_affected();
+                sqlx::query(
+                    "INSERT INTO suppressions (address_hash, reason, created_at) VALUES (?, ?, ?)
+                     ON CONFLICT (address_hash) DO NOTHING",
+                )
+                .bind(&leaving.address_hash[..])
+                .bind(leaving.reason.as_str())
+                .bind(leaving.now)
+                .execute(&mut *c)
+                .await?;
+                if leaving.end_sessions {
+                    sqlx::query("DELETE FROM sessions WHERE owner = ?")
+                        .bind(&leaving.address_hash[..])
+                        .execute(&mut *c)
+                        .await?;
+                }
+                Ok(removed)
+            }
+            Self::RecordMail { outcomes } => {
+                for outcome in outcomes {
+                    record_one(c, outcome).await?;
+                }
+                Ok(outcomes.len() as u64)
+            }
+            Self::PurgeStale { pending_before, requests_before } => {
+                let removed = sqlx::query(
+                    "DELETE FROM subscribers WHERE status = 'pending' AND created_at < ?",
+                )
+                .bind(*pending_before)
+                .execute(&mut *c)
+                .await?
+                .rows_affected();
+                sqlx::query("DELETE FROM confirmation_requests WHERE requested_at < ?")
+                    .bind(*requests_before)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(removed)
+            }
+            _ => unreachable!("single-statement writes run in `run`"),
+        }
+    }
+
+    /// The operation's name without its data (which may hold addresses or session contents).
+    pub(super) fn describe(&self) -> &'static str {
+        match self {
+            Self::AddSubscriber { .. } => "adding a subscriber",
+            Self::RequestConfirmation { .. } => "queuing a confirmation",
+            Self::Confirm { .. } => "confirming a subscriber",
+            Self::RemoveSubscriber { .. } => "removing a subscriber",
+            Self::SwapAdminHash { .. } => "storing the admin credential",
+            Self::CreateSession { .. } => "creating a session",
+            Self::SaveSession { .. } => "saving a session",
+            Self::DeleteSession { .. } => "deleting a session",
+            Self::DeleteExpiredSessions { .. } => "deleting expired sessions",
+            Self::LeaseMail { .. } => "leasing mail",
+            Self::RecordMail { .. } => "recording sent mail",
+            Self::PurgeStale { .. } => "purging stale signups",
+            Self::Flush => "flushing the writer",
+        }
+    }
+}
+
+async fn queue_mail(
+    c: &mut SqliteConnection,
+    purpose: &str,
+    subscriber_id: i64,
+    confirmation_id: Option<i64>,
+    message_id: &str,
+    now: i64,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO outbox (purpose, priority, subscriber_id, confirmation_id, message_id,
+                             next_attempt_at, created_at)
+         VALUES (?, 0, ?, ?, ?, ?, ?)",
+    )
+    .bind(purpose)
+    .bind(subscriber_id)
+    .bind(confirmation_id)
+    .bind(message_id)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *c)
+    .await
+    .context("queuing a mail")?;
+    Ok(())
+}
+
+async fn mark_used(c: &mut SqliteConnection, confirmation_id: i64, now: i64) -> anyhow::Result<()> {
+    sqlx::query("UPDATE confirmations SET used_at = ? WHERE id = ? AND used_at IS NULL")
+        .bind(now)
+        .bind(confirmation_id)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+async fn record_one(c: &mut SqliteConnection, outcome: &MailOutcome) -> anyhow::Result<()> {
+    let query = match &outcome.result {
+        MailResult::Sent { at } => sqlx::query(
+            "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1,
+                               lease_until = 0, last_error = NULL
+             WHERE id = ?",
+        )
+        .bind(*at),
+        MailResult::Retry { at, error } => sqlx::query(
+            "UPDATE outbox SET next_attempt_at = ?, last_error = ?, attempts = attempts + 1,
+                               lease_until = 0
+             WHERE id = ?",
+        )
+        .bind(*at)
+        .bind(error.as_str()),
+        MailResult::Failed { at, error } => sqlx::query(
+            "UPDATE outbox SET status = 'failed', sent_at = ?, last_error = ?,
+                               attempts = attempts + 1, lease_until = 0
+             WHERE id = ?",
+        )
+        .bind(*at)
+        .bind(error.as_str()),
+    };
+    query.bind(outcome.id).execute(&mut *c).await?;
+    Ok(())
+}

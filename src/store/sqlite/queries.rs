@@ -1,0 +1,424 @@
+//! The [`Store`] implementation for SQLite: reads straight from the reader pool, writes through
+//! the writer task.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use async_trait::async_trait;
+
+use super::SqliteStore;
+use super::ops::{EvidenceRow, Target, WriteOp, answer};
+use super::session_cache::Lookup;
+use crate::domain::{Evidence, SearchTerm, SubscriberEmail, SubscriberStatus};
+use crate::store::records::counts_from;
+use crate::store::{
+    AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
+    Counts, Leaving, ListFilter, MailOutcome, MailRecord, NewSubscriber, QueuedMail, SessionKey,
+    Store, StoreResult, Subscriber, SubscriberRecord, Walk,
+};
+
+/// The FTS5 query for a search term: a phrase (the term in double quotes, inner quotes doubled),
+/// which the trigram tokenizer matches as a substring, case-insensitively.
+fn trigram_phrase(term: &SearchTerm) -> String {
+    format!("\"{}\"", term.as_str().replace('"', "\"\""))
+}
+
+fn evidence_row(evidence: &Evidence) -> EvidenceRow {
+    EvidenceRow {
+        source: evidence.door.as_str(),
+        ip: evidence.client.ip.clone(),
+        agent: evidence.client.agent.clone(),
+        consent: evidence.consent.clone(),
+    }
+}
+
+const SUBSCRIBER_COLUMNS: &str = "id, email, created_at, status";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.readers).await.context("pinging SQLite")?;
+        Ok(())
+    }
+
+    async fn add_subscriber(&self, new: NewSubscriber<'_>) -> StoreResult<()> {
+        let op = WriteOp::AddSubscriber {
+            email: new.email.as_str().to_owned(),
+            key: new.email.key().to_owned(),
+            now: new.now,
+            evidence: evidence_row(new.evidence),
+            address_hash: new.address_hash,
+        };
+        self.writer.write(op).await?;
+        Ok(())
+    }
+
+    async fn request_confirmation(
+        &self,
+        request: ConfirmationRequest<'_>,
+    ) -> StoreResult<ConfirmationQueued> {
+        let new = request.subscriber;
+        let op = WriteOp::RequestConfirmation {
+            email: new.email.as_str().to_owned(),
+            key: new.email.key().to_owned(),
+            now: new.now,
+            evidence: evidence_row(new.evidence),
+            address_hash: new.address_hash,
+            nonce: request.nonce,
+            expires_at: request.expires_at,
+            message_id: request.message_id.to_owned(),
+            limit: request.limit,
+            window_start: request.window_start,
+        };
+        Ok(match self.writer.write(op).await? {
+            answer::ALREADY => ConfirmationQueued::AlreadyConfirmed,
+            answer::REFUSED => ConfirmationQueued::LimitReached,
+            _ => ConfirmationQueued::Queued,
+        })
+    }
+
+    async fn confirmation(&self, id: i64) -> StoreResult<Option<Confirmation>> {
+        let found = sqlx::query_as(
+            "SELECT c.id, c.subscriber_id, c.nonce, c.expires_at, c.used_at, s.email, s.status
+             FROM confirmations AS c JOIN subscribers AS s ON s.id = c.subscriber_id
+             WHERE c.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.readers)
+        .await
+        .context("reading a confirmation link")?;
+        Ok(found)
+    }
+
+    async fn confirm(&self, write: ConfirmWrite<'_>) -> StoreResult<Confirmed> {
+        let op = WriteOp::Confirm {
+            confirmation_id: write.confirmation_id,
+            now: write.now,
+            ip: write.client.ip.clone(),
+            agent: write.client.agent.clone(),
+            address_hash: write.address_hash,
+            welcome_message_id: write.welcome_message_id.map(str::to_owned),
+        };
+        Ok(match self.writer.write(op).await? {
+            answer::DONE => Confirmed::Now,
+            answer::ALREADY => Confirmed::Already,
+            answer::REFUSED => Confirmed::Expired,
+            _ => Confirmed::Unknown,
+        })
+    }
+
+    async fn remove_subscriber(
+        &self,
+        email: &SubscriberEmail,
+        leaving: Option<Leaving>,
+    ) -> StoreResult<bool> {
+        let op = WriteOp::RemoveSubscriber { target: Target::Key(email.key().to_owned()), leaving };
+        Ok(self.writer.write(op).await? > 0)
+    }
+
+    async fn remove_subscriber_by_id(
+        &self,
+        id: i64,
+        leaving: Option<Leaving>,
+    ) -> StoreResult<bool> {
+        let op = WriteOp::RemoveSubscriber { target: Target::Id(id), leaving };
+        Ok(self.writer.write(op).await? > 0)
+    }
+
+    async fn remove_pending(&self, email: &SubscriberEmail) -> StoreResult<bool> {
+        let op = WriteOp::RemoveSubscriber {
+            target: Target::PendingKey(email.key().to_owned()),
+            leaving: None,
+        };
+        Ok(self.writer.write(op).await? > 0)
+    }
+
+    async fn subscriber(&self, id: i64) -> StoreResult<Option<SubscriberRecord>> {
+        let found = sqlx::query_as(
+            "SELECT id, email, email_key, status, created_at, source, signup_ip, signup_agent,
+                    consent, confirmed_at, confirm_ip, confirm_agent
+             FROM subscribers WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.readers)
+        .await
+        .context("reading a subscriber")?;
+        Ok(found)
+    }
+
+    async fn mails_to(&self, subscriber_id: i64) -> StoreResult<Vec<MailRecord>> {
+        let mails = sqlx::query_as(
+            "SELECT purpose, status, attempts, last_error, created_at, sent_at
+             FROM outbox WHERE subscriber_id = ? ORDER BY id DESC",
+        )
+        .bind(subscriber_id)
+        .fetch_all(&self.readers)
+        .await
+        .context("reading a subscriber's mails")?;
+        Ok(mails)
+    }
+
+    async fn list_subscribers(
+        &self,
+        filter: ListFilter<'_>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<Subscriber>> {
+        let before = before.unwrap_or(i64::MAX);
+        let status = filter.status.map(SubscriberStatus::as_str);
+        let rows: Vec<Subscriber> = match (filter.search, status) {
+            (None, None) => {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers
+                     WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+                )))
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.readers)
+                .await
+            }
+            (None, Some(status)) => {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers
+                     WHERE status = ?3 AND id < ?1 ORDER BY id DESC LIMIT ?2"
+                )))
+                .bind(before)
+                .bind(limit)
+                .bind(status)
+                .fetch_all(&self.readers)
+                .await
+            }
+            // The trigram index hands out matches newest first; stop at the page's end.
+            (Some(term), None) => {
+                sqlx::query_as(
+                    "SELECT s.id, s.email, s.created_at, s.status
+                     FROM (SELECT rowid AS id FROM subscribers_search
+                           WHERE subscribers_search MATCH ?1 AND rowid < ?2
+                           ORDER BY rowid DESC LIMIT ?3) AS hit
+                     JOIN subscribers AS s ON s.id = hit.id
+                     ORDER BY s.id DESC",
+                )
+                .bind(trigram_phrase(term))
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.readers)
+                .await
+            }
+            (Some(term), Some(status)) => {
+                sqlx::query_as(
+                    "SELECT s.id, s.email, s.created_at, s.status
+                     FROM subscribers_search AS hit JOIN subscribers AS s ON s.id = hit.rowid
+                     WHERE subscribers_search MATCH ?1 AND hit.rowid < ?2 AND s.status = ?4
+                     ORDER BY hit.rowid DESC LIMIT ?3",
+                )
+                .bind(trigram_phrase(term))
+                .bind(before)
+                .bind(limit)
+                .bind(status)
+                .fetch_all(&self.readers)
+                .await
+            }
+        }
+        .context("listing subscribers")?;
+        Ok(rows)
+    }
+
+    async fn walk_matching(
+        &self,
+        term: &SearchTerm,
+        status: Option<SubscriberStatus>,
+        before: Option<i64>,
+        window: u32,
+        limit: u32,
+    ) -> StoreResult<Walk> {
+        let before = before.unwrap_or(i64::MAX);
+        let stopped_at: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM subscribers WHERE id < ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2",
+        )
+        .bind(before)
+        .bind(window)
+        .fetch_optional(&self.readers)
+        .await
+        .context("finding where a search walk ends")?;
+        // The key holds the local part lower-cased and the domain as ASCII, the address the
+        // domain in Unicode (already lower-case): between them every case-insensitive match.
+        let rows = sqlx::query_as(
+            "SELECT id, email, created_at, status FROM subscribers
+             WHERE id < ?1 AND id > ?2 AND (?5 IS NULL OR status = ?5)
+               AND (instr(email_key, ?3) > 0 OR instr(email, ?3) > 0)
+             ORDER BY id DESC LIMIT ?4",
+        )
+        .bind(before)
+        .bind(stopped_at.unwrap_or(i64::MIN))
+        .bind(term.as_str())
+        .bind(limit)
+        .bind(status.map(SubscriberStatus::as_str))
+        .fetch_all(&self.readers)
+        .await
+        .context("walking the list for a search")?;
+        Ok(Walk { rows, stopped_at })
+    }
+
+    async fn counts(&self) -> StoreResult<Counts> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, n FROM subscriber_counts")
+            .fetch_all(&self.readers)
+            .await
+            .context("reading the subscriber counts")?;
+        Ok(counts_from(rows))
+    }
+
+    async fn count_matching(&self, filter: ListFilter<'_>, cap: u64) -> StoreResult<u64> {
+        let Some(term) = filter.search else {
+            let counts = self.counts().await?;
+            return Ok(match filter.status {
+                Some(SubscriberStatus::Pending) => counts.pending,
+                Some(SubscriberStatus::Confirmed) => counts.confirmed,
+                None => counts.on_list(),
+            });
+        };
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM subscribers_search AS hit
+                                   JOIN subscribers AS s ON s.id = hit.rowid
+                                   WHERE subscribers_search MATCH ?1
+                                     AND (?3 IS NULL OR s.status = ?3)
+                                   LIMIT ?2)",
+        )
+        .bind(trigram_phrase(term))
+        .bind(cap)
+        .bind(filter.status.map(SubscriberStatus::as_str))
+        .fetch_one(&self.readers)
+        .await
+        .context("counting matching subscribers")?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
+    async fn claim_mail(
+        &self,
+        now: i64,
+        lease_until: i64,
+        owner: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedMail>> {
+        let leased =
+            self.writer.write(WriteOp::LeaseMail { now, until: lease_until, owner, limit });
+        if leased.await? == 0 {
+            return Ok(Vec::new());
+        }
+        let mails = sqlx::query_as(
+            "SELECT o.id, o.purpose, o.message_id, o.attempts, o.created_at, o.subscriber_id,
+                    s.email, s.email_key, o.confirmation_id, c.nonce
+             FROM outbox AS o
+             JOIN subscribers AS s ON s.id = o.subscriber_id
+             LEFT JOIN confirmations AS c ON c.id = o.confirmation_id
+             WHERE o.lease_owner = ? AND o.lease_until = ? AND o.status = 'queued'
+             ORDER BY o.priority, o.next_attempt_at, o.id",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .fetch_all(&self.readers)
+        .await
+        .context("reading leased mail")?;
+        Ok(mails)
+    }
+
+    async fn record_mail(&self, outcomes: &[MailOutcome]) -> StoreResult<()> {
+        if !outcomes.is_empty() {
+            self.writer.write(WriteOp::RecordMail { outcomes: outcomes.to_vec() }).await?;
+        }
+        Ok(())
+    }
+
+    async fn purge_stale(&self, pending_before: i64, requests_before: i64) -> StoreResult<u64> {
+        self.writer.write(WriteOp::PurgeStale { pending_before, requests_before }).await
+    }
+
+    async fn admin_password_hash(&self) -> StoreResult<Option<String>> {
+        let hash = sqlx::query_scalar("SELECT password_hash FROM admin_credential WHERE id = 1")
+            .fetch_optional(&self.readers)
+            .await
+            .context("reading the admin credential")?;
+        Ok(hash)
+    }
+
+    async fn swap_admin_password_hash(
+        &self,
+        expected: Option<&str>,
+        phc: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let op = WriteOp::SwapAdminHash {
+            expected: expected.map(str::to_owned),
+            phc: phc.to_owned(),
+            now,
+        };
+        Ok(self.writer.write(op).await? == 1)
+    }
+
+    async fn close(&self) {
+        if let Err(e) = self.writer.write(WriteOp::Flush).await {
+            tracing::warn!(error = format!("{e:#}"), "could not flush the SQLite writer");
+        }
+        let stats = self.writer.stats();
+        let writes = stats.writes.load(Ordering::Relaxed);
+        let commits = stats.commits.load(Ordering::Relaxed).max(1);
+        // Writes per commit is how much group commit saved in fsyncs.
+        tracing::info!(
+            writes,
+            commits,
+            per_commit = writes as f64 / commits as f64,
+            "SQLite writer flushed"
+        );
+    }
+
+    async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<String>> {
+        let ticket = match self.sessions.lookup(key, now) {
+            Lookup::Hit(data) => return Ok(data.map(|d| d.to_string())),
+            Lookup::Miss(ticket) => ticket,
+        };
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "SELECT data, expires_at FROM sessions WHERE key = ? AND expires_at > ?",
+        )
+        .bind(&key[..])
+        .bind(now)
+        .fetch_optional(&self.readers)
+        .await
+        .context("loading a session")?;
+        let found = row.as_ref().map(|(data, expires)| (Arc::from(data.as_str()), *expires));
+        self.sessions.fill(key, found, ticket);
+        Ok(row.map(|(data, _)| data))
+    }
+
+    async fn create_session(
+        &self,
+        key: &SessionKey,
+        data: &str,
+        owner: Option<AddressHash>,
+        expires_at: i64,
+    ) -> StoreResult<bool> {
+        let op = WriteOp::CreateSession { key: *key, data: data.to_owned(), owner, expires_at };
+        Ok(self.writer.write(op).await? == 1)
+    }
+
+    async fn save_session(
+        &self,
+        key: &SessionKey,
+        data: &str,
+        owner: Option<AddressHash>,
+        expires_at: i64,
+    ) -> StoreResult<()> {
+        let op = WriteOp::SaveSession { key: *key, data: data.to_owned(), owner, expires_at };
+        self.writer.write(op).await?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, key: &SessionKey) -> StoreResult<()> {
+        self.writer.write(WriteOp::DeleteSession { key: *key }).await?;
+        Ok(())
+    }
+
+    async fn delete_expired_sessions(&self, now: i64) -> StoreResult<u64> {
+        self.writer.write(WriteOp::DeleteExpiredSessions { now }).await
+    }
+}

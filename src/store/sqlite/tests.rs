@@ -1,0 +1,165 @@
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::*;
+use crate::domain::{ClientEvidence, Door, Evidence, SearchTerm, SubscriberEmail};
+use crate::store::{ListFilter, NewSubscriber, Store};
+
+fn evidence() -> Evidence {
+    Evidence {
+        door: Door::Form,
+        client: ClientEvidence::new([127, 0, 0, 1].into(), None, false),
+        consent: "test".into(),
+    }
+}
+
+async fn add(store: &SqliteStore, email: &SubscriberEmail) -> crate::store::StoreResult<()> {
+    let evidence = evidence();
+    store
+        .add_subscriber(NewSubscriber { email, evidence: &evidence, address_hash: [0; 32], now: 0 })
+        .await
+}
+
+async fn count(store: &SqliteStore) -> u64 {
+    store.counts().await.unwrap().on_list()
+}
+
+fn limits() -> PoolLimits {
+    PoolLimits {
+        pool_size: 2,
+        connect_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(5),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_commits_and_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteConnectOptions::new().filename(dir.path().join("t.db"));
+    let store = SqliteStore::open(options, limits()).await.unwrap();
+    let writes: Vec<_> = (0..500)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let email = SubscriberEmail::parse(&format!("user{i}@example.com")).unwrap();
+                add(&store, &email).await
+            })
+        })
+        .collect();
+    for write in writes {
+        write.await.unwrap().unwrap();
+    }
+    assert_eq!(count(&store).await, 500);
+    let stats = store.writer.stats();
+    let (commits, writes) =
+        (stats.commits.load(Ordering::Relaxed), stats.writes.load(Ordering::Relaxed));
+    assert!(writes >= 500);
+    assert!(commits < writes / 2, "{writes} writes in {commits} commits: no batching");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_statement_fails_alone_and_the_batch_still_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let store =
+        SqliteStore::open(SqliteConnectOptions::new().filename(&path), limits()).await.unwrap();
+    // Make one kind of write fail at statement level, as a constraint would.
+    let mut side = SqliteConnectOptions::new().filename(&path).connect().await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE INSERT ON sessions BEGIN SELECT RAISE(ABORT, 'no'); END",
+    )
+    .execute(&mut side)
+    .await
+    .unwrap();
+    let writes: Vec<_> = (0..100u8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    let email = SubscriberEmail::parse(&format!("u{i}@example.com")).unwrap();
+                    add(&store, &email).await.is_ok()
+                } else {
+                    store.create_session(&[i; 32], "{}", None, 1).await.is_ok()
+                }
+            })
+        })
+        .collect();
+    for (i, write) in writes.into_iter().enumerate() {
+        assert_eq!(write.await.unwrap(), i % 2 == 0, "write {i}");
+    }
+    assert_eq!(count(&store).await, 50);
+}
+
+#[tokio::test]
+async fn counts_are_maintained_and_match_counts_stop_at_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteConnectOptions::new().filename(dir.path().join("t.db"));
+    let store = SqliteStore::open(options, limits()).await.unwrap();
+    for i in 0..30 {
+        let email = SubscriberEmail::parse(&format!("member{i}@club.example")).unwrap();
+        add(&store, &email).await.unwrap();
+    }
+    let again = SubscriberEmail::parse("MEMBER1@club.example").unwrap();
+    add(&store, &again).await.unwrap();
+    assert_eq!(count(&store).await, 30, "a duplicate is not counted");
+    store.remove_subscriber(&again, None).await.unwrap();
+    assert_eq!(count(&store).await, 29);
+
+    let term = SearchTerm::parse("club").unwrap().unwrap();
+    assert_eq!(
+        store.count_matching(ListFilter { search: Some(&term), status: None }, 10).await.unwrap(),
+        10
+    );
+    assert_eq!(
+        store.count_matching(ListFilter { search: Some(&term), status: None }, 100).await.unwrap(),
+        29
+    );
+    let digits = SearchTerm::parse("er2").unwrap().unwrap();
+    // member2 and member20..member29
+    assert_eq!(
+        store
+            .count_matching(ListFilter { search: Some(&digits), status: None }, 100)
+            .await
+            .unwrap(),
+        11
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_inserts_answer_each_write_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteConnectOptions::new().filename(dir.path().join("t.db"));
+    let store = SqliteStore::open(options, limits()).await.unwrap();
+    let taken = [9u8; 32];
+    store.create_session(&taken, "{}", None, i64::MAX).await.unwrap();
+    let writes: Vec<_> = (0..200u8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                match i % 4 {
+                    // Two spellings of each of 50 addresses.
+                    0 => add(&store, &SubscriberEmail::parse(&format!("p{i}@x.example")).unwrap())
+                        .await
+                        .map(|_| true),
+                    1 => add(
+                        &store,
+                        &SubscriberEmail::parse(&format!("P{}@X.example", i - 1)).unwrap(),
+                    )
+                    .await
+                    .map(|_| true),
+                    // New sessions, and one id that is already taken.
+                    2 => store.create_session(&[i; 32], "{}", None, i64::MAX).await,
+                    _ => store
+                        .create_session(&taken, "{}", None, i64::MAX)
+                        .await
+                        .map(|created| !created),
+                }
+            })
+        })
+        .collect();
+    for write in writes {
+        assert!(write.await.unwrap().unwrap());
+    }
+    assert_eq!(count(&store).await, 50);
+    assert_eq!(store.list_subscribers(ListFilter::default(), None, 100).await.unwrap().len(), 50);
+}

@@ -1,0 +1,92 @@
+//! Every one-time message a person reads after an action, in one place, so a translation is a
+//! drop-in rather than a hunt through handlers. (Pages and mails speak through templates.)
+
+use crate::domain::SubscriberEmail;
+use crate::session::Notice;
+use crate::signup::CONFIRMATIONS_PER_ADDRESS;
+
+pub fn unregistered(email: &SubscriberEmail) -> Notice {
+    Notice::success(format!("We have removed {email} from the list!"))
+}
+
+pub fn not_on_the_list() -> Notice {
+    Notice::error("That address isn't on our list")
+}
+
+pub fn no_address_yet() -> Notice {
+    Notice::error("You haven't submitted an email!")
+}
+
+/// An Unregister from a browser still waiting for confirmation, when the address is no longer
+/// pending: the browser may not belong to the address's owner, so it may not remove a
+/// confirmed subscription.
+pub fn no_longer_pending(email: &SubscriberEmail) -> Notice {
+    Notice::error(format!(
+        "{email} isn't waiting for confirmation any more. To leave the list, use the unsubscribe \
+         link at the bottom of any mail from us."
+    ))
+}
+
+/// The same words whether a link was queued, the address is already confirmed, or its daily
+/// limit is reached: the page must not tell a stranger which.
+pub fn confirmation_resent(email: &SubscriberEmail) -> Notice {
+    Notice::success(format!(
+        "If {email} still needs confirming, a new link is on its way. (We send at most \
+         {CONFIRMATIONS_PER_ADDRESS} links a day to one address.)"
+    ))
+}
+
+pub fn resend_throttled(wait: &str) -> Notice {
+    Notice::error(format!("Too many requests from your network. Please try again in {wait}."))
+}
+
+pub fn admin_removed(email: &str) -> Notice {
+    Notice::success(format!("We have removed {email} from the list."))
+}
+
+pub fn admin_not_on_list(email: &str) -> Notice {
+    Notice::error(format!("{email} isn't on the list."))
+}
+
+pub fn admin_resent(email: &str) -> Notice {
+    Notice::success(format!("A new confirmation link to {email} is queued."))
+}
+
+pub fn admin_resend_limited(email: &str) -> Notice {
+    Notice::error(format!(
+        "{email} has had {CONFIRMATIONS_PER_ADDRESS} confirmation links in the last 24 hours; \
+         no more are sent until the oldest is a day old."
+    ))
+}
+
+pub fn admin_already_confirmed(email: &str) -> Notice {
+    Notice::error(format!("{email} is already confirmed."))
+}
+
+pub fn admin_no_mail() -> Notice {
+    Notice::error("Mail is not configured, so there is nothing to send a link with.")
+}
+
+/// "6 seconds", "3 minutes": how long to wait, rounded up, in words.
+pub fn wait_in_words(wait: std::time::Duration) -> String {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    match seconds {
+        0..=1 => "a second".into(),
+        2..=90 => format!("{seconds} seconds"),
+        _ => format!("{} minutes", seconds.div_ceil(60)),
+    }
+}
+
+pub fn signup_throttled(by_address: bool, wait: &str) -> String {
+    if by_address {
+        format!("This address was signed up several times recently. Please try again in {wait}.")
+    } else {
+        format!("Too many signups from your network. Please try again in {wait}.")
+    }
+}
+
+pub fn login_throttled(wait: &str) -> String {
+    format!("Too many failed logins. Please wait {wait} and try again.")
+}
+
+pub const WRONG_PASSWORD: &str = "That password is not right.";
