@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod proxy;
+pub mod smtp;
 
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 /// Settings that turn every abuse limit off: tests sign up many addresses from one client (the
@@ -496,4 +497,14 @@ pub fn session_set_cookie(response: &Response) -> Option<String> {
 /// `name=value` of a `Set-Cookie` header, ready to send back in a `Cookie` header.
 pub fn cookie_pair(set_cookie: &str) -> String {
     set_cookie.split(';').next().unwrap_or_default().to_owned()
+}
+
+/// Page text with the entities minijinja writes turned back into characters.
+pub fn unescape(html: &str) -> String {
+    html.replace("&#x2f;", "/")
+        .replace("&#x27;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
