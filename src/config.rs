@@ -102,8 +102,9 @@ pub struct ServeArgs {
     /// Where mail goes: smtp://[user:pass@]host[:port] (plain, for a local relay),
     /// smtp+starttls://… (STARTTLS required), smtps://… (implicit TLS), or file:///DIR (one .eml
     /// file per message). Without it there is no mail and signups are single opt-in.
-    #[arg(long, env = "ENLIST_SMTP_URL", value_parser = MailTransportUrl::parse, hide_env_values = true)]
-    pub smtp_url: Option<MailTransportUrl>,
+    // Parsed in `Settings::from_args`, so an error never echoes a password in the URL.
+    #[arg(long, env = "ENLIST_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
     /// A PEM file with a private CA to trust for the SMTP server, besides the system roots.
     #[arg(long, env = "ENLIST_SMTP_CA_FILE")]
     pub smtp_ca_file: Option<PathBuf>,
@@ -382,12 +383,13 @@ impl Settings {
         }
         let secret_key_file =
             args.secret_key_file.unwrap_or_else(|| args.database_url.data_dir().join("enlist.key"));
-        let mail = match args.smtp_url {
+        let mail = match args.smtp_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
             None => None,
-            Some(transport) => Some(MailSettings {
+            Some(raw) => Some(MailSettings {
+                transport: MailTransportUrl::parse(raw)
+                    .map_err(|e| SettingError::new("--smtp-url (ENLIST_SMTP_URL)", e))?,
                 ca_pem: read_ca_file(args.smtp_ca_file.as_deref())?,
                 from: parse_mail_from(args.mail_from.as_deref())?,
-                transport,
                 confirm_ttl: args.confirm_ttl,
                 pending_ttl: args.pending_ttl,
             }),
@@ -431,10 +433,16 @@ fn read_ca_file(path: Option<&Path>) -> Result<Option<Vec<u8>>, SettingError> {
     };
     let pem = std::fs::read(path)
         .map_err(|e| SettingError::new(SETTING, format!("cannot read {}: {e}", path.display())))?;
-    lettre::transport::smtp::client::Certificate::from_pem(&pem).map_err(|e| {
-        SettingError::new(SETTING, format!("{} is not a PEM certificate: {e}", path.display()))
-    })?;
-    Ok(Some(pem))
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let certificates: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+    match certificates {
+        Ok(found) if !found.is_empty() => Ok(Some(pem)),
+        _ => Err(SettingError::new(
+            SETTING,
+            format!("{} holds no PEM certificate", path.display()),
+        )),
+    }
 }
 
 fn parse_mail_from(raw: Option<&str>) -> Result<lettre::message::Mailbox, SettingError> {

@@ -232,6 +232,58 @@ fn bad_settings_stop_the_server_with_exit_code_2_naming_the_setting() {
     assert!(refused(&["--templates-dir", &templates], &[], d).contains("--templates-dir"));
 }
 
+#[test]
+fn bad_mail_settings_stop_the_server_with_exit_code_2_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("garbage.pem"), "not a certificate").unwrap();
+    let from = ["--mail-from", "News <news@example.org>"];
+    let with = |extra: &[&'static str]| {
+        let mut args = vec!["--smtp-url", "smtp://127.0.0.1:2525"];
+        args.extend_from_slice(extra);
+        args
+    };
+    assert!(refused(&["--smtp-url", "ftp://mail.example.com", from[0], from[1]], &[], d).contains("--smtp-url"));
+    assert!(refused(&["--smtp-url", "not a url", from[0], from[1]], &[], d).contains("--smtp-url"));
+    let secret = refused(&["--smtp-url", "smtp://user:hunter2hunter2@mail.example.com", from[0], from[1]], &[], d);
+    assert!(secret.contains("--smtp-url") && secret.contains("unencrypted"), "{secret}");
+    assert!(!secret.contains("hunter2"), "the password is never printed: {secret}");
+    assert!(refused(&with(&[]), &[], d).contains("--mail-from"));
+    assert!(refused(&with(&["--mail-from", "not an address"]), &[], d).contains("--mail-from"));
+    let missing = d.join("no-such.pem").display().to_string().leak();
+    assert!(refused(&with(&[from[0], from[1], "--smtp-ca-file", missing]), &[], d).contains("--smtp-ca-file"));
+    let garbage = d.join("garbage.pem").display().to_string().leak();
+    assert!(refused(&with(&[from[0], from[1], "--smtp-ca-file", garbage]), &[], d).contains("--smtp-ca-file"));
+    assert!(refused(&with(&[from[0], from[1], "--confirm-ttl", "0s"]), &[], d).contains("--confirm-ttl"));
+    assert!(refused(&with(&[from[0], from[1], "--pending-ttl", "soon"]), &[], d).contains("--pending-ttl"));
+    assert!(refused(&["--list-name", " "], &[], d).contains("--list-name"));
+    assert!(
+        refused(&[], &[("ENLIST_SMTP_URL", "gopher://x"), ("ENLIST_MAIL_FROM", "a@b.example")], d)
+            .contains("--smtp-url")
+    );
+}
+
+#[tokio::test]
+async fn mail_without_a_public_url_warns_where_links_will_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = enlist(dir.path());
+    command.args(["--smtp-url", "smtp://127.0.0.1:9", "--mail-from", "news@example.org"]);
+    let running = start(command);
+    let warning = running.startup_lines.iter().find(|l| l.contains("--public-url is not set"));
+    let warning = warning.expect("a warning about links in mail");
+    assert!(warning.contains("links in mail will point at http://127.0.0.1:"), "{warning}");
+    let visitor = running.visitor();
+    assert_is_redirect_to(&visitor.signup("warned@example.com").await, "/");
+    assert!(visitor.get_html("/").await.contains("We sent a confirmation link"));
+    assert!(running.terminate().success());
+
+    let mut quiet = enlist(dir.path());
+    quiet.args(["--smtp-url", "smtp://127.0.0.1:9", "--mail-from", "news@example.org"]);
+    quiet.args(["--public-url", "https://list.example.com"]);
+    let running = start(quiet);
+    assert!(!running.startup_lines.iter().any(|l| l.contains("--public-url is not set")));
+}
+
 #[tokio::test]
 async fn template_and_stylesheet_overrides_replace_the_built_in_ones() {
     let dir = tempfile::tempdir().unwrap();

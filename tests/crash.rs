@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::smtp::{SmtpMode, SmtpServer};
 use common::{Backend, TestDatabase, Visitor, browser, form_token};
 use reqwest::StatusCode;
 
@@ -29,8 +30,13 @@ fn free_port() -> u16 {
 }
 
 fn start(database_url: &str, dir: &Path, port: u16) -> Child {
+    start_with(database_url, dir, port, &[])
+}
+
+fn start_with(database_url: &str, dir: &Path, port: u16, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_enlist"))
         .args(["--bind", &format!("127.0.0.1:{port}"), "--database-url", database_url])
+        .args(extra)
         .args(["--secret-key-file", &dir.join("enlist.key").display().to_string()])
         .args(common::LIMITS_OFF)
         .env("ENLIST_ADMIN_PASSWORD", common::ADMIN_PASSWORD)
@@ -107,6 +113,48 @@ async fn visitor(id: usize, address: String, stop: Arc<AtomicBool>, ledger: Arc<
 }
 
 on_both_backends! {
+    async fn mail_queued_before_a_sigkill_is_sent_after_the_restart(backend: Backend) {
+        let smtp = SmtpServer::start().await;
+        smtp.set_mode(SmtpMode::Refuse);
+        let dir = tempfile::tempdir().unwrap();
+        let database = TestDatabase::create(&backend, dir.path()).await;
+        let port = free_port();
+        let address = format!("http://127.0.0.1:{port}");
+        let url = smtp.url();
+        let mail = ["--smtp-url", url.as_str(), "--mail-from", "news@example.org", "--mail-retry-delay", "1s"];
+        let mut server = start_with(&database.url, dir.path(), port, &mail);
+        wait_healthy(&address).await;
+        for i in 0..5 {
+            let visitor = Visitor { address: address.clone(), client: browser() };
+            let response = visitor.signup(&format!("queued{i}@example.com")).await;
+            assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        }
+        // Killed while every mail waits for its next try (a kill in the middle of a send is the
+        // lease's business: that mail goes again once the lease runs out).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let waiting = "SELECT CAST(count(*) AS TEXT) FROM outbox \
+                       WHERE status = 'queued' AND attempts > 0 AND lease_until = 0";
+        while database.strings(waiting).await != ["5"] {
+            assert!(Instant::now() < deadline, "the outbox never tried");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server.kill().expect("SIGKILL");
+        server.wait().expect("reap");
+        assert!(smtp.messages().is_empty());
+
+        smtp.set_mode(SmtpMode::Accept);
+        let mut server = start_with(&database.url, dir.path(), port, &mail);
+        wait_healthy(&address).await;
+        smtp.wait_for(5, Duration::from_secs(30)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut recipients: Vec<String> = smtp.messages().iter().map(|m| m.to[0].clone()).collect();
+        recipients.sort();
+        let expected: Vec<String> = (0..5).map(|i| format!("queued{i}@example.com")).collect();
+        assert_eq!(recipients, expected, "every queued mail once");
+        server.kill().expect("SIGKILL");
+        server.wait().expect("reap");
+    }
+
     async fn acknowledged_work_survives_sigkill(backend: Backend) {
         let dir = tempfile::tempdir().unwrap();
         let database = TestDatabase::create(&backend, dir.path()).await;

@@ -665,3 +665,51 @@ async fn two_instances_on_postgres_send_each_of_200_mails_once() {
     assert_eq!(smtp.to("shared@example.com").len(), 3);
     second.stop().await;
 }
+
+on_both_backends! {
+    async fn a_claim_that_is_never_recorded_is_released_by_its_lease(backend: Backend) {
+        use enlist::config::DatabaseUrl;
+        use enlist::domain::{ClientEvidence, Door, Evidence, SubscriberEmail};
+        use enlist::store::{ConfirmationQueued, ConfirmationRequest, NewSubscriber, PoolLimits};
+
+        let dir = tempfile::tempdir().unwrap();
+        let database = common::TestDatabase::create(&backend, dir.path()).await;
+        let limits = PoolLimits {
+            pool_size: 2,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
+        };
+        let store = enlist::store::open(&DatabaseUrl::parse(&database.url).unwrap(), limits).await.unwrap();
+        let evidence = Evidence {
+            door: Door::Form,
+            client: ClientEvidence::new([127, 0, 0, 1].into(), None, false),
+            consent: "v".into(),
+        };
+        let now = enlist::session::unix_now();
+        for i in 0..3 {
+            let email = SubscriberEmail::parse(&format!("lease{i}@example.com")).unwrap();
+            let request = ConfirmationRequest {
+                subscriber: NewSubscriber { email: &email, evidence: &evidence, address_hash: [i; 32], now },
+                nonce: [i; 16],
+                expires_at: now + 3600,
+                message_id: &format!("<{i}@test>"),
+                limit: 3,
+                window_start: now - 86400,
+            };
+            assert_eq!(store.request_confirmation(request).await.unwrap(), ConfirmationQueued::Queued);
+        }
+        // A worker claims everything with a one-second lease, then dies without a word.
+        let first = store.claim_mail(now, now + 1, 11, 10).await.unwrap();
+        assert_eq!(first.len(), 3);
+        assert!(store.claim_mail(now, now + 60, 22, 10).await.unwrap().is_empty(), "leased");
+        // Once the lease is over, another worker takes them.
+        let later = now + 2;
+        let second = store.claim_mail(later, later + 60, 22, 10).await.unwrap();
+        let mut ids: Vec<i64> = second.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        let mut expected: Vec<i64> = first.iter().map(|m| m.id).collect();
+        expected.sort_unstable();
+        assert_eq!(ids, expected);
+        store.close().await;
+    }
+}
