@@ -438,10 +438,9 @@ fn read_ca_file(path: Option<&Path>) -> Result<Option<Vec<u8>>, SettingError> {
     let certificates: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
     match certificates {
         Ok(found) if !found.is_empty() => Ok(Some(pem)),
-        _ => Err(SettingError::new(
-            SETTING,
-            format!("{} holds no PEM certificate", path.display()),
-        )),
+        _ => {
+            Err(SettingError::new(SETTING, format!("{} holds no PEM certificate", path.display())))
+        }
     }
 }
 

@@ -31,7 +31,7 @@ use crate::security::{AdminCredentials, Limits, Links, SecretKey, resolve_admin_
 use crate::session::{SessionConfig, SessionLayerState, unix_now};
 use crate::signup::{CONFIRMATION_WINDOW, DoubleOptIn, SignupPolicy};
 use crate::store::{PoolLimits, Store};
-use crate::web::{AppState, Templates, TrustedProxies};
+use crate::web::{AppState, RequestGauge, Templates, TrustedProxies};
 
 const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(10 * 60);
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10 * 60);
@@ -108,6 +108,7 @@ impl Server {
         };
 
         let links = Links::new(secret.clone());
+        let in_flight = RequestGauge::default();
         let mut outbox = None;
         let double_opt_in = match &settings.mail {
             None => None,
@@ -135,6 +136,7 @@ impl Server {
                     mailer: Arc::new(mailer),
                     bell: bell.clone(),
                     retry_base: settings.outbox_retry_base,
+                    visitors: in_flight.clone(),
                 });
                 Some(DoubleOptIn { confirm_ttl: mail.confirm_ttl, composer, bell })
             }
@@ -175,6 +177,7 @@ impl Server {
             templates,
             admin: Arc::new(AdminCredentials::new(store.clone(), admin)),
             signups: Arc::new(signups),
+            in_flight,
         };
         let trusted_proxies = TrustedProxies::new(settings.trusted_proxies.clone());
         let router = web::app(state, sessions, settings.public_url.as_ref(), trusted_proxies)

@@ -115,7 +115,6 @@ pub async fn queue_confirmation(
     evidence: &Evidence,
 ) -> Result<ConfirmationQueued, StoreError> {
     let now = unix_now();
-    let message_id = opt_in.composer.new_message_id()?;
     let request = ConfirmationRequest {
         subscriber: NewSubscriber {
             email,
@@ -125,7 +124,6 @@ pub async fn queue_confirmation(
         },
         nonce: new_nonce()?,
         expires_at: now.saturating_add(secs(opt_in.confirm_ttl)),
-        message_id: &message_id,
         limit: CONFIRMATIONS_PER_ADDRESS,
         window_start: now - secs(CONFIRMATION_WINDOW),
     };

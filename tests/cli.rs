@@ -243,19 +243,38 @@ fn bad_mail_settings_stop_the_server_with_exit_code_2_naming_the_setting() {
         args.extend_from_slice(extra);
         args
     };
-    assert!(refused(&["--smtp-url", "ftp://mail.example.com", from[0], from[1]], &[], d).contains("--smtp-url"));
+    assert!(
+        refused(&["--smtp-url", "ftp://mail.example.com", from[0], from[1]], &[], d)
+            .contains("--smtp-url")
+    );
     assert!(refused(&["--smtp-url", "not a url", from[0], from[1]], &[], d).contains("--smtp-url"));
-    let secret = refused(&["--smtp-url", "smtp://user:hunter2hunter2@mail.example.com", from[0], from[1]], &[], d);
+    let secret = refused(
+        &["--smtp-url", "smtp://user:hunter2hunter2@mail.example.com", from[0], from[1]],
+        &[],
+        d,
+    );
     assert!(secret.contains("--smtp-url") && secret.contains("unencrypted"), "{secret}");
     assert!(!secret.contains("hunter2"), "the password is never printed: {secret}");
     assert!(refused(&with(&[]), &[], d).contains("--mail-from"));
     assert!(refused(&with(&["--mail-from", "not an address"]), &[], d).contains("--mail-from"));
     let missing = d.join("no-such.pem").display().to_string().leak();
-    assert!(refused(&with(&[from[0], from[1], "--smtp-ca-file", missing]), &[], d).contains("--smtp-ca-file"));
+    assert!(
+        refused(&with(&[from[0], from[1], "--smtp-ca-file", missing]), &[], d)
+            .contains("--smtp-ca-file")
+    );
     let garbage = d.join("garbage.pem").display().to_string().leak();
-    assert!(refused(&with(&[from[0], from[1], "--smtp-ca-file", garbage]), &[], d).contains("--smtp-ca-file"));
-    assert!(refused(&with(&[from[0], from[1], "--confirm-ttl", "0s"]), &[], d).contains("--confirm-ttl"));
-    assert!(refused(&with(&[from[0], from[1], "--pending-ttl", "soon"]), &[], d).contains("--pending-ttl"));
+    assert!(
+        refused(&with(&[from[0], from[1], "--smtp-ca-file", garbage]), &[], d)
+            .contains("--smtp-ca-file")
+    );
+    assert!(
+        refused(&with(&[from[0], from[1], "--confirm-ttl", "0s"]), &[], d)
+            .contains("--confirm-ttl")
+    );
+    assert!(
+        refused(&with(&[from[0], from[1], "--pending-ttl", "soon"]), &[], d)
+            .contains("--pending-ttl")
+    );
     assert!(refused(&["--list-name", " "], &[], d).contains("--list-name"));
     assert!(
         refused(&[], &[("ENLIST_SMTP_URL", "gopher://x"), ("ENLIST_MAIL_FROM", "a@b.example")], d)

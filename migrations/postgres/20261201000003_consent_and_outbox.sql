@@ -13,25 +13,14 @@ ALTER TABLE subscribers
 UPDATE subscribers SET confirmed_at = created_at;
 CREATE INDEX subscribers_by_status ON subscribers (status, id);
 
--- One row per confirmation link sent. The link is id + HMAC(secret key, id, nonce): the
--- database holds no usable link, only the random nonce it was made from.
-CREATE TABLE confirmations (
-    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    subscriber_id BIGINT NOT NULL REFERENCES subscribers (id) ON DELETE CASCADE,
-    nonce         BYTEA  NOT NULL,
-    created_at    BIGINT NOT NULL,
-    expires_at    BIGINT NOT NULL,
-    used_at       BIGINT
+-- The confirmation mails asked for per address in the last day (a keyed hash, never the
+-- address; `times` the Unix times of at most the allowed number), so the limit holds even when
+-- the row is removed and signed up again.
+CREATE TABLE confirmation_limits (
+    address_hash BYTEA  PRIMARY KEY,
+    newest       BIGINT NOT NULL,
+    times        TEXT   NOT NULL
 );
-CREATE INDEX confirmations_by_subscriber ON confirmations (subscriber_id);
-
--- Confirmation mails asked for, per address (a keyed hash, never the address), so the limit
--- holds even when the row is removed and signed up again.
-CREATE TABLE confirmation_requests (
-    address_hash BYTEA  NOT NULL,
-    requested_at BIGINT NOT NULL
-);
-CREATE INDEX confirmation_requests_by_address ON confirmation_requests (address_hash, requested_at);
 
 -- Addresses that left: a keyed hash, so an admin add or an import cannot put them back.
 CREATE TABLE suppressions (
@@ -41,14 +30,17 @@ CREATE TABLE suppressions (
 );
 
 -- Everything that must leave after a commit. Mails are rendered when sent, from the rows they
--- refer to, so the queue holds neither message bodies nor links.
+-- refer to, so the queue holds neither message bodies nor links. A confirmation mail is its own
+-- link: the link is its id and an HMAC (under the secret key) of its random nonce, so the
+-- database holds no usable link. The Message-ID is made from the id the same way.
 CREATE TABLE outbox (
     id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     purpose         TEXT    NOT NULL,
     priority        INTEGER NOT NULL DEFAULT 0,
     subscriber_id   BIGINT REFERENCES subscribers (id) ON DELETE CASCADE,
-    confirmation_id BIGINT REFERENCES confirmations (id) ON DELETE CASCADE,
-    message_id      TEXT    NOT NULL,
+    nonce           BYTEA,
+    expires_at      BIGINT,
+    used_at         BIGINT,
     status          TEXT    NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'sent', 'failed')),
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at BIGINT  NOT NULL,

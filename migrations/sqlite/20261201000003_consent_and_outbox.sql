@@ -13,25 +13,14 @@ ALTER TABLE subscribers ADD COLUMN confirm_agent TEXT;
 UPDATE subscribers SET confirmed_at = created_at;
 CREATE INDEX subscribers_by_status ON subscribers (status, id);
 
--- One row per confirmation link sent. The link is id + HMAC(secret key, id, nonce): the
--- database holds no usable link, only the random nonce it was made from.
-CREATE TABLE confirmations (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    subscriber_id INTEGER NOT NULL REFERENCES subscribers (id) ON DELETE CASCADE,
-    nonce         BLOB    NOT NULL,
-    created_at    INTEGER NOT NULL,
-    expires_at    INTEGER NOT NULL,
-    used_at       INTEGER
-);
-CREATE INDEX confirmations_by_subscriber ON confirmations (subscriber_id);
-
--- Confirmation mails asked for, per address (a keyed hash, never the address), so the limit
--- holds even when the row is removed and signed up again.
-CREATE TABLE confirmation_requests (
-    address_hash BLOB    NOT NULL,
-    requested_at INTEGER NOT NULL
-);
-CREATE INDEX confirmation_requests_by_address ON confirmation_requests (address_hash, requested_at);
+-- The confirmation mails asked for per address in the last day (a keyed hash, never the
+-- address; `times` the Unix times of at most the allowed number), so the limit holds even when
+-- the row is removed and signed up again.
+CREATE TABLE confirmation_limits (
+    address_hash BLOB    PRIMARY KEY,
+    newest       INTEGER NOT NULL,
+    times        TEXT    NOT NULL
+) WITHOUT ROWID;
 
 -- Addresses that left: a keyed hash, so an admin add or an import cannot put them back.
 CREATE TABLE suppressions (
@@ -41,14 +30,17 @@ CREATE TABLE suppressions (
 ) WITHOUT ROWID;
 
 -- Everything that must leave after a commit. Mails are rendered when sent, from the rows they
--- refer to, so the queue holds neither message bodies nor links.
+-- refer to, so the queue holds neither message bodies nor links. A confirmation mail is its own
+-- link: the link is its id and an HMAC (under the secret key) of its random nonce, so the
+-- database holds no usable link. The Message-ID is made from the id the same way.
 CREATE TABLE outbox (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
     purpose         TEXT    NOT NULL,
     priority        INTEGER NOT NULL DEFAULT 0,
     subscriber_id   INTEGER REFERENCES subscribers (id) ON DELETE CASCADE,
-    confirmation_id INTEGER REFERENCES confirmations (id) ON DELETE CASCADE,
-    message_id      TEXT    NOT NULL,
+    nonce           BLOB,
+    expires_at      INTEGER,
+    used_at         INTEGER,
     status          TEXT    NOT NULL DEFAULT 'queued' CHECK (status IN ('queued', 'sent', 'failed')),
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL,
@@ -60,7 +52,6 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_due ON outbox (priority, next_attempt_at) WHERE status = 'queued';
 CREATE INDEX outbox_by_subscriber ON outbox (subscriber_id);
-CREATE INDEX outbox_by_lease ON outbox (lease_owner) WHERE status = 'queued';
 
 -- Which address a visitor session remembers (a keyed hash), so leaving or erasing can end
 -- every session that names it.

@@ -53,14 +53,10 @@ impl Composer {
         Self { templates, links, from, list_name, public_url }
     }
 
-    /// A new Message-ID on the public host: stored with the queued mail, so every retry (and a
-    /// resend after a crash) carries the same one and receivers can drop a repeat.
-    pub fn new_message_id(&self) -> anyhow::Result<String> {
-        let mut random = [0u8; 16];
-        getrandom::fill(&mut random).map_err(|e| anyhow!("no randomness: {e}"))?;
-        let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let host = self.public_url.host_str().unwrap_or("localhost");
-        Ok(format!("<{hex}@{host}>"))
+    /// The Message-ID of outbox row `id`, on the public host: the same at every retry (and a
+    /// resend after a crash), so receivers can drop a repeat.
+    pub fn message_id(&self, id: i64) -> String {
+        self.links.message_id(id, self.public_url.host_str().unwrap_or("localhost"))
     }
 
     pub fn link(&self, path: &str) -> String {
@@ -92,10 +88,7 @@ impl Composer {
     pub fn compose(&self, mail: &QueuedMail) -> anyhow::Result<Composed> {
         let email = SubscriberEmail::parse(&mail.email).context("the stored address")?;
         let unsubscribe_url = self.unsubscribe_url(mail.subscriber_id, &mail.email_key);
-        let confirm_url = match (mail.confirmation_id, mail.nonce.as_deref()) {
-            (Some(id), Some(nonce)) => Some(self.confirm_url(id, nonce)),
-            _ => None,
-        };
+        let confirm_url = mail.nonce.as_deref().map(|nonce| self.confirm_url(mail.id, nonce));
         let template = match mail.purpose.as_str() {
             "confirm" => "confirmation",
             "welcome" => "welcome",
@@ -124,7 +117,7 @@ impl Composer {
             .to(to)
             .subject(subject)
             .date_now()
-            .message_id(Some(mail.message_id.clone()))
+            .message_id(Some(self.message_id(mail.id)))
             .raw_header(header("List-Unsubscribe", format!("<{unsubscribe_url}>")))
             .raw_header(header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click".into()))
             .raw_header(header("List-Id", self.list_id()))

@@ -2,6 +2,7 @@
 //! Nothing here decides *when* a mail goes; that is the outbox's job.
 
 mod compose;
+mod smtp;
 mod transport;
 
 pub use compose::{Composed, Composer};

@@ -1,17 +1,15 @@
 //! Handing a finished message to the world: an SMTP relay (plain, STARTTLS or implicit TLS,
-//! pooled connections), or a directory of `.eml` files for trying things out locally.
+//! pooled connections; see `smtp`), or a directory of `.eml` files for trying things out
+//! locally.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use lettre::address::Envelope;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::transport::smtp::{Error as SmtpError, PoolConfig};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use crate::config::{MailSettings, MailTransportUrl, SmtpSecurity};
+use super::smtp::SmtpRelay;
+use crate::config::{MailSettings, MailTransportUrl};
 
 /// The longest one message may take, from asking for a connection to the server's answer after
 /// the data. lettre's own timeout covers single commands, not a whole exchange.
@@ -30,43 +28,30 @@ pub struct SendFailure {
 }
 
 pub enum Mailer {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(SmtpRelay),
     Files(PathBuf),
 }
 
 impl Mailer {
     pub fn new(settings: &MailSettings) -> anyhow::Result<Self> {
-        let (host, port, security, credentials) = match &settings.transport {
+        match &settings.transport {
             MailTransportUrl::File(dir) => {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating the mail directory {}", dir.display()))?;
-                return Ok(Self::Files(dir.clone()));
+                Ok(Self::Files(dir.clone()))
             }
             MailTransportUrl::Smtp { host, port, security, credentials } => {
-                (host, *port, *security, credentials)
+                Ok(Self::Smtp(SmtpRelay::new(
+                    host.clone(),
+                    *port,
+                    *security,
+                    credentials.clone(),
+                    settings.ca_pem.as_deref(),
+                    COMMAND_TIMEOUT,
+                    CONNECTIONS as usize,
+                )?))
             }
-        };
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
-            .port(port)
-            .timeout(Some(COMMAND_TIMEOUT))
-            .pool_config(PoolConfig::new().max_size(CONNECTIONS));
-        if security != SmtpSecurity::Plain {
-            let mut tls = TlsParameters::builder(host.clone());
-            if let Some(pem) = &settings.ca_pem {
-                tls = tls.add_root_certificate(
-                    Certificate::from_pem(pem).context("reading the SMTP CA file")?,
-                );
-            }
-            let tls = tls.build_rustls().context("setting up TLS for SMTP")?;
-            builder = builder.tls(match security {
-                SmtpSecurity::StartTls => Tls::Required(tls),
-                _ => Tls::Wrapper(tls),
-            });
         }
-        if let Some((user, password)) = credentials {
-            builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
-        }
-        Ok(Self::Smtp(builder.build()))
     }
 
     /// Sends one message, bounded as a whole by [`SEND_TIMEOUT`].
@@ -74,14 +59,12 @@ impl Mailer {
         &self,
         envelope: &Envelope,
         message: &[u8],
-        message_id: &str,
+        outbox_id: i64,
     ) -> Result<(), SendFailure> {
         let sending = async {
             match self {
-                Self::Smtp(transport) => {
-                    transport.send_raw(envelope, message).await.map(|_| ()).map_err(classify)
-                }
-                Self::Files(dir) => write_file(dir, message_id, message).await,
+                Self::Smtp(relay) => relay.send(envelope, message).await,
+                Self::Files(dir) => write_file(dir, outbox_id, message).await,
             }
         };
         match tokio::time::timeout(SEND_TIMEOUT, sending).await {
@@ -94,33 +77,13 @@ impl Mailer {
     }
 }
 
-/// 5xx answers are final; everything else (4xx, refused or dropped connections, timeouts, TLS
-/// trouble that an operator may fix) is worth another try.
-fn classify(error: SmtpError) -> SendFailure {
-    SendFailure { permanent: error.is_permanent(), reason: error_chain(&error) }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// One file per message, named by its Message-ID, written whole or not at all.
+/// One file per message, named by its outbox row, written whole or not at all.
 async fn write_file(
     dir: &std::path::Path,
-    message_id: &str,
+    outbox_id: i64,
     message: &[u8],
 ) -> Result<(), SendFailure> {
-    let name: String = message_id
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
-        .collect();
+    let name = format!("message-{outbox_id}");
     let path = dir.join(format!("{name}.eml"));
     let partial = dir.join(format!(".{name}.eml.partial"));
     let failed = |e: std::io::Error| SendFailure {

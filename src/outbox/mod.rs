@@ -3,6 +3,7 @@
 //! what happened: sent, retry later with exponential backoff, or failed for good. Handlers never
 //! send anything themselves; they queue in the same commit as the change that causes the mail.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,11 +13,17 @@ use tokio::task::JoinSet;
 use crate::mail::{CONNECTIONS, Composer, Mailer, SEND_TIMEOUT, SendFailure};
 use crate::session::unix_now;
 use crate::store::{MailOutcome, MailResult, QueuedMail, Store};
+use crate::web::RequestGauge;
 
 /// How long a claimed mail stays ours: a worker that dies mid-send frees its rows after this.
 const LEASE: Duration = Duration::from_secs(2 * SEND_TIMEOUT.as_secs());
+/// Mails leased at a time: enough to keep every connection busy between claims.
+const CLAIM: usize = 64;
 /// How often to look for due mail nobody told us about (other instances, retries).
 const POLL: Duration = Duration::from_secs(1);
+/// This many requests in progress at once means visitors are waiting on this instance.
+const BUSY: usize = 16;
+const BUSY_PAUSE: Duration = Duration::from_millis(5);
 /// Transient failures are retried for this long after the mail was queued.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
@@ -42,6 +49,9 @@ pub struct OutboxWorker {
     pub bell: OutboxBell,
     /// The first retry waits this long; each next one twice as long, up to an hour.
     pub retry_base: Duration,
+    /// Requests being answered: while many are, mail goes out one at a time and waits its
+    /// turn, so a burst of signups is not slowed by its own confirmation mails.
+    pub visitors: RequestGauge,
 }
 
 impl OutboxWorker {
@@ -49,16 +59,35 @@ impl OutboxWorker {
     pub async fn run(self, stop: impl Future<Output = ()>) {
         let worker = Arc::new(self);
         let mut in_flight: JoinSet<MailOutcome> = JoinSet::new();
+        let mut queue: VecDeque<(QueuedMail, i64)> = VecDeque::new();
+        // Whether a claim may find something: after a full claim, the bell, or a quiet second.
+        let mut maybe_due = true;
         tokio::pin!(stop);
         loop {
-            // Claimed whenever a connection is free and something may have become due: a send
-            // finished, the bell rang, or a second passed.
-            let room = CONNECTIONS as usize - in_flight.len();
-            if room > 0 {
-                for mail in worker.claim(room).await {
-                    let worker = worker.clone();
-                    in_flight.spawn(async move { worker.deliver(mail).await });
+            if maybe_due && queue.len() < CONNECTIONS as usize {
+                let wanted = CLAIM - queue.len();
+                let (claimed, lease_until) = worker.claim(wanted).await;
+                maybe_due = claimed.len() == wanted;
+                queue.extend(claimed.into_iter().map(|mail| (mail, lease_until)));
+            }
+            let busy = worker.visitors.current() >= BUSY;
+            let connections = if busy { 1 } else { CONNECTIONS as usize };
+            while in_flight.len() < connections {
+                let Some((mail, lease_until)) = queue.pop_front() else { break };
+                // A send must end before its lease does, or another worker could send it too;
+                // a mail whose lease is too short now is left to be claimed again.
+                if lease_until - unix_now() <= SEND_TIMEOUT.as_secs() as i64 {
+                    continue;
                 }
+                let worker = worker.clone();
+                in_flight.spawn(async move {
+                    let outcome = worker.deliver(mail).await;
+                    if busy {
+                        // Give the CPU back to the requests before the next one.
+                        tokio::time::sleep(BUSY_PAUSE).await;
+                    }
+                    outcome
+                });
             }
             tokio::select! {
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
@@ -68,8 +97,8 @@ impl OutboxWorker {
                     }
                     worker.record(&outcomes).await;
                 }
-                () = worker.bell.heard() => {}
-                () = tokio::time::sleep(POLL) => {}
+                () = worker.bell.heard() => maybe_due = true,
+                () = tokio::time::sleep(POLL) => maybe_due = true,
                 () = &mut stop => break,
             }
         }
@@ -86,18 +115,19 @@ impl OutboxWorker {
         }
     }
 
-    async fn claim(&self, room: usize) -> Vec<QueuedMail> {
+    /// Leases up to `room` due mails; returns them with the end of their lease.
+    async fn claim(&self, room: usize) -> (Vec<QueuedMail>, i64) {
         let now = unix_now();
         let lease_until = now + LEASE.as_secs() as i64;
         let owner = lease_owner();
         match self.store.claim_mail(now, lease_until, owner, room as u32).await {
-            Ok(mails) => mails,
+            Ok(mails) => (mails, lease_until),
             Err(e) => {
                 tracing::warn!(
                     error = format!("{:#}", e.0),
                     "could not claim mail from the outbox"
                 );
-                Vec::new()
+                (Vec::new(), lease_until)
             }
         }
     }
@@ -112,9 +142,7 @@ impl OutboxWorker {
     async fn deliver(&self, mail: QueuedMail) -> MailOutcome {
         let result = match self.composer.compose(&mail) {
             Err(e) => Err(SendFailure { permanent: true, reason: format!("{e:#}") }),
-            Ok(composed) => {
-                self.mailer.send(&composed.envelope, &composed.bytes, &mail.message_id).await
-            }
+            Ok(composed) => self.mailer.send(&composed.envelope, &composed.bytes, mail.id).await,
         };
         let now = unix_now();
         let result = match result {

@@ -11,6 +11,7 @@ use super::SecretKey;
 const CONFIRM: &str = "enlist confirm link v1";
 const UNSUBSCRIBE: &str = "enlist unsubscribe link v1";
 const ADDRESS: &str = "enlist address hash v1";
+const MESSAGE_ID: &str = "enlist message id v1";
 /// 128 bits of MAC: far beyond guessing, and the links stay short.
 const MAC_BYTES: usize = 16;
 const TOKEN_BYTES: usize = 8 + MAC_BYTES;
@@ -94,6 +95,14 @@ impl Links {
 
     pub fn verify_unsubscribe(&self, token: &LinkToken, email_key: &str) -> bool {
         self.verify(UNSUBSCRIBE, token, email_key.as_bytes())
+    }
+
+    /// A Message-ID for the outbox row `id`: stable across retries (receivers can drop a
+    /// repeat), unique to this installation, and saying nothing about the database.
+    pub fn message_id(&self, id: i64, host: &str) -> String {
+        let mac = self.key.sign(MESSAGE_ID, &id.to_be_bytes());
+        let hex: String = mac[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("<{id}.{hex}@{host}>")
     }
 
     /// A keyed hash of an address's identity: what suppressions, the confirmation limit and

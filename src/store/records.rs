@@ -22,7 +22,6 @@ pub struct ConfirmationRequest<'a> {
     pub subscriber: NewSubscriber<'a>,
     pub nonce: [u8; 16],
     pub expires_at: i64,
-    pub message_id: &'a str,
     /// At most this many confirmation mails per address since `window_start`.
     pub limit: u32,
     pub window_start: i64,
@@ -35,7 +34,7 @@ pub enum ConfirmationQueued {
     LimitReached,
 }
 
-/// A confirmation link's row, with the subscriber it belongs to.
+/// A confirmation mail (whose id and nonce make its link), with the subscriber it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Confirmation {
     pub id: i64,
@@ -55,7 +54,8 @@ pub struct ConfirmWrite<'a> {
     pub confirmation_id: i64,
     pub client: &'a ClientEvidence,
     pub address_hash: AddressHash,
-    pub welcome_message_id: Option<&'a str>,
+    /// Queue a welcome mail if this confirms.
+    pub welcome: bool,
     pub now: i64,
 }
 
@@ -128,13 +128,12 @@ pub struct MailRecord {
 pub struct QueuedMail {
     pub id: i64,
     pub purpose: String,
-    pub message_id: String,
     pub attempts: i64,
     pub created_at: i64,
     pub subscriber_id: i64,
     pub email: String,
     pub email_key: String,
-    pub confirmation_id: Option<i64>,
+    /// Confirmation mails: what their link is made from.
     pub nonce: Option<Vec<u8>>,
 }
 
@@ -189,4 +188,40 @@ pub(crate) fn counts_from(rows: Vec<(String, i64)>) -> Counts {
         }
     }
     counts
+}
+
+/// The per-address record of confirmation mails asked for: at most `limit` times, newest last,
+/// none older than the window. Returns the times to store, or `None` when the limit is reached.
+pub(crate) fn admit_request(
+    stored: Option<&str>,
+    window_start: i64,
+    limit: u32,
+    now: i64,
+) -> Option<String> {
+    let mut times: Vec<i64> = stored
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .filter(|&t| t > window_start)
+        .collect();
+    if times.len() >= limit as usize {
+        return None;
+    }
+    times.push(now);
+    Some(times.iter().map(i64::to_string).collect::<Vec<_>>().join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admit_request;
+
+    #[test]
+    fn the_limit_slides_with_the_window() {
+        assert_eq!(admit_request(None, 0, 3, 10).as_deref(), Some("10"));
+        assert_eq!(admit_request(Some("10 20"), 0, 3, 30).as_deref(), Some("10 20 30"));
+        assert_eq!(admit_request(Some("10 20 30"), 0, 3, 40), None);
+        // The oldest has left the window: room for one more.
+        assert_eq!(admit_request(Some("10 20 30"), 10, 3, 40).as_deref(), Some("20 30 40"));
+        assert_eq!(admit_request(Some("junk 5"), 0, 3, 6).as_deref(), Some("5 6"));
+    }
 }

@@ -67,20 +67,17 @@ pub async fn confirm(
     let found = confirmation(&app, &token).await?;
     let email_key = found_key(&found)?;
     let client = ClientEvidence::new(client, user_agent(&headers), app.signups.keep_full_ip);
-    let welcome = match &app.signups.double_opt_in {
-        Some(opt_in) if app.templates.has("welcome.txt") => Some(opt_in.composer.new_message_id()?),
-        _ => None,
-    };
+    let welcome = app.signups.double_opt_in.is_some() && app.templates.has("welcome.txt");
     let write = ConfirmWrite {
         confirmation_id: found.id,
         client: &client,
         address_hash: app.signups.links.address_hash(&email_key),
-        welcome_message_id: welcome.as_deref(),
+        welcome,
         now: unix_now(),
     };
     match app.store.confirm(write).await? {
         Confirmed::Now => {
-            if let (Some(opt_in), Some(_)) = (&app.signups.double_opt_in, &welcome) {
+            if let Some(opt_in) = app.signups.double_opt_in.as_ref().filter(|_| welcome) {
                 opt_in.bell.ring();
             }
             session.visitor_confirmed(&email_key).await?;

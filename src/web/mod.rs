@@ -57,6 +57,36 @@ pub struct AppState {
     pub templates: Arc<Templates>,
     pub admin: Arc<AdminCredentials>,
     pub signups: Arc<SignupPolicy>,
+    pub in_flight: RequestGauge,
+}
+
+/// How many requests are being answered right now: background work (the outbox) yields while
+/// visitors are waiting.
+#[derive(Debug, Clone, Default)]
+pub struct RequestGauge(Arc<std::sync::atomic::AtomicUsize>);
+
+impl RequestGauge {
+    pub fn current(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+struct InFlight(RequestGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn count_in_flight(
+    axum::extract::State(gauge): axum::extract::State<RequestGauge>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    gauge.0.fetch_add(1, Ordering::Relaxed);
+    let _leaving = InFlight(gauge);
+    next.run(request).await
 }
 
 /// The whole application as a router: pure, so tests and the binary build the same thing.
@@ -85,6 +115,7 @@ pub fn app(
     }
 
     let layers = ServiceBuilder::new()
+        .layer(from_fn_with_state(state.in_flight.clone(), count_in_flight))
         .layer(from_fn_with_state(trusted_proxies, client_ip::client_ip_layer))
         .layer(SetRequestIdLayer::x_request_id(RequestCounter::default()))
         .layer(

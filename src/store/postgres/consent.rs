@@ -5,6 +5,7 @@ use sqlx::{Postgres, Transaction};
 
 use super::PostgresStore;
 use crate::domain::Evidence;
+use crate::store::records::admit_request;
 use crate::store::{
     ConfirmWrite, ConfirmationQueued, ConfirmationRequest, Confirmed, Leaving, MailOutcome,
     MailResult, NewSubscriber, StoreResult,
@@ -41,23 +42,23 @@ fn insert_subscriber<'q>(
         .bind(confirmed_at)
 }
 
+/// Queues a mail to the subscriber; a confirmation mail carries its link's nonce and expiry.
 async fn queue_mail(
     tx: &mut Transaction<'_, Postgres>,
     purpose: &str,
     subscriber_id: i64,
-    confirmation_id: Option<i64>,
-    message_id: &str,
+    link: Option<(&[u8], i64)>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO outbox (purpose, priority, subscriber_id, confirmation_id, message_id,
-                             next_attempt_at, created_at)
+        "INSERT INTO outbox (purpose, priority, subscriber_id, nonce, expires_at, next_attempt_at,
+                             created_at)
          VALUES ($1, 0, $2, $3, $4, $5, $5)",
     )
     .bind(purpose)
     .bind(subscriber_id)
-    .bind(confirmation_id)
-    .bind(message_id)
+    .bind(link.map(|(nonce, _)| nonce))
+    .bind(link.map(|(_, expires_at)| expires_at))
     .bind(now)
     .execute(&mut **tx)
     .await?;
@@ -99,37 +100,29 @@ impl PostgresStore {
                 tx.commit().await?;
                 return Ok(ConfirmationQueued::AlreadyConfirmed);
             }
-            let asked: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM confirmation_requests
-                 WHERE address_hash = $1 AND requested_at > $2",
-            )
-            .bind(&new.address_hash[..])
-            .bind(request.window_start)
-            .fetch_one(&mut *tx)
-            .await?;
-            if asked >= i64::from(request.limit) {
+            let stored: Option<String> =
+                sqlx::query_scalar("SELECT times FROM confirmation_limits WHERE address_hash = $1")
+                    .bind(&new.address_hash[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let admitted =
+                admit_request(stored.as_deref(), request.window_start, request.limit, new.now);
+            let Some(times) = admitted else {
                 tx.commit().await?;
                 return Ok(ConfirmationQueued::LimitReached);
-            }
+            };
             sqlx::query(
-                "INSERT INTO confirmation_requests (address_hash, requested_at) VALUES ($1, $2)",
+                "INSERT INTO confirmation_limits (address_hash, newest, times) VALUES ($1, $2, $3)
+                 ON CONFLICT (address_hash) DO UPDATE SET newest = excluded.newest,
+                                                          times = excluded.times",
             )
             .bind(&new.address_hash[..])
             .bind(new.now)
+            .bind(times)
             .execute(&mut *tx)
             .await?;
-            let confirmation_id: i64 = sqlx::query_scalar(
-                "INSERT INTO confirmations (subscriber_id, nonce, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4) RETURNING id",
-            )
-            .bind(id)
-            .bind(&request.nonce[..])
-            .bind(new.now)
-            .bind(request.expires_at)
-            .fetch_one(&mut *tx)
-            .await?;
-            queue_mail(&mut tx, "confirm", id, Some(confirmation_id), request.message_id, new.now)
-                .await?;
+            let link = Some((&request.nonce[..], request.expires_at));
+            queue_mail(&mut tx, "confirm", id, link, new.now).await?;
             tx.commit().await?;
             Ok(ConfirmationQueued::Queued)
         };
@@ -140,9 +133,9 @@ impl PostgresStore {
         let work = async {
             let mut tx = self.pool.begin().await?;
             let found: Option<(i64, i64, String)> = sqlx::query_as(
-                "SELECT c.subscriber_id, c.expires_at, s.status
-                 FROM confirmations AS c JOIN subscribers AS s ON s.id = c.subscriber_id
-                 WHERE c.id = $1 FOR UPDATE OF s",
+                "SELECT o.subscriber_id, o.expires_at, s.status
+                 FROM outbox AS o JOIN subscribers AS s ON s.id = o.subscriber_id
+                 WHERE o.id = $1 AND o.purpose = 'confirm' FOR UPDATE OF s",
             )
             .bind(write.confirmation_id)
             .fetch_optional(&mut *tx)
@@ -150,11 +143,10 @@ impl PostgresStore {
             let Some((subscriber_id, expires_at, status)) = found else {
                 return Ok(Confirmed::Unknown);
             };
-            let mark_used = sqlx::query(
-                "UPDATE confirmations SET used_at = $1 WHERE id = $2 AND used_at IS NULL",
-            )
-            .bind(write.now)
-            .bind(write.confirmation_id);
+            let mark_used =
+                sqlx::query("UPDATE outbox SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
+                    .bind(write.now)
+                    .bind(write.confirmation_id);
             if status == "confirmed" {
                 mark_used.execute(&mut *tx).await?;
                 tx.commit().await?;
@@ -179,8 +171,8 @@ impl PostgresStore {
                 .bind(&write.address_hash[..])
                 .execute(&mut *tx)
                 .await?;
-            if let Some(message_id) = write.welcome_message_id {
-                queue_mail(&mut tx, "welcome", subscriber_id, None, message_id, write.now).await?;
+            if write.welcome {
+                queue_mail(&mut tx, "welcome", subscriber_id, None, write.now).await?;
             }
             tx.commit().await?;
             Ok(Confirmed::Now)
@@ -282,7 +274,7 @@ impl PostgresStore {
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
-            sqlx::query("DELETE FROM confirmation_requests WHERE requested_at < $1")
+            sqlx::query("DELETE FROM confirmation_limits WHERE newest < $1")
                 .bind(requests_before)
                 .execute(&mut *tx)
                 .await?;

@@ -32,9 +32,9 @@ impl Store for PostgresStore {
 
     async fn confirmation(&self, id: i64) -> StoreResult<Option<Confirmation>> {
         let select = sqlx::query_as(
-            "SELECT c.id, c.subscriber_id, c.nonce, c.expires_at, c.used_at, s.email, s.status
-             FROM confirmations AS c JOIN subscribers AS s ON s.id = c.subscriber_id
-             WHERE c.id = $1",
+            "SELECT o.id, o.subscriber_id, o.nonce, o.expires_at, o.used_at, s.email, s.status
+             FROM outbox AS o JOIN subscribers AS s ON s.id = o.subscriber_id
+             WHERE o.id = $1 AND o.purpose = 'confirm'",
         )
         .bind(id)
         .fetch_optional(&self.pool);
@@ -194,14 +194,12 @@ impl Store for PostgresStore {
                                 AND lease_until <= $1
                               ORDER BY priority, next_attempt_at, id
                               LIMIT $4 FOR UPDATE SKIP LOCKED)
-                 RETURNING id, purpose, message_id, attempts, created_at, subscriber_id,
-                           confirmation_id, priority, next_attempt_at)
-             SELECT l.id, l.purpose, l.message_id, CAST(l.attempts AS BIGINT) AS attempts,
-                    l.created_at, l.subscriber_id, s.email, s.email_key, l.confirmation_id,
-                    c.nonce
+                 RETURNING id, purpose, attempts, created_at, subscriber_id, nonce, priority,
+                           next_attempt_at)
+             SELECT l.id, l.purpose, CAST(l.attempts AS BIGINT) AS attempts, l.created_at,
+                    l.subscriber_id, s.email, s.email_key, l.nonce
              FROM leased AS l
              JOIN subscribers AS s ON s.id = l.subscriber_id
-             LEFT JOIN confirmations AS c ON c.id = l.confirmation_id
              ORDER BY l.priority, l.next_attempt_at, l.id",
         )
         .bind(now)

@@ -1,6 +1,7 @@
 //! Running one group commit's statements. Most batches under load are many signups: their
 //! subscriber rows go in as one multi-row INSERT and their new sessions as another, instead of a
-//! round trip to SQLite per row. The batch's other writes then run one at a time in arrival
+//! round trip to SQLite per row, and double opt-in signups likewise (`confirm_batch`). The
+//! batch's other writes then run one at a time in arrival
 //! order. Batches where two writes touch the same row, or that hold writes acting on many rows,
 //! run everything in arrival order, so the last write still wins.
 
@@ -35,7 +36,9 @@ fn can_group(ops: &[&WriteOp]) -> bool {
         WriteOp::CreateSession { key, .. }
         | WriteOp::SaveSession { key, .. }
         | WriteOp::DeleteSession { key } => sessions.insert(*key),
-        WriteOp::Flush => true,
+        // Outbox bookkeeping names rows no signup in the batch can touch: leasing takes what
+        // is due, recording updates rows leased earlier.
+        WriteOp::Flush | WriteOp::LeaseMail { .. } | WriteOp::RecordMail { .. } => true,
         other => other.address_key().is_some_and(|key| addresses.insert(key)),
     })
 }
@@ -44,6 +47,11 @@ async fn grouped(connection: &mut SqliteConnection, ops: &[&WriteOp]) -> Vec<Out
     let mut outcomes: Vec<Option<Outcome>> = ops.iter().map(|_| None).collect();
     let signups: Vec<usize> = indexes(ops, |op| matches!(op, WriteOp::AddSubscriber { .. }));
     let sessions: Vec<usize> = indexes(ops, |op| matches!(op, WriteOp::CreateSession { .. }));
+    let confirmations: Vec<usize> =
+        indexes(ops, |op| matches!(op, WriteOp::RequestConfirmation { .. }));
+    if confirmations.len() >= 2 {
+        super::confirm_batch::run(connection, ops, &confirmations, &mut outcomes).await;
+    }
     let subscribers = "INSERT INTO subscribers (email, email_key, created_at, status, source, \
                        signup_ip, signup_agent, consent, confirmed_at) ";
     let returning = " ON CONFLICT (email_key) DO NOTHING RETURNING CAST(email_key AS BLOB)";

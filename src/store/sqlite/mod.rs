@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod batch;
+mod confirm_batch;
 mod ops;
 mod queries;
 mod session_cache;

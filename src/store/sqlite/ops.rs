@@ -2,11 +2,14 @@
 //! are several, which run inside a savepoint so that each write is all or nothing even though it
 //! shares its transaction with the rest of its group commit.
 
+use std::sync::{Arc, Mutex};
+
 use anyhow::Context;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Executor, Sqlite, SqliteConnection};
 
 use super::session_cache::SessionCache;
+use crate::store::records::admit_request;
 use crate::store::{AddressHash, Leaving, MailOutcome, MailResult, SessionKey};
 
 /// Answers of compound writes, carried in the writer's row count.
@@ -50,7 +53,6 @@ pub(super) enum WriteOp {
         address_hash: AddressHash,
         nonce: [u8; 16],
         expires_at: i64,
-        message_id: String,
         limit: u32,
         window_start: i64,
     },
@@ -60,7 +62,7 @@ pub(super) enum WriteOp {
         ip: String,
         agent: Option<String>,
         address_hash: AddressHash,
-        welcome_message_id: Option<String>,
+        welcome: bool,
     },
     RemoveSubscriber {
         target: Target,
@@ -94,6 +96,8 @@ pub(super) enum WriteOp {
         until: i64,
         owner: i64,
         limit: u32,
+        /// Filled in with the ids the lease took.
+        leased: Arc<Mutex<Vec<i64>>>,
     },
     RecordMail {
         outcomes: Vec<MailOutcome>,
@@ -208,34 +212,25 @@ impl WriteOp {
             .bind(data.as_str())
             .bind(owner.as_ref().map(|o| &o[..]))
             .bind(*expires_at),
-            Self::SaveSession { key, data, owner, expires_at } => sqlx::query(
-                "UPDATE sessions SET data = ?, owner = ?, expires_at = ? WHERE key = ?",
-            )
-            .bind(data.as_str())
-            .bind(owner.as_ref().map(|o| &o[..]))
-            .bind(*expires_at)
-            .bind(&key[..]),
+            Self::SaveSession { key, data, owner, expires_at } => {
+                sqlx::query("UPDATE sessions SET data = ?, owner = ?, expires_at = ? WHERE key = ?")
+                    .bind(data.as_str())
+                    .bind(owner.as_ref().map(|o| &o[..]))
+                    .bind(*expires_at)
+                    .bind(&key[..])
+            }
             Self::DeleteSession { key } => {
                 sqlx::query("DELETE FROM sessions WHERE key = ?").bind(&key[..])
             }
             Self::DeleteExpiredSessions { now } => {
                 sqlx::query("DELETE FROM sessions WHERE expires_at <= ?").bind(*now)
             }
-            Self::LeaseMail { now, until, owner, limit } => sqlx::query(
-                "UPDATE outbox SET lease_until = ?, lease_owner = ?
-                 WHERE id IN (SELECT id FROM outbox
-                              WHERE status = 'queued' AND next_attempt_at <= ?3 AND lease_until <= ?3
-                              ORDER BY priority, next_attempt_at, id LIMIT ?)",
-            )
-            .bind(*until)
-            .bind(*owner)
-            .bind(*now)
-            .bind(*limit),
             Self::Flush => sqlx::query("SELECT 1"),
             Self::AddSubscriber { .. }
             | Self::RequestConfirmation { .. }
             | Self::Confirm { .. }
             | Self::RemoveSubscriber { leaving: Some(_), .. }
+            | Self::LeaseMail { .. }
             | Self::RecordMail { .. }
             | Self::PurgeStale { .. } => return None,
         })
@@ -272,7 +267,6 @@ impl WriteOp {
                 address_hash,
                 nonce,
                 expires_at,
-                message_id,
                 limit,
                 window_start,
             } => {
@@ -296,42 +290,30 @@ impl WriteOp {
                 if status == "confirmed" {
                     return Ok(answer::ALREADY);
                 }
-                let asked: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM confirmation_requests
-                     WHERE address_hash = ? AND requested_at > ?",
+                let stored: Option<String> = sqlx::query_scalar(
+                    "SELECT times FROM confirmation_limits WHERE address_hash = ?",
                 )
                 .bind(&address_hash[..])
-                .bind(*window_start)
-                .fetch_one(&mut *c)
+                .fetch_optional(&mut *c)
                 .await?;
-                if asked >= i64::from(*limit) {
+                let Some(times) = admit_request(stored.as_deref(), *window_start, *limit, *now)
+                else {
                     return Ok(answer::REFUSED);
-                }
-                sqlx::query(
-                    "INSERT INTO confirmation_requests (address_hash, requested_at) VALUES (?, ?)",
-                )
-                .bind(&address_hash[..])
-                .bind(*now)
-                .execute(&mut *c)
-                .await?;
-                let confirmation_id: i64 = sqlx::query_scalar(
-                    "INSERT INTO confirmations (subscriber_id, nonce, created_at, expires_at)
-                     VALUES (?, ?, ?, ?) RETURNING id",
-                )
-                .bind(id)
-                .bind(&nonce[..])
-                .bind(*now)
-                .bind(*expires_at)
-                .fetch_one(&mut *c)
-                .await?;
-                queue_mail(c, "confirm", id, Some(confirmation_id), message_id, *now).await?;
+                };
+                sqlx::query(UPSERT_LIMIT)
+                    .bind(&address_hash[..])
+                    .bind(*now)
+                    .bind(times)
+                    .execute(&mut *c)
+                    .await?;
+                queue_mail(c, "confirm", id, Some((&nonce[..], *expires_at)), *now).await?;
                 Ok(answer::DONE)
             }
-            Self::Confirm { confirmation_id, now, ip, agent, address_hash, welcome_message_id } => {
+            Self::Confirm { confirmation_id, now, ip, agent, address_hash, welcome } => {
                 let found: Option<(i64, i64, String)> = sqlx::query_as(
-                    "SELECT c.subscriber_id, c.expires_at, s.status
-                     FROM confirmations AS c JOIN subscribers AS s ON s.id = c.subscriber_id
-                     WHERE c.id = ?",
+                    "SELECT o.subscriber_id, o.expires_at, s.status
+                     FROM outbox AS o JOIN subscribers AS s ON s.id = o.subscriber_id
+                     WHERE o.id = ? AND o.purpose = 'confirm'",
                 )
                 .bind(*confirmation_id)
                 .fetch_optional(&mut *c)
@@ -362,10 +344,30 @@ impl WriteOp {
                     .bind(&address_hash[..])
                     .execute(&mut *c)
                     .await?;
-                if let Some(message_id) = welcome_message_id {
-                    queue_mail(c, "welcome", subscriber_id, None, message_id, *now).await?;
+                if *welcome {
+                    queue_mail(c, "welcome", subscriber_id, None, *now).await?;
                 }
                 Ok(answer::DONE)
+            }
+            Self::LeaseMail { now, until, owner, limit, leased } => {
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    // Numbered throughout: sqlx counts a bare `?` apart from `?N`.
+                    "UPDATE outbox SET lease_until = ?1, lease_owner = ?2
+                     WHERE id IN (SELECT id FROM outbox
+                                  WHERE status = 'queued' AND next_attempt_at <= ?3
+                                    AND lease_until <= ?3
+                                  ORDER BY priority, next_attempt_at, id LIMIT ?4)
+                     RETURNING id",
+                )
+                .bind(*until)
+                .bind(*owner)
+                .bind(*now)
+                .bind(*limit)
+                .fetch_all(&mut *c)
+                .await?;
+                let count = ids.len() as u64;
+                *leased.lock().unwrap_or_else(|p| p.into_inner()) = ids;
+                Ok(count)
             }
             Self::RemoveSubscriber { target, leaving: Some(leaving) } => {
                 let removed = match target {
@@ -401,7 +403,10 @@ impl WriteOp {
                 Ok(removed)
             }
             Self::RecordMail { outcomes } => {
-                for outcome in outcomes {
+                record_sent(c, outcomes).await?;
+                for outcome in
+                    outcomes.iter().filter(|o| !matches!(o.result, MailResult::Sent { .. }))
+                {
                     record_one(c, outcome).await?;
                 }
                 Ok(outcomes.len() as u64)
@@ -414,7 +419,7 @@ impl WriteOp {
                 .execute(&mut *c)
                 .await?
                 .rows_affected();
-                sqlx::query("DELETE FROM confirmation_requests WHERE requested_at < ?")
+                sqlx::query("DELETE FROM confirmation_limits WHERE newest < ?")
                     .bind(*requests_before)
                     .execute(&mut *c)
                     .await?;
@@ -444,23 +449,28 @@ impl WriteOp {
     }
 }
 
+pub(super) const UPSERT_LIMIT: &str =
+    "INSERT INTO confirmation_limits (address_hash, newest, times)
+    VALUES (?, ?, ?)
+    ON CONFLICT (address_hash) DO UPDATE SET newest = excluded.newest, times = excluded.times";
+
+/// Queues a mail to the subscriber; a confirmation mail carries its link's nonce and expiry.
 async fn queue_mail(
     c: &mut SqliteConnection,
     purpose: &str,
     subscriber_id: i64,
-    confirmation_id: Option<i64>,
-    message_id: &str,
+    link: Option<(&[u8], i64)>,
     now: i64,
 ) -> anyhow::Result<()> {
     sqlx::query(
-        "INSERT INTO outbox (purpose, priority, subscriber_id, confirmation_id, message_id,
-                             next_attempt_at, created_at)
+        "INSERT INTO outbox (purpose, priority, subscriber_id, nonce, expires_at, next_attempt_at,
+                             created_at)
          VALUES (?, 0, ?, ?, ?, ?, ?)",
     )
     .bind(purpose)
     .bind(subscriber_id)
-    .bind(confirmation_id)
-    .bind(message_id)
+    .bind(link.map(|(nonce, _)| nonce))
+    .bind(link.map(|(_, expires_at)| expires_at))
     .bind(now)
     .bind(now)
     .execute(&mut *c)
@@ -470,7 +480,7 @@ async fn queue_mail(
 }
 
 async fn mark_used(c: &mut SqliteConnection, confirmation_id: i64, now: i64) -> anyhow::Result<()> {
-    sqlx::query("UPDATE confirmations SET used_at = ? WHERE id = ? AND used_at IS NULL")
+    sqlx::query("UPDATE outbox SET used_at = ? WHERE id = ? AND used_at IS NULL")
         .bind(now)
         .bind(confirmation_id)
         .execute(&mut *c)
@@ -478,14 +488,32 @@ async fn mark_used(c: &mut SqliteConnection, confirmation_id: i64, now: i64) -> 
     Ok(())
 }
 
+/// Every delivered mail of the batch in one statement: the common case under load.
+async fn record_sent(c: &mut SqliteConnection, outcomes: &[MailOutcome]) -> anyhow::Result<()> {
+    let mut sent = outcomes.iter().filter_map(|o| match o.result {
+        MailResult::Sent { at } => Some((o.id, at)),
+        _ => None,
+    });
+    let Some((_, at)) = sent.clone().next() else {
+        return Ok(());
+    };
+    let mut update = sqlx::QueryBuilder::<Sqlite>::new(
+        "UPDATE outbox SET status = 'sent', attempts = attempts + 1, lease_until = 0, \
+         last_error = NULL, sent_at = ",
+    );
+    update.push_bind(at).push(" WHERE id IN (");
+    let mut ids = update.separated(", ");
+    for (id, _) in sent.by_ref() {
+        ids.push_bind(id);
+    }
+    update.push(")");
+    c.execute(update.build()).await.context("recording sent mail")?;
+    Ok(())
+}
+
 async fn record_one(c: &mut SqliteConnection, outcome: &MailOutcome) -> anyhow::Result<()> {
     let query = match &outcome.result {
-        MailResult::Sent { at } => sqlx::query(
-            "UPDATE outbox SET status = 'sent', sent_at = ?, attempts = attempts + 1,
-                               lease_until = 0, last_error = NULL
-             WHERE id = ?",
-        )
-        .bind(*at),
+        MailResult::Sent { .. } => return Ok(()),
         MailResult::Retry { at, error } => sqlx::query(
             "UPDATE outbox SET next_attempt_at = ?, last_error = ?, attempts = attempts + 1,
                                lease_until = 0

@@ -67,7 +67,6 @@ impl Store for SqliteStore {
             address_hash: new.address_hash,
             nonce: request.nonce,
             expires_at: request.expires_at,
-            message_id: request.message_id.to_owned(),
             limit: request.limit,
             window_start: request.window_start,
         };
@@ -80,9 +79,9 @@ impl Store for SqliteStore {
 
     async fn confirmation(&self, id: i64) -> StoreResult<Option<Confirmation>> {
         let found = sqlx::query_as(
-            "SELECT c.id, c.subscriber_id, c.nonce, c.expires_at, c.used_at, s.email, s.status
-             FROM confirmations AS c JOIN subscribers AS s ON s.id = c.subscriber_id
-             WHERE c.id = ?",
+            "SELECT o.id, o.subscriber_id, o.nonce, o.expires_at, o.used_at, s.email, s.status
+             FROM outbox AS o JOIN subscribers AS s ON s.id = o.subscriber_id
+             WHERE o.id = ? AND o.purpose = 'confirm'",
         )
         .bind(id)
         .fetch_optional(&self.readers)
@@ -98,7 +97,7 @@ impl Store for SqliteStore {
             ip: write.client.ip.clone(),
             agent: write.client.agent.clone(),
             address_hash: write.address_hash,
-            welcome_message_id: write.welcome_message_id.map(str::to_owned),
+            welcome: write.welcome,
         };
         Ok(match self.writer.write(op).await? {
             answer::DONE => Confirmed::Now,
@@ -301,25 +300,30 @@ impl Store for SqliteStore {
         owner: i64,
         limit: u32,
     ) -> StoreResult<Vec<QueuedMail>> {
-        let leased =
-            self.writer.write(WriteOp::LeaseMail { now, until: lease_until, owner, limit });
-        if leased.await? == 0 {
+        let leased = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let op =
+            WriteOp::LeaseMail { now, until: lease_until, owner, limit, leased: leased.clone() };
+        if self.writer.write(op).await? == 0 {
             return Ok(Vec::new());
         }
-        let mails = sqlx::query_as(
-            "SELECT o.id, o.purpose, o.message_id, o.attempts, o.created_at, o.subscriber_id,
-                    s.email, s.email_key, o.confirmation_id, c.nonce
-             FROM outbox AS o
-             JOIN subscribers AS s ON s.id = o.subscriber_id
-             LEFT JOIN confirmations AS c ON c.id = o.confirmation_id
-             WHERE o.lease_owner = ? AND o.lease_until = ? AND o.status = 'queued'
-             ORDER BY o.priority, o.next_attempt_at, o.id",
-        )
-        .bind(owner)
-        .bind(lease_until)
-        .fetch_all(&self.readers)
-        .await
-        .context("reading leased mail")?;
+        let ids = std::mem::take(&mut *leased.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut select = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT o.id, o.purpose, o.attempts, o.created_at, o.subscriber_id, s.email,
+                    s.email_key, o.nonce
+             FROM outbox AS o JOIN subscribers AS s ON s.id = o.subscriber_id
+             WHERE o.status = 'queued' AND o.lease_owner = ",
+        );
+        select.push_bind(owner).push(" AND o.id IN (");
+        let mut list = select.separated(", ");
+        for id in ids {
+            list.push_bind(id);
+        }
+        select.push(") ORDER BY o.priority, o.next_attempt_at, o.id");
+        let mails = select
+            .build_query_as()
+            .fetch_all(&self.readers)
+            .await
+            .context("reading leased mail")?;
         Ok(mails)
     }
 
