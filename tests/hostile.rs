@@ -204,18 +204,31 @@ struct InProcess {
     _app: common::TestApp,
 }
 
-static APP: LazyLock<InProcess> = LazyLock::new(|| {
+fn in_process(args: &[&str]) -> InProcess {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let app = runtime.block_on(common::prepare_app(common::Backend::Sqlite, &[], None));
+    let app = runtime.block_on(common::prepare_app(common::Backend::Sqlite, args, None));
     let router = runtime.block_on(Server::build(app.settings())).unwrap().into_router();
     InProcess { runtime, router: Mutex::new(router), _app: app }
+}
+
+static APP: LazyLock<InProcess> = LazyLock::new(|| in_process(&[]));
+
+/// The same with mail on (to a directory), so the double opt-in doors are in play too.
+static MAIL_APP: LazyLock<InProcess> = LazyLock::new(|| {
+    let dir = std::env::temp_dir().join(format!("enlist-hostile-mail-{}", std::process::id()));
+    let url = format!("file://{}", dir.display());
+    in_process(&["--smtp-url", &url, "--mail-from", "news@example.org"])
 });
 
 /// Runs one request through the whole stack and returns its status.
 fn status_of(request: Request<Body>) -> StatusCode {
-    let router = APP.router.lock().unwrap().clone();
-    APP.runtime.block_on(async move { router.oneshot(request).await.unwrap().status() })
+    status_in(&APP, request)
+}
+
+fn status_in(app: &InProcess, request: Request<Body>) -> StatusCode {
+    let router = app.router.lock().unwrap().clone();
+    app.runtime.block_on(async move { router.oneshot(request).await.unwrap().status() })
 }
 
 fn form_post(path: &str, body: Vec<u8>, cookie: Option<&str>) -> Request<Body> {
@@ -253,6 +266,28 @@ proptest! {
             .join("&");
         let status = status_of(form_post(path, body.into_bytes(), None));
         prop_assert!(acceptable(status), "{path}: {status}");
+    }
+
+    #[test]
+    fn any_form_shaped_body_on_the_mail_doors_gets_a_non_5xx_answer(
+        fields in proptest::collection::vec(("[a-zA-Z_-]{0,16}", "[\\PC]{0,40}"), 0..6),
+        path in prop::sample::select(vec![
+            "/signup", "/resend", "/unregister", "/admin/resend",
+            "/confirm/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "/confirm/x",
+            "/u/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "/u/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/data",
+            "/u/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA/erase", "/u/%FF%FE",
+        ]),
+    ) {
+        let body = fields
+            .iter()
+            .map(|(k, v)| format!("{k}={}", url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()))
+            .collect::<Vec<_>>()
+            .join("&");
+        let status = status_in(&MAIL_APP, form_post(path, body.into_bytes(), None));
+        prop_assert!(acceptable(status), "{path}: {status}");
+        let get = Request::get(path).body(Body::empty()).unwrap();
+        let status = status_in(&MAIL_APP, get);
+        prop_assert!(acceptable(status), "GET {path}: {status}");
     }
 
     #[test]
