@@ -12,7 +12,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use url::Url;
 
-use crate::domain::AdminPassword;
+use crate::domain::{AdminPassword, SubscriberStatus};
 use crate::security::{PasswordHash, Rate};
 
 #[derive(Debug, Parser)]
@@ -32,6 +32,41 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Read a password on stdin and print its argon2id PHC string.
     HashPassword,
+    /// Write the list as CSV (email,status,signed_up_at,confirmed_at,source), newest first.
+    Export(Box<ExportArgs>),
+    /// Add the addresses of a CSV file (the column headed email, e-mail or mail, else the first).
+    Import(Box<ImportArgs>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// Write here instead of to stdout.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Only subscribers of this status.
+    #[arg(long, value_parser = parse_status)]
+    pub status: Option<SubscriberStatus>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The CSV file.
+    pub file: PathBuf,
+    /// `confirmed`: you vouch that these people consented. `pending`: each gets a confirmation
+    /// mail (needs --smtp-url).
+    #[arg(long = "as", value_parser = ["confirmed", "pending"], default_value = "confirmed")]
+    pub import_as: String,
+    /// Count what would happen, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+fn parse_status(raw: &str) -> Result<SubscriberStatus, String> {
+    SubscriberStatus::parse(raw).ok_or_else(|| "expected pending or confirmed".into())
 }
 
 #[derive(Debug, Clone, Args)]

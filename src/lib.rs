@@ -3,8 +3,11 @@
 //! [`Server::build`] turns checked [`config::Settings`] into a bound, ready server; the binary and
 //! the black-box tests both go through it.
 
+pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod export;
+pub mod import;
 pub mod mail;
 pub mod outbox;
 pub mod security;
@@ -258,7 +261,7 @@ impl Server {
 
 /// sqlx's PostgreSQL TLS goes through rustls; pin its crypto provider once, before any
 /// connection, so a second provider pulled in elsewhere cannot make the choice ambiguous.
-fn install_tls_provider() {
+pub(crate) fn install_tls_provider() {
     static INSTALL: std::sync::Once = std::sync::Once::new();
     INSTALL.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();

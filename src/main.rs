@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
+use enlist::cli::ToolError;
 use enlist::config::{ADMIN_PASSWORD_ENV, Cli, Command, LogFormat, ServeArgs, Settings};
 use enlist::domain::AdminPassword;
 use enlist::security::hash_password;
@@ -30,7 +31,80 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::HashPassword) => print_password_hash(),
         Some(Command::Serve(args)) => serve(*args),
+        Some(Command::Export(args)) => tool(args.serve.clone(), |settings| async move {
+            let rows =
+                enlist::cli::export::run(&settings, args.output.as_deref(), args.status).await?;
+            eprintln!("export: {rows} rows");
+            Ok(())
+        }),
+        Some(Command::Import(args)) => tool(args.serve.clone(), |settings| async move {
+            let pending = args.import_as == "pending";
+            let report =
+                enlist::cli::import::run(&settings, &args.file, pending, args.dry_run).await?;
+            for (line, reason) in &report.invalid_lines {
+                eprintln!("line {line}: {reason}");
+            }
+            let unlisted = report.invalid.saturating_sub(report.invalid_lines.len() as u64);
+            if unlisted > 0 {
+                eprintln!("... and {unlisted} more invalid lines");
+            }
+            let stopped = match report.stopped_after_line {
+                Some(line) => {
+                    format!("; stopped after line {line}: run the same file again to finish")
+                }
+                None => String::new(),
+            };
+            let verb = if report.dry_run { "would add" } else { "added" };
+            eprintln!(
+                "import: {} rows: {verb} {}, already on the list {}, suppressed {}, invalid {}{stopped}",
+                report.lines,
+                report.added,
+                report.already_on_the_list,
+                report.suppressed,
+                report.invalid
+            );
+            Ok(())
+        }),
         None => serve(cli.serve),
+    }
+}
+
+/// Runs a command-line tool on the server's settings: exit 2 for a bad setting, 1 for anything
+/// else, each with one line.
+fn tool<F, Fut>(args: ServeArgs, work: F) -> ExitCode
+where
+    F: FnOnce(Settings) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ToolError>>,
+{
+    let settings = match Settings::from_args(args, std::env::var(ADMIN_PASSWORD_ENV).ok()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(SETTING_ERROR);
+        }
+    };
+    init_logging(settings.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(ToolError::Setting(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(SETTING_ERROR)
+        }
+        Err(ToolError::InUse(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+        Err(ToolError::Failed(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

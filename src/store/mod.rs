@@ -15,10 +15,10 @@ use crate::domain::{SearchTerm, SubscriberEmail, SubscriberStatus};
 pub use postgres::PostgresStore;
 pub use records::{
     AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
-    Counts, LeaveReason, Leaving, MailOutcome, MailRecord, MailResult, NewSubscriber, QueuedMail,
-    SubscriberRecord,
+    Counts, ExportRow, ImportBatch, ImportCounts, ImportRow, LeaveReason, Leaving, MailOutcome,
+    MailRecord, MailResult, NewSubscriber, QueuedMail, SubscriberRecord,
 };
-pub use sqlite::SqliteStore;
+pub use sqlite::{DatabaseInUse, SqliteStore};
 
 /// How many connections, and how long anything may wait.
 #[derive(Debug, Clone, Copy)]
@@ -128,6 +128,15 @@ pub trait Store: Send + Sync + 'static {
         window: u32,
         limit: u32,
     ) -> StoreResult<Walk>;
+    /// See [`ImportBatch`].
+    async fn import_batch(&self, batch: ImportBatch<'_>) -> StoreResult<ImportCounts>;
+    /// Newest first, ids below `before`, at most `limit` rows, for the CSV export.
+    async fn export_chunk(
+        &self,
+        status: Option<SubscriberStatus>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<ExportRow>>;
     /// The numbers per status, from maintained counters (no scan).
     async fn counts(&self) -> StoreResult<Counts>;
     /// How many addresses match, counting no further than `cap`.

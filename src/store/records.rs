@@ -160,6 +160,47 @@ pub enum MailResult {
     },
 }
 
+/// One address of an import batch.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportRow<'a> {
+    pub email: &'a SubscriberEmail,
+    pub address_hash: AddressHash,
+    /// For a pending import: the nonce of the row's confirmation link.
+    pub nonce: Option<[u8; 16]>,
+}
+
+/// Addresses to add as `status`, skipping those on the list or suppressed, in one commit
+/// (or, with `dry_run`, counted and not written).
+#[derive(Debug, Clone, Copy)]
+pub struct ImportBatch<'a> {
+    pub rows: &'a [ImportRow<'a>],
+    pub status: SubscriberStatus,
+    /// The evidence: which file the owner vouched for.
+    pub consent: &'a str,
+    /// Pending imports queue a confirmation mail, whose link expires then.
+    pub confirm_expires_at: Option<i64>,
+    pub dry_run: bool,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportCounts {
+    pub added: u64,
+    pub existing: u64,
+    pub suppressed: u64,
+}
+
+/// One row of the CSV export.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ExportRow {
+    pub id: i64,
+    pub email: String,
+    pub status: String,
+    pub created_at: i64,
+    pub confirmed_at: Option<i64>,
+    pub source: String,
+}
+
 /// Counts from maintained counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {

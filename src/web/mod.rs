@@ -24,7 +24,6 @@ use axum::routing::{get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::csrf::CsrfLayer;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -45,6 +44,30 @@ use crate::store::Store;
 
 /// Request bodies larger than this are refused with 413 before anything reads them.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// The CSV upload's own limit; it is read as a stream, never whole into memory.
+pub const MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
+const UPLOAD_PATH: &str = "/admin/import";
+
+/// Refuses a declared oversize body at once, and cuts off one that streams past its limit
+/// (16 KiB for forms, 64 MiB for the import upload).
+async fn limit_body(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let limit = if request.uri().path() == UPLOAD_PATH { MAX_UPLOAD_BYTES } else { MAX_BODY_BYTES };
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return AppError::PayloadTooLarge.into_response();
+    }
+    let (parts, body) = request.into_parts();
+    let body = axum::body::Body::new(http_body_util::Limited::new(body, limit));
+    next.run(axum::extract::Request::from_parts(parts, body)).await
+}
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
      object-src 'none'; form-action 'self'";
@@ -102,6 +125,8 @@ pub fn app(
     let gate = from_fn_with_state(state.clone(), admin::require_admin);
     let admin_only = Router::new()
         .route("/admin", get(admin::list).route_layer(gate.clone()))
+        .route("/admin/export.csv", get(admin::export).route_layer(gate.clone()))
+        .route(UPLOAD_PATH, post(admin::import).route_layer(gate.clone()))
         .route("/admin/subscribers/{id}", get(admin::subscriber_page).route_layer(gate.clone()))
         .route("/admin/resend", post(admin::resend).route_layer(gate.clone()))
         .route("/admin/delete", post(admin::delete).route_layer(gate.clone()))
@@ -170,10 +195,9 @@ pub fn app(
         .layer(TimeoutLayer::with_status_code(error::TIMED_OUT, REQUEST_TIMEOUT))
         .layer(from_fn_with_state(sessions, session_layer))
         .layer(cross_origin_check)
-        // The header check refuses declared oversize bodies at once; the extractor limit catches
-        // chunked ones as they stream in.
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .layer(axum::middleware::from_fn(limit_body))
+        // `limit_body` decides per route; the extractors' own limit only backs it up.
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES));
 
     let routes = Router::new()
         .route("/", get(public::home))

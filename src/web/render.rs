@@ -23,6 +23,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("unsubscribe.html", include_str!("../../templates/unsubscribe.html")),
     ("left.html", include_str!("../../templates/left.html")),
     ("admin_subscriber.html", include_str!("../../templates/admin_subscriber.html")),
+    ("admin_import.html", include_str!("../../templates/admin_import.html")),
     ("confirmation.txt", include_str!("../../templates/confirmation.txt")),
     ("confirmation.html", include_str!("../../templates/confirmation.html")),
 ];

@@ -5,10 +5,11 @@ use sqlx::{Postgres, Transaction};
 
 use super::PostgresStore;
 use crate::domain::Evidence;
+use crate::domain::SubscriberStatus;
 use crate::store::records::admit_request;
 use crate::store::{
-    ConfirmWrite, ConfirmationQueued, ConfirmationRequest, Confirmed, Leaving, MailOutcome,
-    MailResult, NewSubscriber, StoreResult,
+    ConfirmWrite, ConfirmationQueued, ConfirmationRequest, Confirmed, ImportBatch, ImportCounts,
+    ImportRow, Leaving, MailOutcome, MailResult, NewSubscriber, StoreResult,
 };
 
 /// How a row to remove is named.
@@ -259,6 +260,85 @@ impl PostgresStore {
         .execute(&self.pool);
         self.bounded("recording sent mail", update).await?;
         Ok(())
+    }
+
+    pub(super) async fn import_rows(&self, batch: ImportBatch<'_>) -> StoreResult<ImportCounts> {
+        let work = async {
+            let mut tx = self.pool.begin().await?;
+            let hashes: Vec<Vec<u8>> = batch.rows.iter().map(|r| r.address_hash.to_vec()).collect();
+            let found: Vec<Vec<u8>> = sqlx::query_scalar(
+                "SELECT address_hash FROM suppressions WHERE address_hash = ANY($1)",
+            )
+            .bind(&hashes)
+            .fetch_all(&mut *tx)
+            .await?;
+            let suppressed: std::collections::HashSet<Vec<u8>> = found.into_iter().collect();
+            let mut counts = ImportCounts::default();
+            let mut seen = std::collections::HashSet::new();
+            let keep: Vec<&ImportRow> = batch
+                .rows
+                .iter()
+                .filter(|row| {
+                    if suppressed.contains(&row.address_hash[..]) {
+                        counts.suppressed += 1;
+                        false
+                    } else if !seen.insert(row.email.key()) {
+                        counts.existing += 1;
+                        false
+                    } else {
+                        true
+                    }
+                })
+                .collect();
+            let emails: Vec<&str> = keep.iter().map(|r| r.email.as_str()).collect();
+            let keys: Vec<&str> = keep.iter().map(|r| r.email.key()).collect();
+            let confirmed_at = (batch.status == SubscriberStatus::Confirmed).then_some(batch.now);
+            let added: Vec<String> = sqlx::query_scalar(
+                "INSERT INTO subscribers (email, email_key, created_at, status, source, consent,
+                                          confirmed_at)
+                 SELECT e, k, $3, $4, 'import', $5, $6 FROM unnest($1::TEXT[], $2::TEXT[]) AS v (e, k)
+                 ON CONFLICT (email_key) DO NOTHING RETURNING email_key",
+            )
+            .bind(&emails)
+            .bind(&keys)
+            .bind(batch.now)
+            .bind(batch.status.as_str())
+            .bind(batch.consent)
+            .bind(confirmed_at)
+            .fetch_all(&mut *tx)
+            .await?;
+            counts.added = added.len() as u64;
+            counts.existing += keep.len() as u64 - counts.added;
+            if let Some(expires_at) = batch.confirm_expires_at {
+                let added: std::collections::HashSet<&str> =
+                    added.iter().map(String::as_str).collect();
+                let (keys, nonces): (Vec<&str>, Vec<Vec<u8>>) = keep
+                    .iter()
+                    .filter(|r| added.contains(r.email.key()))
+                    .filter_map(|r| r.nonce.map(|n| (r.email.key(), n.to_vec())))
+                    .unzip();
+                sqlx::query(
+                    "INSERT INTO outbox (purpose, priority, subscriber_id, nonce, expires_at,
+                                         next_attempt_at, created_at)
+                     SELECT 'confirm', 1, s.id, v.n, $3, $4, $4
+                     FROM unnest($1::TEXT[], $2::BYTEA[]) AS v (k, n)
+                     JOIN subscribers AS s ON s.email_key = v.k",
+                )
+                .bind(&keys)
+                .bind(&nonces)
+                .bind(expires_at)
+                .bind(batch.now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            if batch.dry_run {
+                tx.rollback().await?;
+            } else {
+                tx.commit().await?;
+            }
+            Ok(counts)
+        };
+        self.bounded("importing subscribers", work).await
     }
 
     pub(super) async fn purge(

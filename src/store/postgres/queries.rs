@@ -8,8 +8,8 @@ use crate::domain::{SearchTerm, SubscriberEmail, SubscriberStatus};
 use crate::store::records::counts_from;
 use crate::store::{
     AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
-    Counts, Leaving, ListFilter, MailOutcome, MailRecord, NewSubscriber, QueuedMail, SessionKey,
-    Store, StoreResult, Subscriber, SubscriberRecord, Walk,
+    Counts, ExportRow, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord,
+    NewSubscriber, QueuedMail, SessionKey, Store, StoreResult, Subscriber, SubscriberRecord, Walk,
 };
 
 #[async_trait]
@@ -143,6 +143,27 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool);
         let rows = self.bounded("walking the list for a search", select).await?;
         Ok(Walk { rows, stopped_at })
+    }
+
+    async fn import_batch(&self, batch: ImportBatch<'_>) -> StoreResult<ImportCounts> {
+        self.import_rows(batch).await
+    }
+
+    async fn export_chunk(
+        &self,
+        status: Option<SubscriberStatus>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<ExportRow>> {
+        let select = sqlx::query_as(
+            "SELECT id, email, status, created_at, confirmed_at, source FROM subscribers
+             WHERE id < $1 AND ($3::TEXT IS NULL OR status = $3) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .bind(status.map(SubscriberStatus::as_str))
+        .fetch_all(&self.pool);
+        self.bounded("reading subscribers for the export", select).await
     }
 
     async fn counts(&self) -> StoreResult<Counts> {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 mod batch;
 mod confirm_batch;
+mod import_batch;
 mod ops;
 mod queries;
 mod session_cache;
@@ -95,17 +96,24 @@ async fn take_ownership(path: &Path, patience: Duration) -> anyhow::Result<File>
             Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(TryLockError::WouldBlock) => anyhow::bail!(
-                "another enlist process is using {}; a SQLite database serves one instance \
-                 (use PostgreSQL to run several)",
-                path.display()
-            ),
+            Err(TryLockError::WouldBlock) => {
+                return Err(DatabaseInUse(path.to_path_buf()).into());
+            }
             Err(TryLockError::Error(e)) => {
                 return Err(e).with_context(|| format!("locking {}", path.display()));
             }
         }
     }
 }
+
+/// Another process (a running server) owns the SQLite file.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another enlist process is using {}; a SQLite database serves one instance (use PostgreSQL \
+     to run several)",
+    .0.display()
+)]
+pub struct DatabaseInUse(pub std::path::PathBuf);
 
 /// The list is personal data: a new database file is readable by its owner only, and SQLite
 /// gives its -wal and -shm files the same mode.

@@ -8,8 +8,15 @@ use anyhow::Context;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Executor, Sqlite, SqliteConnection};
 
+use super::import_batch::{self, OwnedImportRow};
 use super::session_cache::SessionCache;
+use crate::store::ImportCounts;
 use crate::store::records::admit_request;
+
+/// A dry-run import undoes its writes by failing its savepoint on purpose.
+#[derive(Debug, thiserror::Error)]
+#[error("a dry run writes nothing")]
+pub(super) struct DryRun;
 use crate::store::{AddressHash, Leaving, MailOutcome, MailResult, SessionKey};
 
 /// Answers of compound writes, carried in the writer's row count.
@@ -105,6 +112,16 @@ pub(super) enum WriteOp {
     PurgeStale {
         pending_before: i64,
         requests_before: i64,
+    },
+    Import {
+        rows: Vec<OwnedImportRow>,
+        status: &'static str,
+        consent: String,
+        confirm_expires_at: Option<i64>,
+        dry_run: bool,
+        now: i64,
+        /// Filled in with what the batch did (or would do).
+        counts: Arc<Mutex<ImportCounts>>,
     },
     /// Writes nothing; answered once everything queued before it is committed.
     Flush,
@@ -232,7 +249,8 @@ impl WriteOp {
             | Self::RemoveSubscriber { leaving: Some(_), .. }
             | Self::LeaseMail { .. }
             | Self::RecordMail { .. }
-            | Self::PurgeStale { .. } => return None,
+            | Self::PurgeStale { .. }
+            | Self::Import { .. } => return None,
         })
     }
 
@@ -411,6 +429,16 @@ impl WriteOp {
                 }
                 Ok(outcomes.len() as u64)
             }
+            Self::Import { rows, status, consent, confirm_expires_at, dry_run, now, counts } => {
+                let counted =
+                    import_batch::run(c, rows, status, consent, *confirm_expires_at, *now).await?;
+                *counts.lock().unwrap_or_else(|p| p.into_inner()) = counted;
+                if *dry_run {
+                    // Counted, not kept: undo it, and report it as not written.
+                    return Err(DryRun.into());
+                }
+                Ok(counted.added)
+            }
             Self::PurgeStale { pending_before, requests_before } => {
                 let removed = sqlx::query(
                     "DELETE FROM subscribers WHERE status = 'pending' AND created_at < ?",
@@ -444,6 +472,7 @@ impl WriteOp {
             Self::LeaseMail { .. } => "leasing mail",
             Self::RecordMail { .. } => "recording sent mail",
             Self::PurgeStale { .. } => "purging stale signups",
+            Self::Import { .. } => "importing subscribers",
             Self::Flush => "flushing the writer",
         }
     }

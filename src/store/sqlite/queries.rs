@@ -8,14 +8,15 @@ use anyhow::Context;
 use async_trait::async_trait;
 
 use super::SqliteStore;
-use super::ops::{EvidenceRow, Target, WriteOp, answer};
+use super::import_batch::OwnedImportRow;
+use super::ops::{DryRun, EvidenceRow, Target, WriteOp, answer};
 use super::session_cache::Lookup;
 use crate::domain::{Evidence, SearchTerm, SubscriberEmail, SubscriberStatus};
 use crate::store::records::counts_from;
 use crate::store::{
     AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
-    Counts, Leaving, ListFilter, MailOutcome, MailRecord, NewSubscriber, QueuedMail, SessionKey,
-    Store, StoreResult, Subscriber, SubscriberRecord, Walk,
+    Counts, ExportRow, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord,
+    NewSubscriber, QueuedMail, SessionKey, Store, StoreResult, Subscriber, SubscriberRecord, Walk,
 };
 
 /// The FTS5 query for a search term: a phrase (the term in double quotes, inner quotes doubled),
@@ -257,6 +258,53 @@ impl Store for SqliteStore {
         .await
         .context("walking the list for a search")?;
         Ok(Walk { rows, stopped_at })
+    }
+
+    async fn import_batch(&self, batch: ImportBatch<'_>) -> StoreResult<ImportCounts> {
+        let counts = Arc::new(std::sync::Mutex::new(ImportCounts::default()));
+        let op = WriteOp::Import {
+            rows: batch
+                .rows
+                .iter()
+                .map(|row| OwnedImportRow {
+                    email: row.email.as_str().to_owned(),
+                    key: row.email.key().to_owned(),
+                    address_hash: row.address_hash,
+                    nonce: row.nonce,
+                })
+                .collect(),
+            status: batch.status.as_str(),
+            consent: batch.consent.to_owned(),
+            confirm_expires_at: batch.confirm_expires_at,
+            dry_run: batch.dry_run,
+            now: batch.now,
+            counts: counts.clone(),
+        };
+        match self.writer.write(op).await {
+            Ok(_) => {}
+            Err(e) if batch.dry_run && e.0.root_cause().is::<DryRun>() => {}
+            Err(e) => return Err(e),
+        }
+        Ok(*counts.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    async fn export_chunk(
+        &self,
+        status: Option<SubscriberStatus>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> StoreResult<Vec<ExportRow>> {
+        let rows = sqlx::query_as(
+            "SELECT id, email, status, created_at, confirmed_at, source FROM subscribers
+             WHERE id < ?1 AND (?3 IS NULL OR status = ?3) ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .bind(status.map(SubscriberStatus::as_str))
+        .fetch_all(&self.readers)
+        .await
+        .context("reading subscribers for the export")?;
+        Ok(rows)
     }
 
     async fn counts(&self) -> StoreResult<Counts> {

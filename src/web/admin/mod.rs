@@ -4,9 +4,11 @@
 
 mod list;
 mod subscriber;
+mod transfer;
 
 pub use list::list;
 pub use subscriber::subscriber_page;
+pub use transfer::{export, import};
 
 use std::time::Instant;
 

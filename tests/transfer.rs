@@ -1,0 +1,259 @@
+//! Getting the list out and in: the CSV export (admin page and CLI) and the import (CLI and the
+//! admin page's upload), with suppression, idempotence, invalid lines and the SQLite lock.
+
+#[macro_use]
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::smtp::SmtpServer;
+use common::{
+    Backend, TestApp, Visitor, assert_is_redirect_to, browser, form_token, spawn_app,
+    spawn_app_with,
+};
+use reqwest::StatusCode;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_enlist");
+
+/// The binary with this app's database and key, and nothing from the environment.
+fn tool(app: &TestApp, args: &[&str]) -> Output {
+    let mut command = Command::new(BINARY);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ENLIST_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .args(args)
+        .args(["--database-url", &app.database.url])
+        .args(["--secret-key-file", &app.dir.path().join("enlist.key").display().to_string()])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run the binary")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn last_line(output: &Output) -> String {
+    stderr(output).trim().lines().last().unwrap_or_default().to_owned()
+}
+
+async fn csv_of(admin: &Visitor, path: &str) -> String {
+    let response = admin.get(path).await;
+    assert_eq!(response.status(), StatusCode::OK, "{path}");
+    assert_eq!(response.headers()["content-type"], "text/csv; charset=utf-8");
+    assert!(response.headers()["content-disposition"].to_str().unwrap().starts_with("attachment"));
+    response.text().await.unwrap()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// Presses Import on the admin page with this file.
+async fn upload(
+    admin: &Visitor,
+    name: &str,
+    bytes: Vec<u8>,
+    extra: &[(&str, &str)],
+) -> reqwest::Response {
+    let token = form_token(&admin.get_html("/admin").await).expect("a form token");
+    let mut form = reqwest::multipart::Form::new().text("csrf_token", token);
+    for (key, value) in extra {
+        form = form.text(key.to_string(), value.to_string());
+    }
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name(name.to_owned())
+        .mime_str("text/csv")
+        .unwrap();
+    form = form.part("file", part);
+    admin
+        .client
+        .post(admin.url("/admin/import"))
+        .headers(admin.same_origin())
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+on_both_backends! {
+    async fn the_admin_exports_the_list_as_csv(backend: Backend) {
+        let app = spawn_app(backend).await;
+        for email in ["first@example.com", "Second@Example.com", "o'neil@example.com"] {
+            assert_is_redirect_to(&app.other_visitor().signup(email).await, "/");
+        }
+        assert_is_redirect_to(&app.get("/admin/export.csv").await, "/admin/login");
+        let admin = app.other_visitor();
+        admin.login_ok().await;
+        let csv = csv_of(&admin, "/admin/export.csv").await;
+        let lines: Vec<&str> = csv.split("\r\n").collect();
+        assert_eq!(lines[0], "email,status,signed_up_at,confirmed_at,source");
+        assert!(lines[1].starts_with("o'neil@example.com,confirmed,20"), "newest first: {csv}");
+        assert!(lines[2].starts_with("Second@example.com,confirmed,"));
+        assert!(lines[3].starts_with("first@example.com,confirmed,"));
+        assert_eq!(lines[4], "", "every line ends with CRLF");
+        assert_eq!(lines.len(), 5);
+        let fields: Vec<&str> = lines[3].split(',').collect();
+        assert_eq!(fields.len(), 5);
+        assert!(fields[2].ends_with('Z') && fields[2].contains('T') && fields[2].len() == 20, "{}", fields[2]);
+        assert_eq!(fields[4], "form");
+        let pending = csv_of(&admin, "/admin/export.csv?status=pending").await;
+        assert_eq!(pending, "email,status,signed_up_at,confirmed_at,source\r\n");
+        assert_eq!(admin.get("/admin/export.csv?status=gone").await.status(), StatusCode::BAD_REQUEST);
+    }
+
+    async fn an_export_of_many_rows_streams_them_all_in_order(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let insert = if app.database.is_postgres() {
+            "INSERT INTO subscribers (email, email_key, created_at) SELECT 'n' || i || '@bulk.example', 'n' || i || '@bulk.example', i FROM generate_series(1, 45000) AS i"
+        } else {
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 45000) INSERT INTO subscribers (email, email_key, created_at) SELECT 'n' || i || '@bulk.example', 'n' || i || '@bulk.example', i FROM n"
+        };
+        app.database.execute(insert).await;
+        let admin = app.other_visitor();
+        admin.login_ok().await;
+        let csv = csv_of(&admin, "/admin/export.csv").await;
+        let rows: Vec<&str> = csv.lines().skip(1).collect();
+        assert_eq!(rows.len(), 45000, "more than two chunks of 20,000");
+        assert!(rows[0].starts_with("n45000@bulk.example,"));
+        assert!(rows[44999].starts_with("n1@bulk.example,confirmed,1970-01-01T00:00:01Z,"));
+    }
+
+    async fn the_admin_imports_a_file_and_importing_it_again_adds_nothing(backend: Backend) {
+        let app = spawn_app(backend).await;
+        assert_is_redirect_to(&app.other_visitor().signup("already@example.com").await, "/");
+        let admin = app.other_visitor();
+        admin.login_ok().await;
+        let file = "Name;E-Mail;Since\r\nAda;ada@example.com;2020\r\nAlready;ALREADY@example.com;x\r\nBad;not-an-address;x\r\n;;\r\n\"Quoted; name\";\"bob@example.com\";x\r\nAda again;Ada@Example.com;x\r\n";
+        let response = upload(&admin, "people.csv", file.as_bytes().to_vec(), &[]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let page = common::unescape(&response.text().await.unwrap());
+        assert!(page.contains("people.csv: 6 rows."), "{page}");
+        assert!(page.contains("<dt>Added</dt><dd>2</dd>"), "{page}");
+        assert!(page.contains("<dt>Already on the list</dt><dd>2</dd>"), "{page}");
+        assert!(page.contains("<dt>Invalid</dt><dd>2</dd>"), "{page}");
+        assert!(page.contains("<td>4</td><td>Please enter a complete address"), "{page}");
+        assert!(page.contains("<td>5</td><td>Please enter your email address."), "{page}");
+        let mut emails = app.subscriber_emails().await;
+        emails.sort();
+        assert_eq!(emails, ["ada@example.com", "already@example.com", "bob@example.com"]);
+        let source = app.database.strings("SELECT source || ' ' || status || ' ' || consent FROM subscribers WHERE email = 'bob@example.com'").await;
+        assert_eq!(source, ["import confirmed import of people.csv"]);
+
+        // Again: nothing new.
+        let page = upload(&admin, "people.csv", file.as_bytes().to_vec(), &[]).await.text().await.unwrap();
+        assert!(page.contains("<dt>Added</dt><dd>0</dd>") && page.contains("<dt>Already on the list</dt><dd>4</dd>"));
+        // A dry run counts and writes nothing.
+        let page = upload(&admin, "more.csv", b"carol@example.com\ndave@example.com\n".to_vec(), &[("dry_run", "1")]).await.text().await.unwrap();
+        assert!(page.contains("Would be added</dt><dd>2</dd>"), "{page}");
+        assert_eq!(app.count_rows("subscribers").await, 3);
+        // Without the page's token, nothing happens.
+        let form = reqwest::multipart::Form::new()
+            .text("csrf_token", "forged")
+            .part("file", reqwest::multipart::Part::bytes(b"eve@example.com\n".to_vec()).file_name("x.csv"));
+        let forged = admin.client.post(admin.url("/admin/import")).headers(admin.same_origin()).multipart(form).send().await.unwrap();
+        assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+        assert_eq!(app.count_rows("subscribers").await, 3);
+        // Not logged in: the login page, and nothing read.
+        let stranger = Visitor { address: app.address.clone(), client: browser() };
+        let form = reqwest::multipart::Form::new()
+            .part("file", reqwest::multipart::Part::bytes(b"eve@example.com\n".to_vec()).file_name("x.csv"));
+        let response = stranger.client.post(stranger.url("/admin/import")).headers(stranger.same_origin()).multipart(form).send().await.unwrap();
+        assert_is_redirect_to(&response, "/admin/login");
+        // Over 64 MiB declared: refused before a byte is read.
+        let huge = admin
+            .client
+            .post(admin.url("/admin/import"))
+            .headers(admin.same_origin())
+            .header("content-type", "multipart/form-data; boundary=x")
+            .header("content-length", (65 * 1024 * 1024).to_string())
+            .body(vec![b'x'; 1024])
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        if let Ok(response) = huge {
+            assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        // Forms elsewhere keep their 16 KiB limit.
+        let big_form = admin.post_form("/signup", &[("email", &"a".repeat(20_000))]).await;
+        assert_eq!(big_form.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    async fn an_import_never_puts_back_someone_who_left(backend: Backend) {
+        let smtp = SmtpServer::start().await;
+        let url = smtp.url();
+        let app = spawn_app_with(backend, &["--smtp-url", &url, "--mail-from", "news@example.org", "--mail-retry-delay", "1s"]).await;
+        // Someone signs up, confirms, and leaves with the link in their mail.
+        assert_is_redirect_to(&app.signup("gone@example.com").await, "/");
+        let mail = smtp.wait_for(1, Duration::from_secs(15)).await.remove(0);
+        let unsubscribe = mail.link(&format!("{}/u/", app.address)).unwrap();
+        let path = unsubscribe.strip_prefix(&app.address).unwrap().to_owned();
+        assert_is_redirect_to(&app.other_visitor().post_form(&path, &[]).await, "/left");
+        let admin = app.other_visitor();
+        admin.login_ok().await;
+        let page = upload(&admin, "list.csv", b"email\ngone@example.com\nGONE@example.com\nnew@example.com\n".to_vec(), &[]).await.text().await.unwrap();
+        assert!(page.contains("<dd>1</dd>") && page.contains("Left the list before (not added back)</dt><dd>2</dd>"), "{page}");
+        assert_eq!(app.subscriber_emails().await, ["new@example.com"]);
+        // A pending import sends each new address a confirmation mail, through the outbox.
+        let page = upload(&admin, "ask.csv", b"ask1@example.com\nask2@example.com\nnew@example.com\n".to_vec(), &[("as", "pending")]).await.text().await.unwrap();
+        assert!(page.contains("<dt>Added</dt><dd>2</dd>"), "{page}");
+        let mails = smtp.wait_for(3, Duration::from_secs(15)).await;
+        let mut to: Vec<String> = mails[1..].iter().map(|m| m.to[0].clone()).collect();
+        to.sort();
+        assert_eq!(to, ["ask1@example.com", "ask2@example.com"]);
+        assert!(mails[1].link(&format!("{}/confirm/", app.address)).is_some());
+        let statuses = app.database.strings("SELECT status FROM subscribers WHERE email LIKE 'ask%'").await;
+        assert_eq!(statuses, ["pending", "pending"]);
+    }
+
+    async fn the_cli_imports_and_exports(backend: Backend) {
+        let mut app = spawn_app(backend).await;
+        assert_is_redirect_to(&app.signup("web@example.com").await, "/");
+        let file = write(app.dir.path(), "list.csv", "mail,name\nx1@example.com,a\nweb@example.com,b\nbroken,c\n");
+        if !app.database.is_postgres() {
+            // The running server owns the SQLite file: the CLI says which ways in to use.
+            let refused = tool(&app, &["import", &file]);
+            assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+            let message = last_line(&refused);
+            assert!(message.contains("a running enlist server holds") && message.contains("admin page") && message.contains("API"), "{message}");
+            assert_eq!(stderr(&refused).trim().lines().count(), 1);
+            let export = tool(&app, &["export"]);
+            assert!(last_line(&export).contains("Export CSV"), "{}", stderr(&export));
+            app.stop().await;
+        }
+        let dry = tool(&app, &["import", &file, "--dry-run"]);
+        assert!(dry.status.success(), "{}", stderr(&dry));
+        assert_eq!(last_line(&dry), "import: 3 rows: would add 1, already on the list 1, suppressed 0, invalid 1");
+        assert!(stderr(&dry).contains("line 4: Please enter a complete address"), "{}", stderr(&dry));
+        let done = tool(&app, &["import", &file]);
+        assert!(done.status.success(), "{}", stderr(&done));
+        assert_eq!(last_line(&done), "import: 3 rows: added 1, already on the list 1, suppressed 0, invalid 1");
+        let again = tool(&app, &["import", &file]);
+        assert_eq!(last_line(&again), "import: 3 rows: added 0, already on the list 2, suppressed 0, invalid 1");
+
+        let out = app.dir.path().join("out.csv");
+        let export = tool(&app, &["export", "--output", &out.display().to_string()]);
+        assert!(export.status.success(), "{}", stderr(&export));
+        assert_eq!(last_line(&export), "export: 2 rows");
+        let csv = std::fs::read_to_string(&out).unwrap();
+        assert!(csv.starts_with("email,status,signed_up_at,confirmed_at,source\r\nx1@example.com,confirmed,"), "{csv}");
+        assert!(csv.contains("\r\nweb@example.com,confirmed,"));
+        let stdout = tool(&app, &["export", "--status", "pending"]);
+        assert_eq!(String::from_utf8_lossy(&stdout.stdout), "email,status,signed_up_at,confirmed_at,source\r\n");
+        let bad = tool(&app, &["export", "--status", "left"]);
+        assert_eq!(bad.status.code(), Some(2));
+        let pending = tool(&app, &["import", &file, "--as", "pending"]);
+        assert_eq!(pending.status.code(), Some(2), "{}", stderr(&pending));
+        assert!(last_line(&pending).contains("--smtp-url"));
+        let missing = tool(&app, &["import", "/no/such/file.csv"]);
+        assert_eq!(missing.status.code(), Some(1));
+        assert!(last_line(&missing).contains("/no/such/file.csv"));
+    }
+}
