@@ -14,7 +14,7 @@ use enlist::config::{Cli, Command, Settings};
 use enlist::domain::{SearchTerm, SubscriberEmail, SubscriberStatus};
 use enlist::store::{
     AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
-    Counts, ExportRow, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord,
+    Counts, ExportChunk, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord,
     NewSubscriber, PoolLimits, QueuedMail, SessionKey, SqliteStore, Store, StoreError, StoreResult,
     Subscriber, SubscriberRecord, Walk,
 };
@@ -98,7 +98,7 @@ breakable! {
     async fn list_subscribers(&self, filter: ListFilter<'_>, before: Option<i64>, limit: u32) -> StoreResult<Vec<Subscriber>>;
     async fn walk_matching(&self, term: &SearchTerm, status: Option<SubscriberStatus>, before: Option<i64>, window: u32, limit: u32) -> StoreResult<Walk>;
     async fn import_batch(&self, batch: ImportBatch<'_>) -> StoreResult<ImportCounts>;
-    async fn export_chunk(&self, status: Option<SubscriberStatus>, before: Option<i64>, limit: u32) -> StoreResult<Vec<ExportRow>>;
+    async fn export_chunk(&self, status: Option<SubscriberStatus>, before: Option<i64>, limit: u32) -> StoreResult<ExportChunk>;
     async fn counts(&self) -> StoreResult<Counts>;
     async fn count_matching(&self, filter: ListFilter<'_>, cap: u64) -> StoreResult<u64>;
     async fn claim_mail(&self, now: i64, lease_until: i64, owner: i64, limit: u32) -> StoreResult<Vec<QueuedMail>>;

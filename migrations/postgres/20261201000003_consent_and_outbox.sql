@@ -65,34 +65,53 @@ ALTER TABLE subscriber_counts ADD PRIMARY KEY (status, slot);
 INSERT INTO subscriber_counts (status, slot, n)
 SELECT status, s, 0 FROM generate_series(0, 15) AS s, (VALUES ('pending'), ('left')) AS t (status);
 
+-- Statement-level, from transition tables: a bulk insert (an import) adjusts each counter row
+-- once per statement rather than once per row, which on PostgreSQL would pile up row versions
+-- of the same few rows inside one transaction. Counter rows are locked in one order first, so
+-- two bulk statements meeting on them wait for each other instead of deadlocking.
 CREATE OR REPLACE FUNCTION subscriber_counts_track() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        UPDATE subscriber_counts SET n = n + 1 WHERE status = NEW.status AND slot = NEW.id % 16;
-    ELSIF TG_OP = 'DELETE' THEN
-        UPDATE subscriber_counts SET n = n - 1 WHERE status = OLD.status AND slot = OLD.id % 16;
-    ELSIF OLD.status <> NEW.status THEN
-        UPDATE subscriber_counts SET n = n - 1 WHERE status = OLD.status AND slot = OLD.id % 16;
-        UPDATE subscriber_counts SET n = n + 1 WHERE status = NEW.status AND slot = NEW.id % 16;
+    IF TG_OP IN ('DELETE', 'UPDATE') THEN
+        PERFORM 1 FROM subscriber_counts AS c
+        WHERE (c.status, c.slot) IN (SELECT status, id % 16 FROM old_rows)
+        ORDER BY c.status, c.slot FOR UPDATE;
+        UPDATE subscriber_counts AS c SET n = c.n - d.k
+        FROM (SELECT status, id % 16 AS slot, count(*) AS k FROM old_rows GROUP BY 1, 2) AS d
+        WHERE c.status = d.status AND c.slot = d.slot;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        PERFORM 1 FROM subscriber_counts AS c
+        WHERE (c.status, c.slot) IN (SELECT status, id % 16 FROM new_rows)
+        ORDER BY c.status, c.slot FOR UPDATE;
+        UPDATE subscriber_counts AS c SET n = c.n + d.k
+        FROM (SELECT status, id % 16 AS slot, count(*) AS k FROM new_rows GROUP BY 1, 2) AS d
+        WHERE c.status = d.status AND c.slot = d.slot;
     END IF;
     RETURN NULL;
 END;
 $$;
 DROP TRIGGER subscriber_counts_track ON subscribers;
-CREATE TRIGGER subscriber_counts_track AFTER INSERT OR DELETE OR UPDATE OF status ON subscribers
-    FOR EACH ROW EXECUTE FUNCTION subscriber_counts_track();
+CREATE TRIGGER subscriber_counts_insert AFTER INSERT ON subscribers
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION subscriber_counts_track();
+CREATE TRIGGER subscriber_counts_delete AFTER DELETE ON subscribers
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION subscriber_counts_track();
+CREATE TRIGGER subscriber_counts_update AFTER UPDATE ON subscribers
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION subscriber_counts_track();
 
 CREATE FUNCTION suppressions_count_track() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        UPDATE subscriber_counts SET n = n + 1
-        WHERE status = 'left' AND slot = get_byte(NEW.address_hash, 0) % 16;
+        UPDATE subscriber_counts SET n = n + (SELECT count(*) FROM new_rows)
+        WHERE status = 'left' AND slot = 0;
     ELSE
-        UPDATE subscriber_counts SET n = n - 1
-        WHERE status = 'left' AND slot = get_byte(OLD.address_hash, 0) % 16;
+        UPDATE subscriber_counts SET n = n - (SELECT count(*) FROM old_rows)
+        WHERE status = 'left' AND slot = 0;
     END IF;
     RETURN NULL;
 END;
 $$;
-CREATE TRIGGER suppressions_count_track AFTER INSERT OR DELETE ON suppressions
-    FOR EACH ROW EXECUTE FUNCTION suppressions_count_track();
+CREATE TRIGGER suppressions_count_insert AFTER INSERT ON suppressions
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION suppressions_count_track();
+CREATE TRIGGER suppressions_count_delete AFTER DELETE ON suppressions
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION suppressions_count_track();

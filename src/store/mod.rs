@@ -15,7 +15,7 @@ use crate::domain::{SearchTerm, SubscriberEmail, SubscriberStatus};
 pub use postgres::PostgresStore;
 pub use records::{
     AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
-    Counts, ExportRow, ImportBatch, ImportCounts, ImportRow, LeaveReason, Leaving, MailOutcome,
+    Counts, ExportChunk, ImportBatch, ImportCounts, ImportRow, LeaveReason, Leaving, MailOutcome,
     MailRecord, MailResult, NewSubscriber, QueuedMail, SubscriberRecord,
 };
 pub use sqlite::{DatabaseInUse, SqliteStore};
@@ -136,7 +136,7 @@ pub trait Store: Send + Sync + 'static {
         status: Option<SubscriberStatus>,
         before: Option<i64>,
         limit: u32,
-    ) -> StoreResult<Vec<ExportRow>>;
+    ) -> StoreResult<ExportChunk>;
     /// The numbers per status, from maintained counters (no scan).
     async fn counts(&self) -> StoreResult<Counts>;
     /// How many addresses match, counting no further than `cap`.

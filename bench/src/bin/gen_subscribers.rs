@@ -68,12 +68,9 @@ async fn main() -> anyhow::Result<()> {
         }
         DatabaseUrl::Postgres(options) => {
             let mut connection = options.connect().await?;
-            // The per-row counter trigger would update the same few rows a million times in one
-            // transaction; add the total once instead.
+            // The counter triggers would run on a million-row transition table; add the total once.
             let mut transaction = connection.begin().await?;
-            transaction
-                .execute("ALTER TABLE subscribers DISABLE TRIGGER subscriber_counts_track")
-                .await?;
+            transaction.execute("ALTER TABLE subscribers DISABLE TRIGGER USER").await?;
             sqlx::query(POSTGRES_FILL).bind(count).bind(now).execute(&mut *transaction).await?;
             sqlx::query(
                 "UPDATE subscriber_counts SET n = n + $1 WHERE slot = 0 AND status = 'confirmed'",
@@ -81,9 +78,7 @@ async fn main() -> anyhow::Result<()> {
             .bind(count)
             .execute(&mut *transaction)
             .await?;
-            transaction
-                .execute("ALTER TABLE subscribers ENABLE TRIGGER subscriber_counts_track")
-                .await?;
+            transaction.execute("ALTER TABLE subscribers ENABLE TRIGGER USER").await?;
             transaction.commit().await?;
             connection.execute("VACUUM ANALYZE subscribers").await?;
         }

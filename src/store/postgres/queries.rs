@@ -8,7 +8,7 @@ use crate::domain::{SearchTerm, SubscriberEmail, SubscriberStatus};
 use crate::store::records::counts_from;
 use crate::store::{
     AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
-    Counts, ExportRow, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord,
+    Counts, ExportChunk, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord,
     NewSubscriber, QueuedMail, SessionKey, Store, StoreResult, Subscriber, SubscriberRecord, Walk,
 };
 
@@ -154,15 +154,28 @@ impl Store for PostgresStore {
         status: Option<SubscriberStatus>,
         before: Option<i64>,
         limit: u32,
-    ) -> StoreResult<Vec<ExportRow>> {
+    ) -> StoreResult<ExportChunk> {
+        // One row per chunk, as on SQLite; see there for the quoting.
         let select = sqlx::query_as(
-            "SELECT id, email, status, created_at, confirmed_at, source FROM subscribers
-             WHERE id < $1 AND ($3::TEXT IS NULL OR status = $3) ORDER BY id DESC LIMIT $2",
+            "SELECT string_agg(line, '' ORDER BY id DESC) AS csv, count(*) AS rows,
+                    min(id) AS last_id
+             FROM (SELECT id,
+                          CASE WHEN email ~ '[,\"\\r\\n]'
+                               THEN '\"' || replace(email, '\"', '\"\"') || '\"' ELSE email END
+                          || ',' || status
+                          || ',' || to_char(to_timestamp(created_at) AT TIME ZONE 'UTC',
+                                            'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+                          || ',' || coalesce(to_char(to_timestamp(confirmed_at) AT TIME ZONE 'UTC',
+                                                     'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '')
+                          || ',' || source || E'\\r\\n' AS line
+                   FROM subscribers
+                   WHERE id < $1 AND ($3::TEXT IS NULL OR status = $3)
+                   ORDER BY id DESC LIMIT $2) AS chunk",
         )
         .bind(before.unwrap_or(i64::MAX))
         .bind(i64::from(limit))
         .bind(status.map(SubscriberStatus::as_str))
-        .fetch_all(&self.pool);
+        .fetch_one(&self.pool);
         self.bounded("reading subscribers for the export", select).await
     }
 

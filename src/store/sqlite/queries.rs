@@ -15,7 +15,7 @@ use crate::domain::{Evidence, SearchTerm, SubscriberEmail, SubscriberStatus};
 use crate::store::records::counts_from;
 use crate::store::{
     AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
-    Counts, ExportRow, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord,
+    Counts, ExportChunk, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord,
     NewSubscriber, QueuedMail, SessionKey, Store, StoreResult, Subscriber, SubscriberRecord, Walk,
 };
 
@@ -293,18 +293,30 @@ impl Store for SqliteStore {
         status: Option<SubscriberStatus>,
         before: Option<i64>,
         limit: u32,
-    ) -> StoreResult<Vec<ExportRow>> {
-        let rows = sqlx::query_as(
-            "SELECT id, email, status, created_at, confirmed_at, source FROM subscribers
-             WHERE id < ?1 AND (?3 IS NULL OR status = ?3) ORDER BY id DESC LIMIT ?2",
+    ) -> StoreResult<ExportChunk> {
+        // Addresses never hold a comma, quote or line break (the parser refuses them), and the
+        // other columns are words and times: no field needs quoting, but an odd one still gets it.
+        let chunk = sqlx::query_as(
+            "SELECT group_concat(line, '' ORDER BY id DESC) AS csv, count(*) AS rows,
+                    min(id) AS last_id
+             FROM (SELECT id,
+                          CASE WHEN email GLOB '*[,\"' || char(13, 10) || ']*'
+                               THEN '\"' || replace(email, '\"', '\"\"') || '\"' ELSE email END
+                          || ',' || status
+                          || ',' || strftime('%Y-%m-%dT%H:%M:%SZ', created_at, 'unixepoch')
+                          || ',' || coalesce(strftime('%Y-%m-%dT%H:%M:%SZ', confirmed_at, 'unixepoch'), '')
+                          || ',' || source || char(13, 10) AS line
+                   FROM subscribers
+                   WHERE id < ?1 AND (?3 IS NULL OR status = ?3)
+                   ORDER BY id DESC LIMIT ?2)",
         )
         .bind(before.unwrap_or(i64::MAX))
         .bind(limit)
         .bind(status.map(SubscriberStatus::as_str))
-        .fetch_all(&self.readers)
+        .fetch_one(&self.readers)
         .await
         .context("reading subscribers for the export")?;
-        Ok(rows)
+        Ok(chunk)
     }
 
     async fn counts(&self) -> StoreResult<Counts> {
