@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use tokio::sync::mpsc;
 
-use crate::domain::{SubscriberEmail, SubscriberStatus};
+use crate::domain::{Door, SubscriberEmail, SubscriberStatus};
 use crate::security::{Links, new_nonce};
 use crate::session::unix_now;
 use crate::store::{ImportBatch, ImportRow, Store};
@@ -100,6 +100,7 @@ pub async fn import(
             })
             .collect::<anyhow::Result<_>>()?;
         let batch = ImportBatch {
+            door: Door::Import,
             rows: &rows,
             status: match options.import_as {
                 ImportAs::Confirmed => SubscriberStatus::Confirmed,

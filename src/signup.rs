@@ -8,12 +8,17 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::domain::{ClientEvidence, Door, EmailError, Evidence, SubscriberEmail};
+use crate::domain::{
+    ClientEvidence, Door, EmailError, Evidence, SubscriberEmail, SubscriberStatus,
+};
 use crate::mail::Composer;
 use crate::outbox::OutboxBell;
 use crate::security::{Limits, Links, TooMany, new_nonce};
 use crate::session::unix_now;
-use crate::store::{ConfirmationQueued, ConfirmationRequest, NewSubscriber, Store, StoreError};
+use crate::store::{
+    ConfirmationQueued, ConfirmationRequest, ImportBatch, ImportRow, NewSubscriber, Store,
+    StoreError,
+};
 
 /// At most this many confirmation mails per address in [`CONFIRMATION_WINDOW`], whoever asks.
 pub const CONFIRMATIONS_PER_ADDRESS: u32 = 3;
@@ -136,4 +141,69 @@ pub async fn queue_confirmation(
 
 fn secs(duration: Duration) -> i64 {
     i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// What the owner (on the admin page, or through the API) asked an address to become.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerAdd {
+    /// On the list at once: the owner vouches for the consent.
+    Confirmed,
+    /// Asked to confirm by mail (needs mail).
+    Pending,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerAdded {
+    Added,
+    AlreadyOnTheList,
+    /// The person left; only they can come back, by signing up themselves.
+    Suppressed,
+    /// Pending was asked for and no mail is configured.
+    NoMail,
+}
+
+/// Adds one address the way an import does (never changing an existing row, never re-adding a
+/// suppressed address); `who` names the admin or the API token in the evidence.
+pub async fn owner_add(
+    store: &dyn Store,
+    policy: &SignupPolicy,
+    email: &SubscriberEmail,
+    status: OwnerAdd,
+    door: Door,
+    who: &str,
+) -> Result<OwnerAdded, StoreError> {
+    let now = unix_now();
+    let (status, nonce, confirm_expires_at) = match (status, &policy.double_opt_in) {
+        (OwnerAdd::Confirmed, _) => (SubscriberStatus::Confirmed, None, None),
+        (OwnerAdd::Pending, None) => return Ok(OwnerAdded::NoMail),
+        (OwnerAdd::Pending, Some(opt_in)) => (
+            SubscriberStatus::Pending,
+            Some(new_nonce()?),
+            Some(now.saturating_add(secs(opt_in.confirm_ttl))),
+        ),
+    };
+    let row = ImportRow { email, address_hash: policy.links.address_hash(email.key()), nonce };
+    let consent = format!("added by {who}");
+    let batch = ImportBatch {
+        door,
+        rows: std::slice::from_ref(&row),
+        status,
+        consent: &consent,
+        confirm_expires_at,
+        dry_run: false,
+        now,
+    };
+    let counted = store.import_batch(batch).await?;
+    Ok(if counted.added == 1 {
+        if let Some(opt_in) = &policy.double_opt_in
+            && status == SubscriberStatus::Pending
+        {
+            opt_in.bell.ring();
+        }
+        OwnerAdded::Added
+    } else if counted.suppressed == 1 {
+        OwnerAdded::Suppressed
+    } else {
+        OwnerAdded::AlreadyOnTheList
+    })
 }

@@ -16,7 +16,8 @@ pub use postgres::PostgresStore;
 pub use records::{
     AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
     Counts, ExportChunk, ImportBatch, ImportCounts, ImportRow, LeaveReason, Leaving, MailOutcome,
-    MailRecord, MailResult, NewSubscriber, QueuedMail, SubscriberRecord,
+    MailRecord, MailResult, NewSubscriber, NewToken, QueuedMail, Selection, SubscriberRecord,
+    TokenRecord,
 };
 pub use sqlite::{DatabaseInUse, SqliteStore};
 
@@ -137,6 +138,21 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
         limit: u32,
     ) -> StoreResult<ExportChunk>;
+    async fn subscriber_by_key(&self, email_key: &str) -> StoreResult<Option<SubscriberRecord>>;
+    /// Removes these rows (the admin's delete: no suppression). Returns how many went.
+    async fn remove_subscribers(&self, ids: &[i64]) -> StoreResult<u64>;
+    /// How many rows the selection holds, exactly (a scan, for a confirmation page).
+    async fn count_selection(&self, selection: Selection<'_>) -> StoreResult<u64>;
+    /// Removes every row of the selection in one commit. Returns how many went.
+    async fn remove_selection(&self, selection: Selection<'_>) -> StoreResult<u64>;
+
+    /// `false` when a token of that name exists.
+    async fn create_token(&self, token: NewToken<'_>) -> StoreResult<bool>;
+    async fn tokens(&self) -> StoreResult<Vec<TokenRecord>>;
+    async fn revoke_token(&self, name: &str) -> StoreResult<bool>;
+    async fn token_by_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<TokenRecord>>;
+    async fn touch_token(&self, id: i64, now: i64) -> StoreResult<()>;
+
     /// The numbers per status, from maintained counters (no scan).
     async fn counts(&self) -> StoreResult<Counts>;
     /// How many addresses match, counting no further than `cap`.

@@ -174,6 +174,8 @@ pub struct ImportRow<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct ImportBatch<'a> {
     pub rows: &'a [ImportRow<'a>],
+    /// Which way they came in: an import, or the admin or the API adding one address.
+    pub door: crate::domain::Door,
     pub status: SubscriberStatus,
     /// The evidence: which file the owner vouched for.
     pub consent: &'a str,
@@ -199,6 +201,33 @@ pub struct ExportChunk {
     pub rows: i64,
     /// The oldest id in the chunk: where the next one starts.
     pub last_id: Option<i64>,
+}
+
+/// Rows picked by what the admin searched for, up to the newest id the admin was shown, so a
+/// row that arrives between the confirmation and the click is never part of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection<'a> {
+    pub filter: crate::store::ListFilter<'a>,
+    pub up_to_id: i64,
+}
+
+/// An API token as stored: never the token itself, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TokenRecord {
+    pub id: i64,
+    pub name: String,
+    pub read_only: bool,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// A token to store.
+#[derive(Debug, Clone, Copy)]
+pub struct NewToken<'a> {
+    pub name: &'a str,
+    pub hash: [u8; 32],
+    pub read_only: bool,
+    pub now: i64,
 }
 
 /// Counts from maintained counters.

@@ -22,23 +22,51 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Form<T> {
     type Rejection = AppError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, AppError> {
-        if !is_form(request.headers()) {
-            return Err(AppError::UnsupportedMediaType);
-        }
-        let body = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::PayloadTooLarge
-            } else {
-                AppError::BadRequest(UNREADABLE_FORM.into())
-            }
-        })?;
-        if !is_well_encoded(&body) {
-            return Err(AppError::BadRequest(UNREADABLE_FORM.into()));
-        }
+        let body = form_body(request, state).await?;
         serde_urlencoded::from_bytes(&body)
             .map(Form)
             .map_err(|_| AppError::BadRequest(UNREADABLE_FORM.into()))
     }
+}
+
+/// A form body as its name and value pairs, for forms that repeat a name (checkboxes).
+#[derive(Debug)]
+pub struct FormPairs(pub Vec<(String, String)>);
+
+impl FormPairs {
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for FormPairs {
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, AppError> {
+        let body = form_body(request, state).await?;
+        Ok(Self(url::form_urlencoded::parse(&body).into_owned().collect()))
+    }
+}
+
+async fn form_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, AppError> {
+    if !is_form(request.headers()) {
+        return Err(AppError::UnsupportedMediaType);
+    }
+    let body = Bytes::from_request(request, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::PayloadTooLarge
+        } else {
+            AppError::BadRequest(UNREADABLE_FORM.into())
+        }
+    })?;
+    if !is_well_encoded(&body) {
+        return Err(AppError::BadRequest(UNREADABLE_FORM.into()));
+    }
+    Ok(body)
 }
 
 fn is_form(headers: &HeaderMap) -> bool {

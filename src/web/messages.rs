@@ -67,6 +67,37 @@ pub fn admin_no_mail() -> Notice {
     Notice::error("Mail is not configured, so there is nothing to send a link with.")
 }
 
+pub fn admin_added(email: &str, pending: bool) -> Notice {
+    if pending {
+        Notice::success(format!("{email} is added as pending; a confirmation link is queued."))
+    } else {
+        Notice::success(format!("{email} is added to the list."))
+    }
+}
+
+pub fn admin_already_listed(email: &str) -> Notice {
+    Notice::error(format!("{email} is already on the list."))
+}
+
+pub fn admin_suppressed(email: &str) -> Notice {
+    Notice::error(format!(
+        "{email} left the list, so it cannot be added back; only the person can return, by \
+         signing up again."
+    ))
+}
+
+pub fn admin_removed_many(removed: u64) -> Notice {
+    match removed {
+        0 => Notice::error("None of those addresses are on the list any more."),
+        1 => Notice::success("We have removed 1 address from the list."),
+        n => Notice::success(format!("We have removed {n} addresses from the list.")),
+    }
+}
+
+pub fn admin_none_selected() -> Notice {
+    Notice::error("No addresses were selected.")
+}
+
 /// "6 seconds", "3 minutes": how long to wait, rounded up, in words.
 pub fn wait_in_words(wait: std::time::Duration) -> String {
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

@@ -130,6 +130,12 @@ pub fn app(
         .route("/admin/subscribers/{id}", get(admin::subscriber_page).route_layer(gate.clone()))
         .route("/admin/resend", post(admin::resend).route_layer(gate.clone()))
         .route("/admin/delete", post(admin::delete).route_layer(gate.clone()))
+        .route("/admin/add", post(admin::add).route_layer(gate.clone()))
+        .route("/admin/delete-selected", post(admin::delete_selected).route_layer(gate.clone()))
+        .route(
+            "/admin/delete-matching",
+            get(admin::delete_matching_page).post(admin::delete_matching).route_layer(gate.clone()),
+        )
         .route("/admin/logout", post(admin::logout).route_layer(gate));
 
     // Behind a proxy that rewrites Host, the browser's Origin still names the public URL.

@@ -296,7 +296,7 @@ impl PostgresStore {
             let added: Vec<String> = sqlx::query_scalar(
                 "INSERT INTO subscribers (email, email_key, created_at, status, source, consent,
                                           confirmed_at)
-                 SELECT e, k, $3, $4, 'import', $5, $6 FROM unnest($1::TEXT[], $2::TEXT[]) AS v (e, k)
+                 SELECT e, k, $3, $4, $7, $5, $6 FROM unnest($1::TEXT[], $2::TEXT[]) AS v (e, k)
                  ON CONFLICT (email_key) DO NOTHING RETURNING email_key",
             )
             .bind(&emails)
@@ -305,6 +305,7 @@ impl PostgresStore {
             .bind(batch.status.as_str())
             .bind(batch.consent)
             .bind(confirmed_at)
+            .bind(batch.door.as_str())
             .fetch_all(&mut *tx)
             .await?;
             counts.added = added.len() as u64;

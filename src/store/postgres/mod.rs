@@ -8,6 +8,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use super::{PoolLimits, StoreResult};
 
 mod consent;
+mod owner;
 mod queries;
 
 /// PostgreSQL, shared by any number of instances. Every call is bounded in time on our side too:

@@ -9,7 +9,8 @@ use crate::store::records::counts_from;
 use crate::store::{
     AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
     Counts, ExportChunk, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord,
-    NewSubscriber, QueuedMail, SessionKey, Store, StoreResult, Subscriber, SubscriberRecord, Walk,
+    NewSubscriber, NewToken, QueuedMail, Selection, SessionKey, Store, StoreResult, Subscriber,
+    SubscriberRecord, TokenRecord, Walk,
 };
 
 #[async_trait]
@@ -177,6 +178,42 @@ impl Store for PostgresStore {
         .bind(status.map(SubscriberStatus::as_str))
         .fetch_one(&self.pool);
         self.bounded("reading subscribers for the export", select).await
+    }
+
+    async fn subscriber_by_key(&self, email_key: &str) -> StoreResult<Option<SubscriberRecord>> {
+        self.record_by_key(email_key).await
+    }
+
+    async fn remove_subscribers(&self, ids: &[i64]) -> StoreResult<u64> {
+        self.remove_ids(ids).await
+    }
+
+    async fn count_selection(&self, selection: Selection<'_>) -> StoreResult<u64> {
+        self.count_in(selection).await
+    }
+
+    async fn remove_selection(&self, selection: Selection<'_>) -> StoreResult<u64> {
+        self.remove_in(selection).await
+    }
+
+    async fn create_token(&self, token: NewToken<'_>) -> StoreResult<bool> {
+        self.insert_token(token).await
+    }
+
+    async fn tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        self.all_tokens().await
+    }
+
+    async fn revoke_token(&self, name: &str) -> StoreResult<bool> {
+        self.delete_token(name).await
+    }
+
+    async fn token_by_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<TokenRecord>> {
+        self.find_token(hash).await
+    }
+
+    async fn touch_token(&self, id: i64, now: i64) -> StoreResult<()> {
+        self.mark_token_used(id, now).await
     }
 
     async fn counts(&self) -> StoreResult<Counts> {

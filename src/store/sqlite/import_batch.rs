@@ -18,11 +18,17 @@ pub(crate) struct OwnedImportRow {
 /// SQLite takes at most 32,766 parameters a statement.
 const ROWS_PER_STATEMENT: usize = 4_000;
 
+/// What every row of a batch shares.
+pub(super) struct Columns<'a> {
+    pub source: &'a str,
+    pub status: &'a str,
+    pub consent: &'a str,
+}
+
 pub(super) async fn run(
     c: &mut SqliteConnection,
     rows: &[OwnedImportRow],
-    status: &str,
-    consent: &str,
+    Columns { source, status, consent }: Columns<'_>,
     confirm_expires_at: Option<i64>,
     now: i64,
 ) -> anyhow::Result<ImportCounts> {
@@ -73,7 +79,7 @@ pub(super) async fn run(
                 .push_bind(row.key.as_str())
                 .push_bind(now)
                 .push_bind(status)
-                .push_bind("import")
+                .push_bind(source)
                 .push_bind(consent)
                 .push_bind(confirmed_at);
         });

@@ -9,6 +9,7 @@ mod batch;
 mod confirm_batch;
 mod import_batch;
 mod ops;
+mod owner;
 mod queries;
 mod session_cache;
 mod writer;

@@ -115,6 +115,7 @@ pub(super) enum WriteOp {
     },
     Import {
         rows: Vec<OwnedImportRow>,
+        source: &'static str,
         status: &'static str,
         consent: String,
         confirm_expires_at: Option<i64>,
@@ -123,11 +124,44 @@ pub(super) enum WriteOp {
         /// Filled in with what the batch did (or would do).
         counts: Arc<Mutex<ImportCounts>>,
     },
+    /// The admin's delete of several rows: ids as a JSON array.
+    RemoveIds {
+        ids: String,
+    },
+    RemoveMatching {
+        term: Option<String>,
+        status: Option<&'static str>,
+        up_to_id: i64,
+    },
+    CreateToken {
+        name: String,
+        hash: [u8; 32],
+        read_only: bool,
+        now: i64,
+    },
+    RevokeToken {
+        name: String,
+    },
+    TouchToken {
+        id: i64,
+        now: i64,
+    },
     /// Writes nothing; answered once everything queued before it is committed.
     Flush,
 }
 
 type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments>;
+
+/// The rows of a selection: what the search matches (as the short search of the admin list
+/// does, which for any term is what the trigram index finds too), up to an id.
+macro_rules! selection_where {
+    () => {
+        "id <= ?1 AND (?2 IS NULL OR status = ?2)
+         AND (?3 IS NULL OR instr(email_key, ?3) > 0 OR instr(email, ?3) > 0)"
+    };
+}
+pub(super) use selection_where;
+const REMOVE_MATCHING: &str = concat!("DELETE FROM subscribers WHERE ", selection_where!());
 
 const INSERT_SUBSCRIBER: &str = "INSERT INTO subscribers
     (email, email_key, created_at, status, source, signup_ip, signup_agent, consent, confirmed_at)
@@ -241,6 +275,29 @@ impl WriteOp {
             }
             Self::DeleteExpiredSessions { now } => {
                 sqlx::query("DELETE FROM sessions WHERE expires_at <= ?").bind(*now)
+            }
+            Self::RemoveIds { ids } => {
+                sqlx::query("DELETE FROM subscribers WHERE id IN (SELECT value FROM json_each(?))")
+                    .bind(ids.as_str())
+            }
+            Self::RemoveMatching { term, status, up_to_id } => {
+                sqlx::query(REMOVE_MATCHING).bind(*up_to_id).bind(*status).bind(term.as_deref())
+            }
+            Self::CreateToken { name, hash, read_only, now } => sqlx::query(
+                "INSERT INTO api_tokens (name, token_hash, read_only, created_at)
+                 VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(name.as_str())
+            .bind(&hash[..])
+            .bind(*read_only)
+            .bind(*now),
+            Self::RevokeToken { name } => {
+                sqlx::query("DELETE FROM api_tokens WHERE name = ?").bind(name.as_str())
+            }
+            Self::TouchToken { id, now } => {
+                sqlx::query("UPDATE api_tokens SET last_used_at = ? WHERE id = ?")
+                    .bind(*now)
+                    .bind(*id)
             }
             Self::Flush => sqlx::query("SELECT 1"),
             Self::AddSubscriber { .. }
@@ -429,9 +486,19 @@ impl WriteOp {
                 }
                 Ok(outcomes.len() as u64)
             }
-            Self::Import { rows, status, consent, confirm_expires_at, dry_run, now, counts } => {
+            Self::Import {
+                rows,
+                source,
+                status,
+                consent,
+                confirm_expires_at,
+                dry_run,
+                now,
+                counts,
+            } => {
+                let columns = import_batch::Columns { source, status, consent };
                 let counted =
-                    import_batch::run(c, rows, status, consent, *confirm_expires_at, *now).await?;
+                    import_batch::run(c, rows, columns, *confirm_expires_at, *now).await?;
                 *counts.lock().unwrap_or_else(|p| p.into_inner()) = counted;
                 if *dry_run {
                     // Counted, not kept: undo it, and report it as not written.
@@ -473,6 +540,10 @@ impl WriteOp {
             Self::RecordMail { .. } => "recording sent mail",
             Self::PurgeStale { .. } => "purging stale signups",
             Self::Import { .. } => "importing subscribers",
+            Self::RemoveIds { .. } | Self::RemoveMatching { .. } => "removing subscribers",
+            Self::CreateToken { .. } => "creating a token",
+            Self::RevokeToken { .. } => "revoking a token",
+            Self::TouchToken { .. } => "recording a token's use",
             Self::Flush => "flushing the writer",
         }
     }

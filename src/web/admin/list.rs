@@ -90,12 +90,7 @@ pub async fn list(
     Query(params): Query<ListParams>,
 ) -> Result<Html<String>, AppError> {
     let search = SearchTerm::parse(&params.q)?;
-    let status = match params.status.as_str() {
-        "" => None,
-        other => Some(SubscriberStatus::parse(other).ok_or_else(|| {
-            AppError::BadRequest("The status filter is pending or confirmed.".into())
-        })?),
-    };
+    let status = status_filter(&params.status)?;
     let filter = ListFilter { search: search.as_ref(), status };
     let found = match &search {
         Some(term) if !term.has_trigrams() => walk(&app, term, status, params.before).await?,
@@ -131,6 +126,16 @@ pub async fn list(
         mail_on: app.signups.double_opt_in.is_some(),
     };
     Ok(Html(app.templates.render("admin.html", page)?))
+}
+
+/// The status filter of a page or a form: empty for any.
+pub(crate) fn status_filter(raw: &str) -> Result<Option<SubscriberStatus>, AppError> {
+    match raw {
+        "" => Ok(None),
+        other => SubscriberStatus::parse(other).map(Some).ok_or_else(|| {
+            AppError::BadRequest("The status filter is pending or confirmed.".into())
+        }),
+    }
 }
 
 fn total(counts: &Counts, status: Option<SubscriberStatus>) -> u64 {

@@ -2,10 +2,12 @@
 //! delete, log out. Everything but the login page sits behind [`require_admin`], applied once at
 //! the router.
 
+mod by_hand;
 mod list;
 mod subscriber;
 mod transfer;
 
+pub use by_hand::{add, delete_matching, delete_matching_page, delete_selected};
 pub use list::list;
 pub use subscriber::subscriber_page;
 pub use transfer::{export, import};

@@ -1,0 +1,105 @@
+//! The owner's tools in SQLite: several rows at once, and the API's tokens.
+
+use anyhow::Context;
+
+use super::SqliteStore;
+use super::ops::{WriteOp, selection_where};
+use crate::domain::SubscriberStatus;
+use crate::store::{NewToken, Selection, StoreResult, SubscriberRecord, TokenRecord};
+
+const TOKEN_COLUMNS: &str = "id, name, read_only, created_at, last_used_at";
+
+impl SqliteStore {
+    pub(super) async fn record_by_key(&self, key: &str) -> StoreResult<Option<SubscriberRecord>> {
+        let found = sqlx::query_as(
+            "SELECT id, email, email_key, status, created_at, source, signup_ip, signup_agent,
+                    consent, confirmed_at, confirm_ip, confirm_agent
+             FROM subscribers WHERE email_key = ?",
+        )
+        .bind(key)
+        .fetch_optional(&self.readers)
+        .await
+        .context("reading a subscriber")?;
+        Ok(found)
+    }
+
+    pub(super) async fn remove_ids(&self, ids: &[i64]) -> StoreResult<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids = serde_json::to_string(ids).context("listing ids")?;
+        Ok(self.writer.write(WriteOp::RemoveIds { ids }).await?)
+    }
+
+    pub(super) async fn count_in(&self, selection: Selection<'_>) -> StoreResult<u64> {
+        let (term, status) = parts(selection);
+        let n: i64 = sqlx::query_scalar(concat!(
+            "SELECT count(*) FROM subscribers WHERE ",
+            selection_where!()
+        ))
+        .bind(selection.up_to_id)
+        .bind(status)
+        .bind(term)
+        .fetch_one(&self.readers)
+        .await
+        .context("counting a selection")?;
+        Ok(u64::try_from(n).unwrap_or_default())
+    }
+
+    pub(super) async fn remove_in(&self, selection: Selection<'_>) -> StoreResult<u64> {
+        let (term, status) = parts(selection);
+        let op = WriteOp::RemoveMatching {
+            term: term.map(str::to_owned),
+            status,
+            up_to_id: selection.up_to_id,
+        };
+        Ok(self.writer.write(op).await?)
+    }
+
+    pub(super) async fn insert_token(&self, token: NewToken<'_>) -> StoreResult<bool> {
+        let op = WriteOp::CreateToken {
+            name: token.name.to_owned(),
+            hash: token.hash,
+            read_only: token.read_only,
+            now: token.now,
+        };
+        Ok(self.writer.write(op).await? == 1)
+    }
+
+    pub(super) async fn all_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        let tokens = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY name"
+        )))
+        .fetch_all(&self.readers)
+        .await
+        .context("listing tokens")?;
+        Ok(tokens)
+    }
+
+    pub(super) async fn delete_token(&self, name: &str) -> StoreResult<bool> {
+        Ok(self.writer.write(WriteOp::RevokeToken { name: name.to_owned() }).await? == 1)
+    }
+
+    pub(super) async fn find_token(&self, hash: &[u8; 32]) -> StoreResult<Option<TokenRecord>> {
+        let token = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = ?"
+        )))
+        .bind(&hash[..])
+        .fetch_optional(&self.readers)
+        .await
+        .context("checking a token")?;
+        Ok(token)
+    }
+
+    pub(super) async fn mark_token_used(&self, id: i64, now: i64) -> StoreResult<()> {
+        self.writer.write(WriteOp::TouchToken { id, now }).await?;
+        Ok(())
+    }
+}
+
+fn parts(selection: Selection<'_>) -> (Option<&str>, Option<&'static str>) {
+    (
+        selection.filter.search.map(|term| term.as_str()),
+        selection.filter.status.map(SubscriberStatus::as_str),
+    )
+}
