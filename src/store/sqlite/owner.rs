@@ -28,7 +28,7 @@ impl SqliteStore {
             return Ok(0);
         }
         let ids = serde_json::to_string(ids).context("listing ids")?;
-        Ok(self.writer.write(WriteOp::RemoveIds { ids }).await?)
+        self.writer.write(WriteOp::RemoveIds { ids }).await
     }
 
     pub(super) async fn count_in(&self, selection: Selection<'_>) -> StoreResult<u64> {
@@ -53,7 +53,7 @@ impl SqliteStore {
             status,
             up_to_id: selection.up_to_id,
         };
-        Ok(self.writer.write(op).await?)
+        self.writer.write(op).await
     }
 
     pub(super) async fn insert_token(&self, token: NewToken<'_>) -> StoreResult<bool> {
