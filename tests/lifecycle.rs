@@ -15,8 +15,8 @@ use enlist::domain::{SearchTerm, SubscriberEmail, SubscriberStatus};
 use enlist::store::{
     AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
     Counts, ExportChunk, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord,
-    NewSubscriber, PoolLimits, QueuedMail, SessionKey, SqliteStore, Store, StoreError, StoreResult,
-    Subscriber, SubscriberRecord, Walk,
+    NewSubscriber, NewToken, PoolLimits, QueuedMail, Selection, SessionKey, SqliteStore, Store,
+    StoreError, StoreResult, Subscriber, SubscriberRecord, TokenRecord, Walk,
 };
 use reqwest::StatusCode;
 use sqlx::sqlite::SqliteConnectOptions;
@@ -99,6 +99,15 @@ breakable! {
     async fn walk_matching(&self, term: &SearchTerm, status: Option<SubscriberStatus>, before: Option<i64>, window: u32, limit: u32) -> StoreResult<Walk>;
     async fn import_batch(&self, batch: ImportBatch<'_>) -> StoreResult<ImportCounts>;
     async fn export_chunk(&self, status: Option<SubscriberStatus>, before: Option<i64>, limit: u32) -> StoreResult<ExportChunk>;
+    async fn subscriber_by_key(&self, email_key: &str) -> StoreResult<Option<SubscriberRecord>>;
+    async fn remove_subscribers(&self, ids: &[i64]) -> StoreResult<u64>;
+    async fn count_selection(&self, selection: Selection<'_>) -> StoreResult<u64>;
+    async fn remove_selection(&self, selection: Selection<'_>) -> StoreResult<u64>;
+    async fn create_token(&self, token: NewToken<'_>) -> StoreResult<bool>;
+    async fn tokens(&self) -> StoreResult<Vec<TokenRecord>>;
+    async fn revoke_token(&self, name: &str) -> StoreResult<bool>;
+    async fn token_by_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<TokenRecord>>;
+    async fn touch_token(&self, id: i64, now: i64) -> StoreResult<()>;
     async fn counts(&self) -> StoreResult<Counts>;
     async fn count_matching(&self, filter: ListFilter<'_>, cap: u64) -> StoreResult<u64>;
     async fn claim_mail(&self, now: i64, lease_until: i64, owner: i64, limit: u32) -> StoreResult<Vec<QueuedMail>>;
