@@ -36,6 +36,31 @@ pub enum Command {
     Export(Box<ExportArgs>),
     /// Add the addresses of a CSV file (the column headed email, e-mail or mail, else the first).
     Import(Box<ImportArgs>),
+    /// Create, list and revoke the JSON API's bearer tokens.
+    Token(Box<TokenArgs>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub action: TokenAction,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenAction {
+    /// Create a token and print it (shown this once; only its hash is kept).
+    Create {
+        name: String,
+        /// May read the list, never change it.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// List the tokens with their last use.
+    List,
+    /// Revoke a token: it stops working at once.
+    Revoke { name: String },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -89,6 +114,10 @@ pub struct ServeArgs {
     /// The address visitors use, e.g. https://list.example.com. Default: http:// + bind address.
     #[arg(long, env = "ENLIST_PUBLIC_URL", value_parser = parse_public_url)]
     pub public_url: Option<Url>,
+    /// Comma-separated origins (https://www.example.org) whose pages may post the signup form
+    /// and call `POST /api/v1/signup` from a browser; nothing else opens to them.
+    #[arg(long, env = "ENLIST_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub allowed_origins: Vec<Origin>,
     /// An admin session ends after this long without a request.
     #[arg(long, env = "ENLIST_ADMIN_IDLE_TIMEOUT", default_value = "30m",
           value_parser = parse_positive_duration)]
@@ -298,6 +327,31 @@ fn parse_public_url(raw: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// A web origin as browsers send it in `Origin`: scheme, host and port only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin(String);
+
+impl Origin {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn parse_origin(raw: &str) -> Result<Origin, String> {
+    let raw = raw.trim();
+    let url = Url::parse(raw).map_err(|e| format!("{raw:?}: {e}"))?;
+    let bare = url.path() == "/" && url.query().is_none() && url.fragment().is_none();
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || !bare {
+        return Err(format!(
+            "{raw:?} is not an origin: expected scheme, host and port only, e.g. https://www.example.org"
+        ));
+    }
+    if url.username() != "" || url.password().is_some() {
+        return Err(format!("{raw:?} is not an origin: it holds a user name"));
+    }
+    Ok(Origin(url.origin().ascii_serialization()))
+}
+
 /// A limit setting: `Some(rate)`, or `None` when written as `0`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit(pub Option<Rate>);
@@ -339,6 +393,7 @@ pub struct Settings {
     pub secret_key_file: PathBuf,
     pub admin_password: AdminPasswordSetting,
     pub public_url: Option<Url>,
+    pub allowed_origins: Vec<Origin>,
     pub admin_idle_timeout: Duration,
     pub admin_absolute_timeout: Duration,
     pub visitor_session_ttl: Duration,
@@ -441,6 +496,7 @@ impl Settings {
             secret_key_file,
             admin_password,
             public_url: args.public_url,
+            allowed_origins: args.allowed_origins,
             admin_idle_timeout: args.admin_idle_timeout,
             admin_absolute_timeout: args.admin_absolute_timeout,
             visitor_session_ttl: args.visitor_session_ttl,

@@ -14,6 +14,7 @@ pub mod security;
 pub mod session;
 pub mod signup;
 pub mod store;
+pub mod tokens;
 pub mod web;
 
 use std::future::{Future, IntoFuture};
@@ -34,7 +35,7 @@ use crate::security::{AdminCredentials, Limits, Links, SecretKey, resolve_admin_
 use crate::session::{SessionConfig, SessionLayerState, unix_now};
 use crate::signup::{CONFIRMATION_WINDOW, DoubleOptIn, SignupPolicy};
 use crate::store::{PoolLimits, Store};
-use crate::web::{AppState, RequestGauge, Templates, TrustedProxies};
+use crate::web::{AppState, CrossOrigin, RequestGauge, Templates, TrustedProxies};
 
 const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(10 * 60);
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10 * 60);
@@ -174,6 +175,9 @@ impl Server {
             settings.signup_limit_per_address,
             settings.login_limit,
         );
+        let cross_origin =
+            CrossOrigin::new(settings.public_url.as_ref(), &settings.allowed_origins)
+                .map_err(|e| SettingError::new("--allowed-origins (ENLIST_ALLOWED_ORIGINS)", e))?;
         let state = AppState {
             limits: Arc::new(limits),
             store: store.clone(),
@@ -181,10 +185,12 @@ impl Server {
             admin: Arc::new(AdminCredentials::new(store.clone(), admin)),
             signups: Arc::new(signups),
             in_flight,
+            api_tokens: Arc::default(),
+            cross_origin,
+            public_url: Arc::new(public_url.clone()),
         };
         let trusted_proxies = TrustedProxies::new(settings.trusted_proxies.clone());
-        let router = web::app(state, sessions, settings.public_url.as_ref(), trusted_proxies)
-            .map_err(|e| SettingError::new("--public-url (ENLIST_PUBLIC_URL)", e))?;
+        let router = web::app(state, sessions, trusted_proxies);
         Ok(Self {
             listener,
             router,

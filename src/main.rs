@@ -65,6 +65,11 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
+        Some(Command::Token(args)) => tool(args.serve.clone(), |settings| async move {
+            let printed = enlist::cli::token::run(&settings, &args.action).await?;
+            println!("{printed}");
+            Ok(())
+        }),
         None => serve(cli.serve),
     }
 }

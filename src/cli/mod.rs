@@ -2,6 +2,7 @@
 
 pub mod export;
 pub mod import;
+pub mod token;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,8 +5,10 @@ mod admin_password;
 mod consent;
 mod search_term;
 mod subscriber_email;
+mod token_name;
 
 pub use admin_password::{AdminPassword, AdminPasswordError, MAX_PASSWORD_BYTES};
 pub use consent::{ClientEvidence, Door, Evidence, SubscriberStatus};
 pub use search_term::{SearchTerm, SearchTermError};
 pub use subscriber_email::{EmailError, SubscriberEmail};
+pub use token_name::{TokenName, TokenNameError};

@@ -2,6 +2,7 @@
 //! links, and abuse limits.
 
 mod admin_credential;
+mod api_token;
 mod limits;
 mod links;
 mod password;
@@ -10,6 +11,7 @@ mod secret_key;
 pub use admin_credential::{
     AdminCredential, AdminCredentials, CredentialCheck, resolve_admin_credential,
 };
+pub use api_token::{api_token_hash, new_api_token};
 pub use limits::{Limits, Rate, TooMany};
 pub use links::{LinkToken, Links, new_nonce};
 pub use password::{

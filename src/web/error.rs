@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -54,6 +54,23 @@ pub enum AppError {
     PayloadTooLarge,
     #[error("cookies too large")]
     CookiesTooLarge,
+    /// The API without a valid bearer token.
+    #[error("no valid token")]
+    Unauthorized,
+    #[error("read-only token")]
+    ReadOnlyToken,
+    /// The API's body was not JSON at all.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// The API's body was JSON, but not what the operation takes.
+    #[error("invalid body: {0}")]
+    InvalidBody(String),
+    #[error("already on the list")]
+    AlreadyListed,
+    #[error("the address left the list")]
+    Suppressed,
+    #[error("mail is not configured")]
+    MailOff,
     #[error("storage unavailable")]
     Unavailable(#[from] StoreError),
     #[error("unexpected error")]
@@ -73,6 +90,59 @@ impl AppError {
             }
             SignupError::Storage(e) => Self::Unavailable(e),
         }
+    }
+}
+
+/// What the API says about an error (RFC 9457): a stable type, and a sentence for people.
+#[derive(Debug, Clone)]
+struct Problem {
+    kind: &'static str,
+    detail: Option<String>,
+}
+
+impl AppError {
+    fn problem(&self) -> Problem {
+        let (kind, detail) = match self {
+            Self::InvalidEmail { error, .. } => ("invalid-email", Some(error.to_string())),
+            Self::SignupThrottled { .. } | Self::LoginThrottled { .. } => ("rate-limited", None),
+            Self::WrongPassword | Self::Unauthorized => (
+                "unauthorized",
+                Some("Send a valid API token: Authorization: Bearer enl_...".into()),
+            ),
+            Self::ReadOnlyToken => {
+                ("read-only-token", Some("This token may only read; this call writes.".into()))
+            }
+            Self::LinkUnknown { .. } | Self::NotFound => ("not-found", None),
+            Self::LinkExpired { .. } => ("expired", None),
+            Self::BadRequest(message) => ("bad-request", Some(message.clone())),
+            Self::MalformedJson(message) => ("malformed-json", Some(message.clone())),
+            Self::InvalidBody(message) => ("invalid-body", Some(message.clone())),
+            Self::Unprocessable(message) => ("unprocessable", Some(message.clone())),
+            Self::BadFormToken => ("cross-origin", None),
+            Self::UnsupportedMediaType => (
+                "unsupported-media-type",
+                Some("Send the body as JSON, with Content-Type: application/json.".into()),
+            ),
+            Self::PayloadTooLarge => ("payload-too-large", None),
+            Self::CookiesTooLarge => ("headers-too-large", None),
+            Self::AlreadyListed => {
+                ("already-subscribed", Some("That address is already on the list.".into()))
+            }
+            Self::Suppressed => (
+                "suppressed",
+                Some(
+                    "That address left the list; only the person can come back, by signing up."
+                        .into(),
+                ),
+            ),
+            Self::MailOff => (
+                "mail-not-configured",
+                Some("Mail is not configured, so no confirmation can be sent.".into()),
+            ),
+            Self::Unavailable(_) => ("unavailable", None),
+            Self::Unexpected(_) => ("internal", None),
+        };
+        Problem { kind, detail }
     }
 }
 
@@ -116,6 +186,7 @@ impl IntoResponse for AppError {
             }
             _ => None,
         };
+        let problem = self.problem();
         let (status, page) = match self {
             Self::InvalidEmail { typed, error } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -157,6 +228,15 @@ impl IntoResponse for AppError {
             Self::PayloadTooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, ErrorPage::Generic { message: None })
             }
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorPage::Generic { message: None }),
+            Self::ReadOnlyToken => (StatusCode::FORBIDDEN, ErrorPage::Generic { message: None }),
+            Self::MalformedJson(_) => {
+                (StatusCode::BAD_REQUEST, ErrorPage::Generic { message: None })
+            }
+            Self::InvalidBody(_) | Self::Suppressed | Self::MailOff => {
+                (StatusCode::UNPROCESSABLE_ENTITY, ErrorPage::Generic { message: None })
+            }
+            Self::AlreadyListed => (StatusCode::CONFLICT, ErrorPage::Generic { message: None }),
             Self::Unavailable(cause) => {
                 tracing::error!(error = format!("{:#}", cause.0), "storage failed");
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorPage::Generic { message: None })
@@ -168,6 +248,10 @@ impl IntoResponse for AppError {
         };
         let mut response = status.into_response();
         response.extensions_mut().insert(page);
+        response.extensions_mut().insert(problem);
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(seconds) = retry_after.map(|s| s.max(1)) {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
@@ -187,6 +271,7 @@ fn describe(status: StatusCode) -> (&'static str, &'static str) {
             "Request refused",
             "This form did not come from this site, or it has expired. Go back, reload the page and try again.",
         ),
+        409 => ("Already there", "What you asked to add exists already."),
         410 => ("Link expired", "This link has expired. Go to the signup page to start again."),
         404 => (
             "Page not found",
@@ -224,6 +309,60 @@ fn describe(status: StatusCode) -> (&'static str, &'static str) {
     }
 }
 
+/// Where the JSON API lives: its errors are problem documents, not pages.
+pub const API_PREFIX: &str = "/api/";
+/// Problem types are URNs: stable names that promise no page behind them.
+const PROBLEM_TYPE_PREFIX: &str = "urn:enlist:problem:";
+
+#[derive(Serialize)]
+struct ProblemDocument<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+/// The kind of a bare error from the router or a middleware.
+fn problem_for_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad-request",
+        401 => "unauthorized",
+        403 => "cross-origin",
+        404 => "not-found",
+        405 => "method-not-allowed",
+        408 => "request-timeout",
+        413 => "payload-too-large",
+        415 => "unsupported-media-type",
+        422 => "unprocessable",
+        429 => "rate-limited",
+        431 => "headers-too-large",
+        503 => "unavailable",
+        _ => "internal",
+    }
+}
+
+fn problem_response(mut parts: axum::http::response::Parts, status: StatusCode) -> Response {
+    let problem = parts.extensions.remove::<Problem>().unwrap_or(Problem {
+        kind: problem_for_status(status),
+        detail: (status == StatusCode::FORBIDDEN).then(|| {
+            "Browsers on other sites may not call this; send the request from a server.".into()
+        }),
+    });
+    let (title, _) = describe(status);
+    let document = ProblemDocument {
+        kind: format!("{PROBLEM_TYPE_PREFIX}{}", problem.kind),
+        title,
+        status: status.as_u16(),
+        detail: problem.detail,
+    };
+    let body = serde_json::to_string(&document).unwrap_or_default();
+    parts.headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    parts.headers.remove(CONTENT_LENGTH);
+    Response::from_parts(parts, body.into())
+}
+
 #[derive(Serialize)]
 struct ErrorContext<'a> {
     status: u16,
@@ -238,12 +377,16 @@ pub async fn render_error_pages(
     request: Request,
     next: Next,
 ) -> Response {
+    let for_api = request.uri().path().starts_with(API_PREFIX);
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
     let (mut parts, _) = response.into_parts();
+    if for_api {
+        return problem_response(parts, status);
+    }
     let page =
         parts.extensions.remove::<ErrorPage>().unwrap_or(ErrorPage::Generic { message: None });
     let (title, default_message) = describe(status);

@@ -98,6 +98,18 @@ pub fn admin_none_selected() -> Notice {
     Notice::error("No addresses were selected.")
 }
 
+pub fn token_name_taken(name: &str) -> String {
+    format!("A token named {name} exists already. Choose another name, or revoke that one first.")
+}
+
+pub fn token_revoked(name: &str) -> Notice {
+    Notice::success(format!("The token {name} is revoked; it no longer works."))
+}
+
+pub fn no_such_token(name: &str) -> Notice {
+    Notice::error(format!("There is no token named {name}."))
+}
+
 /// "6 seconds", "3 minutes": how long to wait, rounded up, in words.
 pub fn wait_in_words(wait: std::time::Duration) -> String {
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

@@ -1,7 +1,9 @@
 //! Routes and the layer stack, in one readable place.
 
 mod admin;
+pub mod api;
 mod client_ip;
+mod cross_origin;
 mod error;
 mod extract;
 mod links;
@@ -23,7 +25,6 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::csrf::CsrfLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -34,7 +35,13 @@ use tracing::Level;
 use url::Url;
 
 pub use client_ip::{ClientIp, TrustedProxies};
+pub use cross_origin::CrossOrigin;
 pub use error::AppError;
+
+/// A time as the tools print it (RFC 3339, UTC).
+pub fn admin_time(unix_seconds: i64) -> String {
+    admin::timestamps(unix_seconds).0
+}
 pub use render::Templates;
 
 use crate::security::{AdminCredentials, Limits};
@@ -44,6 +51,8 @@ use crate::store::Store;
 
 /// Request bodies larger than this are refused with 413 before anything reads them.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// JSON bodies of the API.
+pub const MAX_API_BODY_BYTES: usize = 64 * 1024;
 /// The CSV upload's own limit; it is read as a stream, never whole into memory.
 pub const MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 const UPLOAD_PATH: &str = "/admin/import";
@@ -55,7 +64,14 @@ async fn limit_body(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let limit = if request.uri().path() == UPLOAD_PATH { MAX_UPLOAD_BYTES } else { MAX_BODY_BYTES };
+    let path = request.uri().path();
+    let limit = if path == UPLOAD_PATH {
+        MAX_UPLOAD_BYTES
+    } else if path.starts_with(error::API_PREFIX) {
+        MAX_API_BODY_BYTES
+    } else {
+        MAX_BODY_BYTES
+    };
     let declared = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)
@@ -81,6 +97,10 @@ pub struct AppState {
     pub admin: Arc<AdminCredentials>,
     pub signups: Arc<SignupPolicy>,
     pub in_flight: RequestGauge,
+    pub api_tokens: Arc<api::TokenUses>,
+    pub cross_origin: CrossOrigin,
+    /// Where visitors reach this service (`--public-url`, or the bind address).
+    pub public_url: Arc<Url>,
 }
 
 /// How many requests are being answered right now: background work (the outbox) yields while
@@ -117,9 +137,8 @@ async fn count_in_flight(
 pub fn app(
     state: AppState,
     sessions: SessionLayerState,
-    public_url: Option<&Url>,
     trusted_proxies: TrustedProxies,
-) -> anyhow::Result<Router> {
+) -> Router {
     // The gate wraps each method's handler, not the route: a method a route does not serve is a
     // 405 with `Allow` for everyone, not a redirect to the login page.
     let gate = from_fn_with_state(state.clone(), admin::require_admin);
@@ -131,19 +150,14 @@ pub fn app(
         .route("/admin/resend", post(admin::resend).route_layer(gate.clone()))
         .route("/admin/delete", post(admin::delete).route_layer(gate.clone()))
         .route("/admin/add", post(admin::add).route_layer(gate.clone()))
+        .route("/admin/tokens", post(admin::create_token).route_layer(gate.clone()))
+        .route("/admin/tokens/revoke", post(admin::revoke_token).route_layer(gate.clone()))
         .route("/admin/delete-selected", post(admin::delete_selected).route_layer(gate.clone()))
         .route(
             "/admin/delete-matching",
             get(admin::delete_matching_page).post(admin::delete_matching).route_layer(gate.clone()),
         )
         .route("/admin/logout", post(admin::logout).route_layer(gate));
-
-    // Behind a proxy that rewrites Host, the browser's Origin still names the public URL.
-    let mut cross_origin_check = CsrfLayer::new();
-    if let Some(url) = public_url {
-        cross_origin_check =
-            cross_origin_check.add_trusted_origin(url.origin().ascii_serialization())?;
-    }
 
     let layers = ServiceBuilder::new()
         .layer(from_fn_with_state(state.in_flight.clone(), count_in_flight))
@@ -200,7 +214,7 @@ pub fn app(
         .layer(CatchPanicLayer::new())
         .layer(TimeoutLayer::with_status_code(error::TIMED_OUT, REQUEST_TIMEOUT))
         .layer(from_fn_with_state(sessions, session_layer))
-        .layer(cross_origin_check)
+        .layer(from_fn_with_state(state.cross_origin.clone(), cross_origin::check))
         .layer(axum::middleware::from_fn(limit_body))
         // `limit_body` decides per route; the extractors' own limit only backs it up.
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES));
@@ -220,11 +234,12 @@ pub fn app(
         .route("/healthz", get(public::healthz))
         .route("/static/{file}", get(public::static_file))
         .merge(admin_only)
+        .merge(api::router())
         .fallback(public::not_found)
         .with_state(state);
     // One stack around the whole router, rather than `Router::layer`, which wraps every route in
     // its own copy and clones that per request.
-    Ok(Router::new().fallback_service(layers.service(routes)))
+    Router::new().fallback_service(layers.service(routes))
 }
 
 /// Request ids: a per-process counter is enough to follow one request through the log.

@@ -9,6 +9,7 @@ use axum::http::HeaderMap;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{Html, IntoResponse, Redirect};
 use serde::{Deserialize, Serialize};
+use url::Url;
 
 use super::client_ip::ClientIp;
 use super::error::AppError;
@@ -16,7 +17,7 @@ use super::extract::{Form, user_agent};
 use super::{AppState, messages};
 use crate::domain::{ClientEvidence, Door, Evidence, SubscriberEmail};
 use crate::session::{Notice, Session, unix_now};
-use crate::signup::{SignupOutcome, SignupRequest, queue_confirmation, sign_up};
+use crate::signup::{SignupError, SignupOutcome, SignupRequest, queue_confirmation, sign_up};
 use crate::store::{LeaveReason, Leaving};
 
 #[derive(Deserialize)]
@@ -26,6 +27,10 @@ pub struct SignupForm {
     /// The honeypot: hidden from people, irresistible to form-filling bots.
     #[serde(default)]
     website: String,
+    /// Where an embedded form on an allowed site wants the person back (any other value is
+    /// ignored: no open redirect).
+    #[serde(default)]
+    redirect: String,
 }
 
 /// A form whose only field is the per-session token.
@@ -76,15 +81,41 @@ pub async fn signup(
     };
     // Already on the list, new, or a bot caught by the honeypot: the answer is the same, so the
     // form is neither a membership oracle nor a way to learn about the trap.
-    match sign_up(app.store.as_ref(), &app.limits, &app.signups, request).await {
-        Ok(SignupOutcome::Listed(email)) => session.remember_visitor(email, false).await?,
-        Ok(SignupOutcome::AwaitingConfirmation(email)) => {
-            session.remember_visitor(email, true).await?
+    let back =
+        Url::parse(form.redirect.trim()).ok().filter(|url| app.cross_origin.may_redirect_to(url));
+    let status = match sign_up(app.store.as_ref(), &app.limits, &app.signups, request).await {
+        Ok(SignupOutcome::Listed(email)) => {
+            session.remember_visitor(email, false).await?;
+            "ok"
         }
-        Ok(SignupOutcome::Trapped) => {}
-        Err(error) => return Err(AppError::from_signup(error, form.email)),
-    }
-    Ok(Redirect::to("/"))
+        Ok(SignupOutcome::AwaitingConfirmation(email)) => {
+            session.remember_visitor(email, true).await?;
+            "pending"
+        }
+        Ok(SignupOutcome::Trapped) if app.signups.double_opt_in.is_some() => "pending",
+        Ok(SignupOutcome::Trapped) => "ok",
+        Err(SignupError::Storage(e)) => return Err(AppError::Unavailable(e)),
+        Err(error) => {
+            let Some(back) = back else {
+                return Err(AppError::from_signup(error, form.email));
+            };
+            let status = match error {
+                SignupError::Invalid(_) => "invalid",
+                _ => "limited",
+            };
+            return Ok(Redirect::to(with_status(back, status).as_str()));
+        }
+    };
+    Ok(match back {
+        Some(back) => Redirect::to(with_status(back, status).as_str()),
+        None => Redirect::to("/"),
+    })
+}
+
+/// The owner's page, told how the signup went.
+fn with_status(mut url: Url, status: &str) -> Url {
+    url.query_pairs_mut().append_pair("status", status);
+    url
 }
 
 /// Another confirmation link for the address this browser signed up.

@@ -24,6 +24,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("left.html", include_str!("../../templates/left.html")),
     ("admin_subscriber.html", include_str!("../../templates/admin_subscriber.html")),
     ("admin_import.html", include_str!("../../templates/admin_import.html")),
+    ("admin_token_created.html", include_str!("../../templates/admin_token_created.html")),
     ("admin_delete_matching.html", include_str!("../../templates/admin_delete_matching.html")),
     ("confirmation.txt", include_str!("../../templates/confirmation.txt")),
     ("confirmation.html", include_str!("../../templates/confirmation.html")),

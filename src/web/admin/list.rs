@@ -5,6 +5,7 @@ use axum::response::Html;
 use serde::{Deserialize, Serialize};
 
 use super::timestamps;
+use super::tokens::TokenRow;
 use crate::domain::{SearchTerm, SubscriberStatus};
 use crate::session::{Notice, Session};
 use crate::store::{Counts, ListFilter, Subscriber};
@@ -60,6 +61,16 @@ struct ListPage<'a> {
     status: Option<SubscriberStatus>,
     first_page: bool,
     mail_on: bool,
+    tokens: Vec<TokenRow>,
+    embed: Embed,
+}
+
+/// What the Embed section needs to write a form for the owner's site.
+#[derive(Serialize)]
+struct Embed {
+    signup_url: String,
+    api_url: String,
+    allowed_origins: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -91,11 +102,7 @@ pub async fn list(
 ) -> Result<Html<String>, AppError> {
     let search = SearchTerm::parse(&params.q)?;
     let status = status_filter(&params.status)?;
-    let filter = ListFilter { search: search.as_ref(), status };
-    let found = match &search {
-        Some(term) if !term.has_trigrams() => walk(&app, term, status, params.before).await?,
-        _ => indexed(&app, filter, params.before).await?,
-    };
+    let found = find(&app, search.as_ref(), status, params.before, PAGE_SIZE).await?;
     let counts = app.store.counts().await?;
     let rows: Vec<Row> = found
         .rows
@@ -124,8 +131,18 @@ pub async fn list(
         status,
         first_page: params.before.is_none(),
         mail_on: app.signups.double_opt_in.is_some(),
+        tokens: app.store.tokens().await?.into_iter().map(TokenRow::from).collect(),
+        embed: Embed {
+            signup_url: endpoint(&app, "/signup"),
+            api_url: endpoint(&app, "/api/v1/signup"),
+            allowed_origins: app.cross_origin.allowed_origins(),
+        },
     };
     Ok(Html(app.templates.render("admin.html", page)?))
+}
+
+fn endpoint(app: &AppState, path: &str) -> String {
+    app.public_url.join(path).map(String::from).unwrap_or_else(|_| path.to_owned())
 }
 
 /// The status filter of a page or a form: empty for any.
@@ -147,11 +164,26 @@ fn total(counts: &Counts, status: Option<SubscriberStatus>) -> u64 {
 }
 
 /// One page of the list, or of a search.
-struct Found {
-    rows: Vec<Subscriber>,
+pub(crate) struct Found {
+    pub rows: Vec<Subscriber>,
     matching: Option<MatchCount>,
     walked: Option<Walked>,
-    next_before: Option<i64>,
+    pub next_before: Option<i64>,
+}
+
+/// A page of `page_size` rows below `before`: the whole list (of one status, perhaps), or a
+/// search, as the admin page and the API both show it.
+pub(crate) async fn find(
+    app: &AppState,
+    search: Option<&SearchTerm>,
+    status: Option<SubscriberStatus>,
+    before: Option<i64>,
+    page_size: usize,
+) -> Result<Found, AppError> {
+    match search {
+        Some(term) if !term.has_trigrams() => walk(app, term, status, before, page_size).await,
+        _ => indexed(app, ListFilter { search, status }, before, page_size).await,
+    }
 }
 
 /// The whole list (of one status, perhaps), or a search through the trigram indexes.
@@ -159,10 +191,12 @@ async fn indexed(
     app: &AppState,
     filter: ListFilter<'_>,
     before: Option<i64>,
+    page_size: usize,
 ) -> Result<Found, AppError> {
-    let mut rows = app.store.list_subscribers(filter, before, (PAGE_SIZE + 1) as u32).await?;
-    let next_before = (rows.len() > PAGE_SIZE).then(|| rows[PAGE_SIZE - 1].id);
-    rows.truncate(PAGE_SIZE);
+    let fetch = u32::try_from(page_size + 1).unwrap_or(u32::MAX);
+    let mut rows = app.store.list_subscribers(filter, before, fetch).await?;
+    let next_before = (rows.len() > page_size).then(|| rows[page_size - 1].id);
+    rows.truncate(page_size);
     let matching = match filter.search {
         Some(_) => {
             Some(MatchCount::new(app.store.count_matching(filter, MATCH_COUNT_CAP + 1).await?))
@@ -179,18 +213,19 @@ async fn walk(
     term: &SearchTerm,
     status: Option<SubscriberStatus>,
     before: Option<i64>,
+    page_size: usize,
 ) -> Result<Found, AppError> {
-    let cap = (MATCH_COUNT_CAP + 1) as u32;
+    let cap = u32::try_from(page_size).unwrap_or(u32::MAX).max(MATCH_COUNT_CAP as u32) + 1;
     let walk = app.store.walk_matching(term, status, before, SHORT_SEARCH_WALK, cap).await?;
     let mut rows = walk.rows;
     let matching = Some(MatchCount::new(rows.len() as u64));
-    let next_before = if rows.len() > PAGE_SIZE {
-        Some(rows[PAGE_SIZE - 1].id)
+    let next_before = if rows.len() > page_size {
+        Some(rows[page_size - 1].id)
     } else {
         // Every match of this stretch is on the page: "older" continues below the stretch.
         walk.stopped_at.map(|id| id.saturating_add(1))
     };
-    rows.truncate(PAGE_SIZE);
+    rows.truncate(page_size);
     let walked = walk.stopped_at.map(|_| Walked { addresses: SHORT_SEARCH_WALK });
     Ok(Found { rows, matching, walked, next_before })
 }

@@ -5,11 +5,14 @@
 mod by_hand;
 mod list;
 mod subscriber;
+mod tokens;
 mod transfer;
 
 pub use by_hand::{add, delete_matching, delete_matching_page, delete_selected};
+pub(crate) use list::find;
 pub use list::list;
 pub use subscriber::subscriber_page;
+pub use tokens::{create_token, revoke_token};
 pub use transfer::{export, import};
 
 use std::time::Instant;

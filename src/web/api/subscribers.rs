@@ -1,0 +1,273 @@
+//! The list through the API: read, search, add and delete, with the same rules as the admin
+//! page (search of any length, suppression honoured, the owner's add never changes a row).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::http::header::LOCATION;
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::ApiCaller;
+use super::json::ApiJson;
+use super::{ApiStatus, Problem, rfc3339};
+use crate::domain::{Door, SearchTerm, SubscriberEmail};
+use crate::signup::{OwnerAdd, OwnerAdded, owner_add};
+use crate::store::{Subscriber, SubscriberRecord};
+use crate::web::AppState;
+use crate::web::admin::find;
+use crate::web::error::AppError;
+use crate::web::extract::Query;
+
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 500;
+
+/// One row of a listing.
+#[derive(Serialize, ToSchema)]
+pub struct SubscriberSummary {
+    id: i64,
+    email: String,
+    status: ApiStatus,
+    /// RFC 3339, UTC.
+    #[schema(format = DateTime)]
+    signed_up_at: String,
+}
+
+impl From<Subscriber> for SubscriberSummary {
+    fn from(row: Subscriber) -> Self {
+        Self {
+            id: row.id,
+            email: row.email,
+            status: row.status.into(),
+            signed_up_at: rfc3339(row.created_at),
+        }
+    }
+}
+
+/// One subscriber, with how they came.
+#[derive(Serialize, ToSchema)]
+pub struct SubscriberDetail {
+    id: i64,
+    email: String,
+    status: ApiStatus,
+    #[schema(format = DateTime)]
+    signed_up_at: String,
+    #[schema(format = DateTime)]
+    confirmed_at: Option<String>,
+    /// The way in: `form`, `api`, `import` or `admin`.
+    source: String,
+}
+
+impl From<SubscriberRecord> for SubscriberDetail {
+    fn from(record: SubscriberRecord) -> Self {
+        Self {
+            id: record.id,
+            email: record.email,
+            status: record.status.into(),
+            signed_up_at: rfc3339(record.created_at),
+            confirmed_at: record.confirmed_at.map(rfc3339),
+            source: record.source,
+        }
+    }
+}
+
+/// A page of the list, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct SubscriberPage {
+    subscribers: Vec<SubscriberSummary>,
+    /// Pass as `before` for the next (older) page; `null` on the last page. A search of one or
+    /// two characters looks through at most 100,000 addresses per page, so such a page may
+    /// hold fewer rows than `limit`, even none, while this is set.
+    next_before: Option<i64>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only this status.
+    status: Option<ApiStatus>,
+    /// A case-insensitive part of the address, of any length, as in the admin search.
+    #[param(max_length = 254)]
+    q: Option<String>,
+    /// Only rows older than this id (the `next_before` of the previous page).
+    #[param(minimum = 1)]
+    before: Option<i64>,
+    /// Rows per page.
+    #[param(minimum = 1, maximum = 500, default = 100)]
+    limit: Option<u32>,
+}
+
+#[utoipa::path(
+    get, path = "/subscribers", tag = "subscribers",
+    operation_id = "listSubscribers",
+    params(ListParams),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "A page of subscribers, newest first", body = SubscriberPage),
+        (status = 400, description = "A parameter out of range", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token checks", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(
+    State(app): State<AppState>,
+    _caller: ApiCaller,
+    Query(params): Query<ListParams>,
+) -> Result<Json<SubscriberPage>, AppError> {
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(AppError::BadRequest(format!("limit is 1 to {MAX_LIMIT}.")));
+    }
+    if params.before.is_some_and(|before| before < 1) {
+        return Err(AppError::BadRequest("before is an id, 1 or more.".into()));
+    }
+    let search = SearchTerm::parse(params.q.as_deref().unwrap_or_default())?;
+    let status = params.status.map(Into::into);
+    let found = find(&app, search.as_ref(), status, params.before, limit as usize).await?;
+    Ok(Json(SubscriberPage {
+        subscribers: found.rows.into_iter().map(Into::into).collect(),
+        next_before: found.next_before,
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/subscribers/{id}", tag = "subscribers",
+    operation_id = "getSubscriber",
+    params(("id" = i64, Path, description = "The subscriber's id")),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The subscriber", body = SubscriberDetail),
+        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscriber", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token checks", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_one(
+    State(app): State<AppState>,
+    _caller: ApiCaller,
+    Path(id): Path<String>,
+) -> Result<Json<SubscriberDetail>, AppError> {
+    let id = parse_id(&id)?;
+    let record = app.store.subscriber(id).await?.ok_or(AppError::NotFound)?;
+    Ok(Json(record.into()))
+}
+
+/// A subscriber to add.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSubscriberBody {
+    /// Checked by the same parser as the signup form.
+    #[schema(max_length = 254)]
+    email: String,
+    /// `confirmed` (the default) records your assertion of consent; `pending` mails a
+    /// confirmation link (needs mail).
+    status: Option<ApiStatus>,
+}
+
+#[utoipa::path(
+    post, path = "/subscribers", tag = "subscribers",
+    operation_id = "addSubscriber",
+    request_body = NewSubscriberBody,
+    security(("token" = [])),
+    responses(
+        (status = 201, description = "Added", body = SubscriberDetail,
+         headers(("Location" = String, description = "The new subscriber's URL"))),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A read-only token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already on the list", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not an address we accept, an unknown field, an address that left the list (only the person can bring it back), or pending with no mail configured", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token checks", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn add(
+    State(app): State<AppState>,
+    caller: ApiCaller,
+    ApiJson(body): ApiJson<NewSubscriberBody>,
+) -> Result<impl IntoResponse, AppError> {
+    caller.may_write()?;
+    let email = SubscriberEmail::parse(&body.email)
+        .map_err(|error| AppError::InvalidEmail { typed: String::new(), error })?;
+    let status = match body.status {
+        None | Some(ApiStatus::Confirmed) => OwnerAdd::Confirmed,
+        Some(ApiStatus::Pending) => OwnerAdd::Pending,
+    };
+    let who = format!("API token {}", caller.token_name);
+    match owner_add(app.store.as_ref(), &app.signups, &email, status, Door::Api, &who).await? {
+        OwnerAdded::Added => {}
+        OwnerAdded::AlreadyOnTheList => return Err(AppError::AlreadyListed),
+        OwnerAdded::Suppressed => return Err(AppError::Suppressed),
+        OwnerAdded::NoMail => return Err(AppError::MailOff),
+    }
+    let record = app
+        .store
+        .subscriber_by_key(email.key())
+        .await?
+        .ok_or_else(|| AppError::Unexpected(anyhow::anyhow!("an added row is missing")))?;
+    let location = format!("/api/v1/subscribers/{}", record.id);
+    Ok((StatusCode::CREATED, [(LOCATION, location)], Json(SubscriberDetail::from(record))))
+}
+
+#[utoipa::path(
+    delete, path = "/subscribers/{id}", tag = "subscribers",
+    operation_id = "deleteSubscriber",
+    params(("id" = i64, Path, description = "The subscriber's id")),
+    security(("token" = [])),
+    responses(
+        (status = 204, description = "Deleted (the admin's delete: the address may be added again)"),
+        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A read-only token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such subscriber", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token checks", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete(
+    State(app): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    caller.may_write()?;
+    let id = parse_id(&id)?;
+    if app.store.remove_subscriber_by_id(id, None).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AppError::NotFound)
+    }
+}
+
+/// Counts by status.
+#[derive(Serialize, ToSchema)]
+pub struct Stats {
+    pending: u64,
+    confirmed: u64,
+    /// Addresses that unsubscribed or erased themselves and have not come back.
+    left: u64,
+}
+
+#[utoipa::path(
+    get, path = "/stats", tag = "subscribers",
+    operation_id = "getStats",
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "Counts by status", body = Stats),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token checks", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn stats(
+    State(app): State<AppState>,
+    _caller: ApiCaller,
+) -> Result<Json<Stats>, AppError> {
+    let counts = app.store.counts().await?;
+    Ok(Json(Stats { pending: counts.pending, confirmed: counts.confirmed, left: counts.left }))
+}
+
+/// Ids in paths are read here, so a bad one is a problem document like every other error.
+fn parse_id(raw: &str) -> Result<i64, AppError> {
+    raw.parse().map_err(|_| AppError::BadRequest("The id is a whole number.".into()))
+}
