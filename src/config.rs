@@ -36,6 +36,8 @@ pub enum Command {
     Export(Box<ExportArgs>),
     /// Add the addresses of a CSV file (the column headed email, e-mail or mail, else the first).
     Import(Box<ImportArgs>),
+    /// Print the JSON API's OpenAPI document (also served at /api/v1/openapi.json).
+    Openapi,
     /// Create, list and revoke the JSON API's bearer tokens.
     Token(Box<TokenArgs>),
 }
@@ -44,8 +46,6 @@ pub enum Command {
 pub struct TokenArgs {
     #[command(subcommand)]
     pub action: TokenAction,
-    #[command(flatten)]
-    pub serve: ServeArgs,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -56,11 +56,28 @@ pub enum TokenAction {
         /// May read the list, never change it.
         #[arg(long)]
         read_only: bool,
+        #[command(flatten)]
+        serve: ServeArgs,
     },
     /// List the tokens with their last use.
-    List,
+    List {
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
     /// Revoke a token: it stops working at once.
-    Revoke { name: String },
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+}
+
+impl TokenAction {
+    pub fn serve_args(&self) -> &ServeArgs {
+        match self {
+            Self::Create { serve, .. } | Self::List { serve } | Self::Revoke { serve, .. } => serve,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

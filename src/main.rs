@@ -30,6 +30,10 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Some(Command::HashPassword) => print_password_hash(),
+        Some(Command::Openapi) => {
+            println!("{}", enlist::web::api::openapi_json());
+            ExitCode::SUCCESS
+        }
         Some(Command::Serve(args)) => serve(*args),
         Some(Command::Export(args)) => tool(args.serve.clone(), |settings| async move {
             let rows =
@@ -65,11 +69,13 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
-        Some(Command::Token(args)) => tool(args.serve.clone(), |settings| async move {
-            let printed = enlist::cli::token::run(&settings, &args.action).await?;
-            println!("{printed}");
-            Ok(())
-        }),
+        Some(Command::Token(args)) => {
+            tool(args.action.serve_args().clone(), |settings| async move {
+                let printed = enlist::cli::token::run(&settings, &args.action).await?;
+                println!("{printed}");
+                Ok(())
+            })
+        }
         None => serve(cli.serve),
     }
 }

@@ -11,7 +11,7 @@ const INSTEAD: &str = "manage tokens on the admin page (API tokens)";
 pub async fn run(settings: &Settings, action: &TokenAction) -> Result<String, ToolError> {
     let store = open_store(settings, INSTEAD).await?;
     let outcome = match action {
-        TokenAction::Create { name, read_only } => {
+        TokenAction::Create { name, read_only, .. } => {
             let name = TokenName::parse(name).map_err(|e| anyhow::anyhow!("{e}"))?;
             match crate::tokens::issue(store.as_ref(), &name, *read_only).await {
                 Ok(Some(token)) => Ok(token),
@@ -19,7 +19,7 @@ pub async fn run(settings: &Settings, action: &TokenAction) -> Result<String, To
                 Err(e) => Err(anyhow::Error::from(e).into()),
             }
         }
-        TokenAction::List => match store.tokens().await {
+        TokenAction::List { .. } => match store.tokens().await {
             Ok(tokens) => {
                 let mut out = String::from("NAME\tACCESS\tCREATED\tLAST USED\n");
                 for token in tokens {
@@ -35,7 +35,7 @@ pub async fn run(settings: &Settings, action: &TokenAction) -> Result<String, To
             }
             Err(e) => Err(anyhow::Error::from(e).into()),
         },
-        TokenAction::Revoke { name } => match store.revoke_token(name.trim()).await {
+        TokenAction::Revoke { name, .. } => match store.revoke_token(name.trim()).await {
             Ok(true) => Ok(format!("revoked {}", name.trim())),
             Ok(false) => Err(anyhow::anyhow!("no token named {}", name.trim()).into()),
             Err(e) => Err(anyhow::Error::from(e).into()),
