@@ -79,13 +79,16 @@ pub async fn sign_up(
     policy: &SignupPolicy,
     request: SignupRequest<'_>,
 ) -> Result<SignupOutcome, SignupError> {
+    let now = Instant::now();
+    // Counted before validation, so floods of junk (and of bots) are limited too.
+    limits.signup_from(request.client, now).map_err(SignupError::ClientLimit)?;
+    let email = SubscriberEmail::parse(request.email)?;
+    // A bot gets exactly what a person sending the same address would: a refusal for a bad
+    // address, a thank-you otherwise. Only then is it caught, before it can use up the
+    // address's own limit.
     if !request.honeypot.trim().is_empty() {
         return Ok(SignupOutcome::Trapped);
     }
-    let now = Instant::now();
-    // Counted before validation, so floods of junk are limited too.
-    limits.signup_from(request.client, now).map_err(SignupError::ClientLimit)?;
-    let email = SubscriberEmail::parse(request.email)?;
     limits.signup_of(email.key(), now).map_err(SignupError::AddressLimit)?;
     let evidence = Evidence {
         door: request.door,

@@ -364,3 +364,100 @@ async fn an_admin_logs_in_searches_deletes_and_logs_out_in_chromium() {
     let phone = spawn_app(Backend::Sqlite).await;
     admin_flow(&phone, &tools, Device::Phone).await;
 }
+
+/// Another site on loopback (another port is another origin): a page with the embedded form, a
+/// page that calls the public API with `fetch()`, and the page the form sends people back to.
+async fn owner_site(enlist: std::sync::Arc<std::sync::OnceLock<String>>) -> String {
+    use axum::extract::{Query, State};
+    use axum::response::Html;
+    use axum::routing::get;
+    type Site = State<std::sync::Arc<std::sync::OnceLock<String>>>;
+    type Params = Query<std::collections::HashMap<String, String>>;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let own = origin.clone();
+    let form = move |State(enlist): Site| {
+        let own = own.clone();
+        async move {
+            let enlist = enlist.get().cloned().unwrap_or_default();
+            Html(format!(
+                r#"<!doctype html><title>Shop</title><h1>Our shop</h1>
+                <form method="post" action="{enlist}/signup">
+                  <label>Email <input type="email" name="email" id="email" required></label>
+                  <input type="text" name="website" tabindex="-1" style="display:none">
+                  <input type="hidden" name="redirect" value="{own}/thanks">
+                  <button type="submit" id="join">Sign up</button>
+                </form>"#
+            ))
+        }
+    };
+    let fetch_page = |State(enlist): Site, Query(params): Params| async move {
+        let enlist = enlist.get().cloned().unwrap_or_default();
+        let email = params.get("email").cloned().unwrap_or_default();
+        Html(format!(
+            r#"<!doctype html><title>Fetch</title><h1>Fetch</h1><p id="out">waiting</p>
+            <script>
+            fetch("{enlist}/api/v1/signup", {{method: "POST",
+                headers: {{"Content-Type": "application/json"}},
+                body: JSON.stringify({{email: "{email}"}})}})
+              .then(r => r.json())
+              .then(j => document.getElementById("out").textContent = "answer:" + j.status)
+              .catch(() => document.getElementById("out").textContent = "blocked");
+            </script>"#
+        ))
+    };
+    let thanks = |Query(params): Params| async move {
+        let status = params.get("status").cloned().unwrap_or_default();
+        Html(format!("<!doctype html><title>Thanks</title><h1>Back at the shop: {status}</h1>"))
+    };
+    let router = axum::Router::new()
+        .route("/form", get(form))
+        .route("/fetch", get(fetch_page))
+        .route("/thanks", get(thanks))
+        .with_state(enlist);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    origin
+}
+
+#[tokio::test]
+async fn a_form_and_a_fetch_on_an_allowed_site_work_and_other_sites_are_refused_in_chromium() {
+    let Some(tools) = tools() else { return };
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let enlist = std::sync::Arc::new(std::sync::OnceLock::new());
+    let shop = owner_site(enlist.clone()).await;
+    let stranger = owner_site(enlist.clone()).await;
+    let app = common::spawn_app_with(Backend::Sqlite, &["--allowed-origins", &shop]).await;
+    enlist.set(app.address.clone()).unwrap();
+
+    let driver = Driver::start(&tools).await;
+    let profile = TempDir::new().unwrap();
+    let browser = driver.session(&tools, profile.path(), Device::Desktop).await;
+
+    // The embedded form on the allowed site: the person lands back on that site.
+    browser.goto(&format!("{shop}/form")).await.unwrap();
+    fill(&browser, "#email", "shopper@example.com").await;
+    click(&browser, "#join").await;
+    wait_for_heading(&browser, "Back at the shop: ok").await;
+    assert!(browser.current_url().await.unwrap().as_str().starts_with(&shop));
+    assert_eq!(app.subscriber_emails().await, vec!["shopper@example.com"]);
+
+    // The same form on a site that is not allowed: refused, nothing stored.
+    browser.goto(&format!("{stranger}/form")).await.unwrap();
+    fill(&browser, "#email", "stranger@example.com").await;
+    click(&browser, "#join").await;
+    wait_for_heading(&browser, "Request refused").await;
+    assert_eq!(app.subscriber_emails().await, vec!["shopper@example.com"]);
+
+    // fetch() to the public API: answered for the allowed site, blocked by the browser for the
+    // other (its preflight gets no CORS headers, so the POST is never sent).
+    browser.goto(&format!("{shop}/fetch?email=fetched@example.com")).await.unwrap();
+    wait_for_text(&browser, "#out", |t| t != "waiting").await;
+    assert_eq!(text_of(&browser, "#out").await, "answer:confirmed");
+    browser.goto(&format!("{stranger}/fetch?email=blocked@example.com")).await.unwrap();
+    wait_for_text(&browser, "#out", |t| t != "waiting").await;
+    assert_eq!(text_of(&browser, "#out").await, "blocked");
+    let mut stored = app.subscriber_emails().await;
+    stored.sort();
+    assert_eq!(stored, vec!["fetched@example.com", "shopper@example.com"]);
+    browser.close().await.unwrap();
+}

@@ -21,7 +21,8 @@ use crate::web::extract::user_agent;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupBody {
-    #[schema(max_length = 254)]
+    /// Checked by the same parser as the signup form.
+    #[schema(format = Email, max_length = 254)]
     email: String,
     /// The honeypot: a field your form hides from people. Send what it holds (nothing, for a
     /// person); a signup that fills it in is answered as usual and stored nowhere.

@@ -22,6 +22,8 @@ use crate::web::extract::Query;
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 500;
+/// As the admin search box; checked before trimming, as the document says.
+const MAX_SEARCH_CHARS: usize = 254;
 
 /// One row of a listing.
 #[derive(Serialize, ToSchema)]
@@ -88,7 +90,7 @@ pub struct ListParams {
     /// Only this status.
     status: Option<ApiStatus>,
     /// A case-insensitive part of the address, of any length, as in the admin search.
-    #[param(max_length = 254)]
+    #[param(max_length = 254, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     q: Option<String>,
     /// Only rows older than this id (the `next_before` of the previous page).
     #[param(minimum = 1)]
@@ -122,7 +124,11 @@ pub async fn list(
     if params.before.is_some_and(|before| before < 1) {
         return Err(AppError::BadRequest("before is an id, 1 or more.".into()));
     }
-    let search = SearchTerm::parse(params.q.as_deref().unwrap_or_default())?;
+    let q = params.q.as_deref().unwrap_or_default();
+    if q.chars().count() > MAX_SEARCH_CHARS {
+        return Err(AppError::BadRequest(format!("q is at most {MAX_SEARCH_CHARS} characters.")));
+    }
+    let search = SearchTerm::parse(q)?;
     let status = params.status.map(Into::into);
     let found = find(&app, search.as_ref(), status, params.before, limit as usize).await?;
     Ok(Json(SubscriberPage {
@@ -159,7 +165,7 @@ pub async fn get_one(
 #[serde(deny_unknown_fields)]
 pub struct NewSubscriberBody {
     /// Checked by the same parser as the signup form.
-    #[schema(max_length = 254)]
+    #[schema(format = Email, max_length = 254)]
     email: String,
     /// `confirmed` (the default) records your assertion of consent; `pending` mails a
     /// confirmation link (needs mail).
@@ -173,7 +179,11 @@ pub struct NewSubscriberBody {
     security(("token" = [])),
     responses(
         (status = 201, description = "Added", body = SubscriberDetail,
-         headers(("Location" = String, description = "The new subscriber's URL"))),
+         headers(("Location" = String, description = "The new subscriber's URL")),
+         links(
+             ("GetSubscriber" = (operation_id = "getSubscriber", parameters(("id" = "$response.body#/id")))),
+             ("DeleteSubscriber" = (operation_id = "deleteSubscriber", parameters(("id" = "$response.body#/id")))),
+         )),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A read-only token", body = Problem, content_type = "application/problem+json"),
