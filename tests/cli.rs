@@ -212,6 +212,19 @@ fn bad_settings_stop_the_server_with_exit_code_2_naming_the_setting() {
     let missing_dir = format!("sqlite://{}/no/such/dir/x.db", d.display());
     assert!(refused(&["--database-url", &missing_dir], &[], d).contains("--database-url"));
     assert!(refused(&["--public-url", "not a url"], &[], d).contains("--public-url"));
+    for origin in [
+        "shop.example",
+        "https://shop.example/path",
+        "ftp://shop.example",
+        "https://u@shop.example",
+    ] {
+        assert!(
+            refused(&["--allowed-origins", origin], &[], d).contains("--allowed-origins"),
+            "{origin}"
+        );
+    }
+    let listed = refused(&[], &[("ENLIST_ALLOWED_ORIGINS", "https://ok.example,nope")], d);
+    assert!(listed.contains("--allowed-origins"), "{listed}");
     assert!(refused(&["--admin-idle-timeout", "forever"], &[], d).contains("--admin-idle-timeout"));
     assert!(refused(&["--visitor-session-ttl", "0s"], &[], d).contains("--visitor-session-ttl"));
 
