@@ -98,7 +98,7 @@ breakable! {
     async fn list_subscribers(&self, filter: ListFilter<'_>, before: Option<i64>, limit: u32) -> StoreResult<Vec<Subscriber>>;
     async fn walk_matching(&self, term: &SearchTerm, status: Option<SubscriberStatus>, before: Option<i64>, window: u32, limit: u32) -> StoreResult<Walk>;
     async fn import_batch(&self, batch: ImportBatch<'_>) -> StoreResult<ImportCounts>;
-    async fn export_chunk(&self, status: Option<SubscriberStatus>, before: Option<i64>, limit: u32) -> StoreResult<ExportChunk>;
+    async fn export_chunk(&self, status: Option<SubscriberStatus>, below: i64, from: i64) -> StoreResult<ExportChunk>;
     async fn subscriber_by_key(&self, email_key: &str) -> StoreResult<Option<SubscriberRecord>>;
     async fn remove_subscribers(&self, ids: &[i64]) -> StoreResult<u64>;
     async fn count_selection(&self, selection: Selection<'_>) -> StoreResult<u64>;

@@ -131,12 +131,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Walk>;
     /// See [`ImportBatch`].
     async fn import_batch(&self, batch: ImportBatch<'_>) -> StoreResult<ImportCounts>;
-    /// Newest first, ids below `before`, at most `limit` rows, for the CSV export.
+    /// The rows with `from <= id < below`, newest first, for the CSV export.
     async fn export_chunk(
         &self,
         status: Option<SubscriberStatus>,
-        before: Option<i64>,
-        limit: u32,
+        below: i64,
+        from: i64,
     ) -> StoreResult<ExportChunk>;
     async fn subscriber_by_key(&self, email_key: &str) -> StoreResult<Option<SubscriberRecord>>;
     /// Removes these rows (the admin's delete: no suppression). Returns how many went.

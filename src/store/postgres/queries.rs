@@ -153,8 +153,8 @@ impl Store for PostgresStore {
     async fn export_chunk(
         &self,
         status: Option<SubscriberStatus>,
-        before: Option<i64>,
-        limit: u32,
+        below: i64,
+        from: i64,
     ) -> StoreResult<ExportChunk> {
         // One row per chunk, as on SQLite; see there for the quoting.
         let select = sqlx::query_as(
@@ -170,11 +170,11 @@ impl Store for PostgresStore {
                                                      'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '')
                           || ',' || source || E'\\r\\n' AS line
                    FROM subscribers
-                   WHERE id < $1 AND ($3::TEXT IS NULL OR status = $3)
-                   ORDER BY id DESC LIMIT $2) AS chunk",
+                   WHERE id < $1 AND id >= $2 AND ($3::TEXT IS NULL OR status = $3)
+                   ORDER BY id DESC) AS chunk",
         )
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(i64::from(limit))
+        .bind(below)
+        .bind(from)
         .bind(status.map(SubscriberStatus::as_str))
         .fetch_one(&self.pool);
         self.bounded("reading subscribers for the export", select).await

@@ -293,8 +293,8 @@ impl Store for SqliteStore {
     async fn export_chunk(
         &self,
         status: Option<SubscriberStatus>,
-        before: Option<i64>,
-        limit: u32,
+        below: i64,
+        from: i64,
     ) -> StoreResult<ExportChunk> {
         // Addresses never hold a comma, quote or line break (the parser refuses them), and the
         // other columns are words and times: no field needs quoting, but an odd one still gets it.
@@ -302,18 +302,19 @@ impl Store for SqliteStore {
             "SELECT group_concat(line, '' ORDER BY id DESC) AS csv, count(*) AS rows,
                     min(id) AS last_id
              FROM (SELECT id,
-                          CASE WHEN email GLOB '*[,\"' || char(13, 10) || ']*'
+                          CASE WHEN instr(email, ',') OR instr(email, '\"')
+                                    OR instr(email, char(13)) OR instr(email, char(10))
                                THEN '\"' || replace(email, '\"', '\"\"') || '\"' ELSE email END
                           || ',' || status
                           || ',' || strftime('%Y-%m-%dT%H:%M:%SZ', created_at, 'unixepoch')
                           || ',' || coalesce(strftime('%Y-%m-%dT%H:%M:%SZ', confirmed_at, 'unixepoch'), '')
                           || ',' || source || char(13, 10) AS line
                    FROM subscribers
-                   WHERE id < ?1 AND (?3 IS NULL OR status = ?3)
-                   ORDER BY id DESC LIMIT ?2)",
+                   WHERE id < ?1 AND id >= ?2 AND (?3 IS NULL OR status = ?3)
+                   ORDER BY id DESC)",
         )
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(limit)
+        .bind(below)
+        .bind(from)
         .bind(status.map(SubscriberStatus::as_str))
         .fetch_one(&self.readers)
         .await
