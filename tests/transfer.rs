@@ -266,3 +266,60 @@ on_both_backends! {
         assert!(last_line(&missing).contains("/no/such/file.csv"));
     }
 }
+
+/// Ctrl-C during a long import: the batch in hand is committed, the last line says how far it
+/// got, and running the same file again adds exactly the rest. Without a terminal, progress is
+/// a plain line about once a second.
+#[tokio::test]
+async fn ctrl_c_stops_an_import_after_a_batch_and_running_it_again_finishes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let app = common::prepare_app(Backend::Sqlite, &[], None).await;
+    let mut csv = String::from("email\n");
+    for n in 0..200_000 {
+        csv.push_str(&format!("bulk{n}@big.example\n"));
+    }
+    let file = write(app.dir.path(), "big.csv", &csv);
+    let mut command = Command::new(BINARY);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ENLIST_") {
+            command.env_remove(key);
+        }
+    }
+    let mut child = command
+        .args(["import", &file, "--database-url", &app.database.url])
+        .args(["--secret-key-file", &app.dir.path().join("enlist.key").display().to_string()])
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.starts_with("import: ") && first.contains("rows read") && first.contains("rows/s"),
+        "{first}"
+    );
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success(), "an interrupted import is not a failure: {rest:?}");
+    let last = rest.last().cloned().unwrap_or_default();
+    assert!(
+        last.contains("stopped after line") && last.contains("run the same file again"),
+        "{last}"
+    );
+    let added: u64 =
+        last.split("added ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    assert!(added > 0 && added < 200_000, "{last}");
+    assert_eq!(added % 4_000, 0, "whole batches only: {last}");
+    assert_eq!(app.count_rows("subscribers").await as u64, added);
+
+    let again = tool(&app, &["import", &file]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let expected = format!(
+        "import: 200000 rows: added {}, already on the list {added}, suppressed 0, invalid 0",
+        200_000 - added
+    );
+    assert_eq!(last_line(&again), expected);
+    assert_eq!(app.count_rows("subscribers").await, 200_000);
+}

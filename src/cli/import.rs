@@ -36,7 +36,6 @@ pub async fn run(
     };
     let reader =
         std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let total_bytes = reader.metadata().map(|m| m.len()).unwrap_or(0);
     let secret = SecretKey::load_or_create(&settings.secret_key_file).map_err(|e| {
         crate::config::SettingError::new("--secret-key-file (ENLIST_SECRET_KEY_FILE)", e)
     })?;
@@ -58,7 +57,7 @@ pub async fn run(
             interrupted.store(true, Ordering::Relaxed);
         }
     });
-    let mut progress = Progress::new(total_bytes);
+    let mut progress = Progress::new(file);
     let report =
         import(store.as_ref(), &links, reader, &options, &stop, |r| progress.update(r)).await;
     ctrl_c.abort();
@@ -75,14 +74,17 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(_total_bytes: u64) -> Self {
+    fn new(file: &Path) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new_spinner();
+            // The lines are counted first (a few milliseconds for a million), so the bar can
+            // say how far along it is and how long is left.
+            let lines = count_lines(file).unwrap_or(0).saturating_sub(1);
+            let bar = indicatif::ProgressBar::new(lines);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
-                    "{spinner} {elapsed_precise} {human_pos} rows ({per_sec}) {msg}",
+                    "{bar:30} {human_pos}/{human_len} rows, ETA {eta}, {msg}",
                 )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
@@ -93,8 +95,9 @@ impl Progress {
     fn update(&mut self, report: &ImportReport) {
         match &self.bar {
             Some(bar) => {
+                let rate = report.lines as f64 / self.started.elapsed().as_secs_f64().max(0.001);
                 bar.set_position(report.lines);
-                bar.set_message(format!("{} added", report.added));
+                bar.set_message(format!("{rate:.0} rows/s, {} added", report.added));
             }
             None if self.last_line.elapsed() >= Duration::from_secs(1) => {
                 self.last_line = Instant::now();
@@ -112,5 +115,19 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+fn count_lines(file: &Path) -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut reader = std::fs::File::open(file)?;
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut lines = 0u64;
+    loop {
+        let read = reader.read(&mut buffer)?;
+        if read == 0 {
+            return Ok(lines);
+        }
+        lines += buffer[..read].iter().filter(|&&b| b == b'\n').count() as u64;
     }
 }
