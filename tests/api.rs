@@ -244,7 +244,7 @@ on_both_backends! {
     }
 
     async fn the_public_signup_goes_through_every_guard_of_the_form(backend: Backend) {
-        let app = spawn_app_with(backend, &["--signup-limit-per-ip", "4/1m"]).await;
+        let app = spawn_app_with(backend, &["--signup-limit-per-ip", "6/1m"]).await;
         let signup = |body: Value| {
             bare_client().post(app.url("/api/v1/signup")).json(&body).send()
         };

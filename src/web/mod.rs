@@ -37,17 +37,17 @@ use url::Url;
 pub use client_ip::{ClientIp, TrustedProxies};
 pub use cross_origin::CrossOrigin;
 pub use error::AppError;
-
-/// A time as the tools print it (RFC 3339, UTC).
-pub fn admin_time(unix_seconds: i64) -> String {
-    admin::timestamps(unix_seconds).0
-}
 pub use render::Templates;
 
 use crate::security::{AdminCredentials, Limits};
 use crate::session::{SessionLayerState, session_layer};
 use crate::signup::SignupPolicy;
 use crate::store::Store;
+
+/// A time as the tools print it (RFC 3339, UTC).
+pub fn admin_time(unix_seconds: i64) -> String {
+    admin::timestamps(unix_seconds).0
+}
 
 /// Request bodies larger than this are refused with 413 before anything reads them.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
