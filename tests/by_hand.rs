@@ -177,6 +177,39 @@ on_both_backends! {
         assert_is_redirect_to(&app.get("/admin/delete-matching?q=x").await, "/admin/login");
     }
 
+    async fn deleting_a_large_selection_takes_every_row_in_steps(backend: Backend) {
+        let app = spawn_app(backend).await;
+        app.other_visitor().signup("keep@example.org").await;
+        let insert = if app.database.is_postgres() {
+            "INSERT INTO subscribers (email, email_key, created_at) SELECT 'bulk' || i || '@spam.example', 'bulk' || i || '@spam.example', i FROM generate_series(1, 12345) AS i"
+        } else {
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12345) INSERT INTO subscribers (email, email_key, created_at) SELECT 'bulk' || i || '@spam.example', 'bulk' || i || '@spam.example', i FROM n"
+        };
+        app.database.execute(insert).await;
+        app.other_visitor().signup("also-keep@example.org").await;
+        app.login_ok().await;
+        let page = app.get_html("/admin/delete-matching?q=spam.example").await;
+        assert!(page.contains("<strong>12,345 addresses</strong>"), "{page}");
+        let token = form_token(&page).unwrap();
+        let up_to = {
+            let start = page.find(r#"name="up_to_id" value=""#).unwrap() + 23;
+            page[start..start + page[start..].find('"').unwrap()].to_owned()
+        };
+        let response = app
+            .post_form(
+                "/admin/delete-matching",
+                &[("csrf_token", &token), ("q", "spam.example"), ("status", ""), ("up_to_id", &up_to)],
+            )
+            .await;
+        assert_is_redirect_to(&response, "/admin");
+        assert!(app.get_html("/admin").await.contains("We have removed 12345 addresses"));
+        let mut left = app.subscriber_emails().await;
+        left.sort();
+        assert_eq!(left, vec!["also-keep@example.org", "keep@example.org"]);
+        let counts = app.get_html("/admin").await;
+        assert!(counts.contains("2 confirmed"), "the counters follow the steps");
+    }
+
     async fn a_pending_add_sends_a_confirmation_mail(backend: Backend) {
         let smtp = SmtpServer::start().await;
         let url = smtp.url();

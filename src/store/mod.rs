@@ -143,7 +143,8 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_subscribers(&self, ids: &[i64]) -> StoreResult<u64>;
     /// How many rows the selection holds, exactly (a scan, for a confirmation page).
     async fn count_selection(&self, selection: Selection<'_>) -> StoreResult<u64>;
-    /// Removes every row of the selection in one commit. Returns how many went.
+    /// Removes every row of the selection, newest first, a few thousand rows a commit (so no
+    /// commit holds the writer, and no statement runs, for long). Returns how many went.
     async fn remove_selection(&self, selection: Selection<'_>) -> StoreResult<u64>;
 
     /// `false` when a token of that name exists.

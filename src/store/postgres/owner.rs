@@ -13,6 +13,8 @@ macro_rules! selection_where {
     };
 }
 
+/// Rows a large delete removes per statement, each well inside the statement timeout.
+const REMOVE_STEP: i64 = 5_000;
 const TOKEN_COLUMNS: &str = "id, name, read_only, created_at, last_used_at";
 
 impl PostgresStore {
@@ -49,12 +51,24 @@ impl PostgresStore {
 
     pub(super) async fn remove_in(&self, selection: Selection<'_>) -> StoreResult<u64> {
         let (term, status) = parts(selection);
-        let delete = sqlx::query(concat!("DELETE FROM subscribers WHERE ", selection_where!()))
+        let mut removed = 0;
+        loop {
+            let delete = sqlx::query(concat!(
+                "DELETE FROM subscribers WHERE id IN (SELECT id FROM subscribers WHERE ",
+                selection_where!(),
+                " ORDER BY id DESC LIMIT $4)"
+            ))
             .bind(selection.up_to_id)
             .bind(status)
             .bind(term)
+            .bind(REMOVE_STEP)
             .execute(&self.pool);
-        Ok(self.bounded("removing subscribers", delete).await?.rows_affected())
+            let step = self.bounded("removing subscribers", delete).await?.rows_affected();
+            removed += step;
+            if step < REMOVE_STEP.unsigned_abs() {
+                return Ok(removed);
+            }
+        }
     }
 
     pub(super) async fn insert_token(&self, token: NewToken<'_>) -> StoreResult<bool> {

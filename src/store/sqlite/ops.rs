@@ -132,6 +132,7 @@ pub(super) enum WriteOp {
         term: Option<String>,
         status: Option<&'static str>,
         up_to_id: i64,
+        limit: i64,
     },
     CreateToken {
         name: String,
@@ -161,7 +162,12 @@ macro_rules! selection_where {
     };
 }
 pub(super) use selection_where;
-const REMOVE_MATCHING: &str = concat!("DELETE FROM subscribers WHERE ", selection_where!());
+/// The newest rows of a selection, at most ?4 of them: one step of a large delete.
+const REMOVE_MATCHING: &str = concat!(
+    "DELETE FROM subscribers WHERE id IN (SELECT id FROM subscribers WHERE ",
+    selection_where!(),
+    " ORDER BY id DESC LIMIT ?4)"
+);
 
 const INSERT_SUBSCRIBER: &str = "INSERT INTO subscribers
     (email, email_key, created_at, status, source, signup_ip, signup_agent, consent, confirmed_at)
@@ -280,9 +286,11 @@ impl WriteOp {
                 sqlx::query("DELETE FROM subscribers WHERE id IN (SELECT value FROM json_each(?))")
                     .bind(ids.as_str())
             }
-            Self::RemoveMatching { term, status, up_to_id } => {
-                sqlx::query(REMOVE_MATCHING).bind(*up_to_id).bind(*status).bind(term.as_deref())
-            }
+            Self::RemoveMatching { term, status, up_to_id, limit } => sqlx::query(REMOVE_MATCHING)
+                .bind(*up_to_id)
+                .bind(*status)
+                .bind(term.as_deref())
+                .bind(*limit),
             Self::CreateToken { name, hash, read_only, now } => sqlx::query(
                 "INSERT INTO api_tokens (name, token_hash, read_only, created_at)
                  VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",

@@ -7,6 +7,8 @@ use super::ops::{WriteOp, selection_where};
 use crate::domain::SubscriberStatus;
 use crate::store::{NewToken, Selection, StoreResult, SubscriberRecord, TokenRecord};
 
+/// Rows a large delete removes per commit, so that signups never wait long behind it.
+const REMOVE_STEP: i64 = 5_000;
 const TOKEN_COLUMNS: &str = "id, name, read_only, created_at, last_used_at";
 
 impl SqliteStore {
@@ -48,12 +50,20 @@ impl SqliteStore {
 
     pub(super) async fn remove_in(&self, selection: Selection<'_>) -> StoreResult<u64> {
         let (term, status) = parts(selection);
-        let op = WriteOp::RemoveMatching {
-            term: term.map(str::to_owned),
-            status,
-            up_to_id: selection.up_to_id,
-        };
-        self.writer.write(op).await
+        let mut removed = 0;
+        loop {
+            let op = WriteOp::RemoveMatching {
+                term: term.map(str::to_owned),
+                status,
+                up_to_id: selection.up_to_id,
+                limit: REMOVE_STEP,
+            };
+            let step = self.writer.write(op).await?;
+            removed += step;
+            if step < REMOVE_STEP.unsigned_abs() {
+                return Ok(removed);
+            }
+        }
     }
 
     pub(super) async fn insert_token(&self, token: NewToken<'_>) -> StoreResult<bool> {
