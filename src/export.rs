@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use futures_util::Stream;
 
 use crate::domain::SubscriberStatus;
-use crate::store::{ListFilter, Store, StoreError};
+use crate::store::{Store, StoreError, newest_id};
 
 /// Ids per database read: about 20,000 rows on a list with few deletions; large enough to
 /// amortise the query, small enough to stream.
@@ -29,10 +29,7 @@ pub fn csv_chunks(
     use futures_util::StreamExt;
     let newest = {
         let store = store.clone();
-        async move {
-            let newest = store.list_subscribers(ListFilter::default(), None, 1).await?;
-            Ok::<_, StoreError>(newest.first().map_or(0, |row| row.id))
-        }
+        async move { newest_id(store.as_ref()).await }
     };
     futures_util::stream::once(newest)
         .map(move |newest| {

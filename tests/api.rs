@@ -4,7 +4,6 @@
 #[macro_use]
 mod common;
 
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::smtp::SmtpServer;
@@ -12,8 +11,6 @@ use common::{Backend, TestApp, bare_client, form_token, spawn_app, spawn_app_wit
 use reqwest::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_enlist");
 
 /// Logs in and creates a token on the admin page; returns it as the page shows it.
 async fn token_from_admin_page(app: &TestApp, name: &str, read_only: bool) -> String {
@@ -47,22 +44,6 @@ async fn problem(response: Response, status: StatusCode, kind: &str) -> Value {
     assert_eq!(body["status"], status.as_u16());
     assert!(body["title"].is_string());
     body
-}
-
-fn tool(app: &TestApp, args: &[&str]) -> Output {
-    let mut command = Command::new(BINARY);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ENLIST_") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .args(args)
-        .args(["--database-url", &app.database.url])
-        .args(["--secret-key-file", &app.dir.path().join("enlist.key").display().to_string()])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run the binary")
 }
 
 on_both_backends! {
@@ -273,20 +254,20 @@ on_both_backends! {
         let sqlite = !app.database.is_postgres();
         if sqlite {
             // SQLite belongs to the running server: the tool says where to go instead.
-            let refused = tool(&app, &["token", "list"]);
+            let refused = app.tool(&["token", "list"]);
             let message = String::from_utf8_lossy(&refused.stderr);
             assert_eq!(refused.status.code(), Some(1), "{message}");
             assert!(message.contains("admin page"), "{message}");
             app.stop().await;
         }
         // On PostgreSQL the tool runs beside the server.
-        let created = tool(&app, &["token", "create", "nightly", "--read-only"]);
+        let created = app.tool(&["token", "create", "nightly", "--read-only"]);
         assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
         let token = String::from_utf8_lossy(&created.stdout).trim().to_owned();
         assert!(token.starts_with("enl_") && token.len() == 47);
-        assert_eq!(tool(&app, &["token", "create", "nightly"]).status.code(), Some(1));
-        assert_eq!(tool(&app, &["token", "create", "no spaces"]).status.code(), Some(1));
-        let listed = String::from_utf8_lossy(&tool(&app, &["token", "list"]).stdout).into_owned();
+        assert_eq!(app.tool(&["token", "create", "nightly"]).status.code(), Some(1));
+        assert_eq!(app.tool(&["token", "create", "no spaces"]).status.code(), Some(1));
+        let listed = String::from_utf8_lossy(&app.tool(&["token", "list"]).stdout).into_owned();
         assert!(listed.contains("nightly\tread-only\t") && listed.contains("never"), "{listed}");
 
         if sqlite {
@@ -297,9 +278,9 @@ on_both_backends! {
         if sqlite {
             app.stop().await;
         }
-        let revoked = tool(&app, &["token", "revoke", "nightly"]);
+        let revoked = app.tool(&["token", "revoke", "nightly"]);
         assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
-        assert_eq!(tool(&app, &["token", "revoke", "nightly"]).status.code(), Some(1));
+        assert_eq!(app.tool(&["token", "revoke", "nightly"]).status.code(), Some(1));
         if sqlite {
             app.restart().await;
         }

@@ -10,29 +10,9 @@ use std::time::Duration;
 
 use common::smtp::SmtpServer;
 use common::{
-    Backend, TestApp, Visitor, assert_is_redirect_to, browser, form_token, spawn_app,
-    spawn_app_with,
+    Backend, Visitor, assert_is_redirect_to, browser, form_token, spawn_app, spawn_app_with,
 };
 use reqwest::StatusCode;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_enlist");
-
-/// The binary with this app's database and key, and nothing from the environment.
-fn tool(app: &TestApp, args: &[&str]) -> Output {
-    let mut command = Command::new(BINARY);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ENLIST_") {
-            command.env_remove(key);
-        }
-    }
-    command
-        .args(args)
-        .args(["--database-url", &app.database.url])
-        .args(["--secret-key-file", &app.dir.path().join("enlist.key").display().to_string()])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run the binary")
-}
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -228,40 +208,40 @@ on_both_backends! {
         let file = write(app.dir.path(), "list.csv", "mail,name\nx1@example.com,a\nweb@example.com,b\nbroken,c\n");
         if !app.database.is_postgres() {
             // The running server owns the SQLite file: the CLI says which ways in to use.
-            let refused = tool(&app, &["import", &file]);
+            let refused = app.tool(&["import", &file]);
             assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
             let message = last_line(&refused);
             assert!(message.contains("a running enlist server holds") && message.contains("admin page") && message.contains("API"), "{message}");
             assert_eq!(stderr(&refused).trim().lines().count(), 1);
-            let export = tool(&app, &["export"]);
+            let export = app.tool(&["export"]);
             assert!(last_line(&export).contains("Export CSV"), "{}", stderr(&export));
             app.stop().await;
         }
-        let dry = tool(&app, &["import", &file, "--dry-run"]);
+        let dry = app.tool(&["import", &file, "--dry-run"]);
         assert!(dry.status.success(), "{}", stderr(&dry));
         assert_eq!(last_line(&dry), "import: 3 rows: would add 1, already on the list 1, suppressed 0, invalid 1");
         assert!(stderr(&dry).contains("line 4: Please enter a complete address"), "{}", stderr(&dry));
-        let done = tool(&app, &["import", &file]);
+        let done = app.tool(&["import", &file]);
         assert!(done.status.success(), "{}", stderr(&done));
         assert_eq!(last_line(&done), "import: 3 rows: added 1, already on the list 1, suppressed 0, invalid 1");
-        let again = tool(&app, &["import", &file]);
+        let again = app.tool(&["import", &file]);
         assert_eq!(last_line(&again), "import: 3 rows: added 0, already on the list 2, suppressed 0, invalid 1");
 
         let out = app.dir.path().join("out.csv");
-        let export = tool(&app, &["export", "--output", &out.display().to_string()]);
+        let export = app.tool(&["export", "--output", &out.display().to_string()]);
         assert!(export.status.success(), "{}", stderr(&export));
         assert_eq!(last_line(&export), "export: 2 rows");
         let csv = std::fs::read_to_string(&out).unwrap();
         assert!(csv.starts_with("email,status,signed_up_at,confirmed_at,source\r\nx1@example.com,confirmed,"), "{csv}");
         assert!(csv.contains("\r\nweb@example.com,confirmed,"));
-        let stdout = tool(&app, &["export", "--status", "pending"]);
+        let stdout = app.tool(&["export", "--status", "pending"]);
         assert_eq!(String::from_utf8_lossy(&stdout.stdout), "email,status,signed_up_at,confirmed_at,source\r\n");
-        let bad = tool(&app, &["export", "--status", "left"]);
+        let bad = app.tool(&["export", "--status", "left"]);
         assert_eq!(bad.status.code(), Some(2));
-        let pending = tool(&app, &["import", &file, "--as", "pending"]);
+        let pending = app.tool(&["import", &file, "--as", "pending"]);
         assert_eq!(pending.status.code(), Some(2), "{}", stderr(&pending));
         assert!(last_line(&pending).contains("--smtp-url"));
-        let missing = tool(&app, &["import", "/no/such/file.csv"]);
+        let missing = app.tool(&["import", "/no/such/file.csv"]);
         assert_eq!(missing.status.code(), Some(1));
         assert!(last_line(&missing).contains("/no/such/file.csv"));
     }
@@ -280,16 +260,8 @@ async fn ctrl_c_stops_an_import_after_a_batch_and_running_it_again_finishes() {
         csv.push_str(&format!("bulk{n}@big.example\n"));
     }
     let file = write(app.dir.path(), "big.csv", &csv);
-    let mut command = Command::new(BINARY);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ENLIST_") {
-            command.env_remove(key);
-        }
-    }
-    let mut child = command
-        .args(["import", &file, "--database-url", &app.database.url])
-        .args(["--secret-key-file", &app.dir.path().join("enlist.key").display().to_string()])
-        .env("RUST_LOG", "warn")
+    let mut child = app
+        .tool_command(&["import", &file])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -314,7 +286,7 @@ async fn ctrl_c_stops_an_import_after_a_batch_and_running_it_again_finishes() {
     assert_eq!(added % 4_000, 0, "whole batches only: {last}");
     assert_eq!(app.count_rows("subscribers").await as u64, added);
 
-    let again = tool(&app, &["import", &file]);
+    let again = app.tool(&["import", &file]);
     assert!(again.status.success(), "{}", stderr(&again));
     let expected = format!(
         "import: 200000 rows: added {}, already on the list {added}, suppressed 0, invalid 0",

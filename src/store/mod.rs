@@ -42,6 +42,12 @@ pub async fn open(database: &DatabaseUrl, limits: PoolLimits) -> anyhow::Result<
     })
 }
 
+/// The newest subscriber's id (0 for an empty list): where a snapshot of the list ends.
+pub async fn newest_id(store: &dyn Store) -> StoreResult<i64> {
+    let newest = store.list_subscribers(ListFilter::default(), None, 1).await?;
+    Ok(newest.first().map_or(0, |row| row.id))
+}
+
 /// Storage failed (unreachable, locked, full, read-only...). Clients see a generic 503; the
 /// cause chain goes to the log once, in `web::error`.
 #[derive(Debug, thiserror::Error)]

@@ -94,6 +94,10 @@ impl LeaveReason {
     }
 }
 
+/// The columns of a [`SubscriberRecord`], the same on both backends.
+pub(crate) const RECORD_COLUMNS: &str = "id, email, email_key, status, created_at, source, \
+    signup_ip, signup_agent, consent, confirmed_at, confirm_ip, confirm_agent";
+
 /// Everything kept about one subscriber.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SubscriberRecord {

@@ -10,9 +10,9 @@ use axum::http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
     ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
 };
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tower::{Layer, ServiceExt};
 use tower_http::csrf::CsrfLayer;
 use url::Url;
@@ -92,7 +92,7 @@ pub async fn check(State(policy): State<CrossOrigin>, request: Request, next: Ne
 /// A browser asking whether a page of another site may post JSON here. An origin that is not
 /// allowed gets no CORS headers, and the browser then sends nothing.
 fn preflight(allowed_origin: Option<HeaderValue>) -> Response {
-    let mut response = StatusCode::NO_CONTENT.into_response();
+    let mut response = super::error::no_content();
     let headers = response.headers_mut();
     headers.insert(VARY, HeaderValue::from_static("origin"));
     if let Some(origin) = allowed_origin {

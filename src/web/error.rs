@@ -1,11 +1,11 @@
 //! The one place that decides what a client sees when something is not a plain success: the
-//! status code, and the page. Causes go to the log here, once; clients get a short page.
+//! status code, and the page (or, under `/api/`, the problem document). Causes go to the log here, once; clients get a short page.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -17,6 +17,16 @@ use crate::domain::{EmailError, SearchTermError};
 use crate::session::BadFormToken;
 use crate::signup::SignupError;
 use crate::store::StoreError;
+
+/// A new resource at `location` (the API's add).
+pub fn created(location: String, body: impl IntoResponse) -> Response {
+    (StatusCode::CREATED, [(LOCATION, location)], body).into_response()
+}
+
+/// Done, nothing to say (the API's delete, a CORS preflight).
+pub fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
 
 /// A request that outlived the request timeout: our slowness, so a 503 with the generic page.
 pub const TIMED_OUT: StatusCode = StatusCode::SERVICE_UNAVAILABLE;

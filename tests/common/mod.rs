@@ -296,6 +296,27 @@ pub fn bare_client() -> Client {
 }
 
 impl TestApp {
+    /// The binary with this app's database and key, and nothing from the environment.
+    pub fn tool_command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_enlist"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ENLIST_") {
+                command.env_remove(key);
+            }
+        }
+        command
+            .args(args)
+            .args(["--database-url", &self.database.url])
+            .args(["--secret-key-file", &self.dir.path().join("enlist.key").display().to_string()])
+            .env("RUST_LOG", "warn");
+        command
+    }
+
+    /// Runs the binary as a command-line tool on this app's database, to the end.
+    pub fn tool(&self, args: &[&str]) -> std::process::Output {
+        self.tool_command(args).output().expect("run the binary")
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("enlist.db")
     }

@@ -2,6 +2,7 @@
 
 use super::PostgresStore;
 use crate::domain::SubscriberStatus;
+use crate::store::records::RECORD_COLUMNS;
 use crate::store::{NewToken, Selection, StoreResult, SubscriberRecord, TokenRecord};
 
 /// The rows of a selection: what the search matches (as the short search of the admin list
@@ -19,11 +20,9 @@ const TOKEN_COLUMNS: &str = "id, name, read_only, created_at, last_used_at";
 
 impl PostgresStore {
     pub(super) async fn record_by_key(&self, key: &str) -> StoreResult<Option<SubscriberRecord>> {
-        let select = sqlx::query_as(
-            "SELECT id, email, email_key, status, created_at, source, signup_ip, signup_agent,
-                    consent, confirmed_at, confirm_ip, confirm_agent
-             FROM subscribers WHERE email_key = $1",
-        )
+        let select = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {RECORD_COLUMNS} FROM subscribers WHERE email_key = $1"
+        )))
         .bind(key)
         .fetch_optional(&self.pool);
         self.bounded("reading a subscriber", select).await

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use super::PostgresStore;
 use super::consent::RowRef;
 use crate::domain::{SearchTerm, SubscriberEmail, SubscriberStatus};
+use crate::store::records::RECORD_COLUMNS;
 use crate::store::records::counts_from;
 use crate::store::{
     AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
@@ -67,11 +68,9 @@ impl Store for PostgresStore {
     }
 
     async fn subscriber(&self, id: i64) -> StoreResult<Option<SubscriberRecord>> {
-        let select = sqlx::query_as(
-            "SELECT id, email, email_key, status, created_at, source, signup_ip, signup_agent,
-                    consent, confirmed_at, confirm_ip, confirm_agent
-             FROM subscribers WHERE id = $1",
-        )
+        let select = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {RECORD_COLUMNS} FROM subscribers WHERE id = $1"
+        )))
         .bind(id)
         .fetch_optional(&self.pool);
         self.bounded("reading a subscriber", select).await

@@ -5,6 +5,7 @@ use anyhow::Context;
 use super::SqliteStore;
 use super::ops::{WriteOp, selection_where};
 use crate::domain::SubscriberStatus;
+use crate::store::records::RECORD_COLUMNS;
 use crate::store::{NewToken, Selection, StoreResult, SubscriberRecord, TokenRecord};
 
 /// Rows a large delete removes per commit, so that signups never wait long behind it.
@@ -13,11 +14,9 @@ const TOKEN_COLUMNS: &str = "id, name, read_only, created_at, last_used_at";
 
 impl SqliteStore {
     pub(super) async fn record_by_key(&self, key: &str) -> StoreResult<Option<SubscriberRecord>> {
-        let found = sqlx::query_as(
-            "SELECT id, email, email_key, status, created_at, source, signup_ip, signup_agent,
-                    consent, confirmed_at, confirm_ip, confirm_agent
-             FROM subscribers WHERE email_key = ?",
-        )
+        let found = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {RECORD_COLUMNS} FROM subscribers WHERE email_key = ?"
+        )))
         .bind(key)
         .fetch_optional(&self.readers)
         .await

@@ -12,6 +12,7 @@ use super::import_batch::OwnedImportRow;
 use super::ops::{DryRun, EvidenceRow, Target, WriteOp, answer};
 use super::session_cache::Lookup;
 use crate::domain::{Evidence, SearchTerm, SubscriberEmail, SubscriberStatus};
+use crate::store::records::RECORD_COLUMNS;
 use crate::store::records::counts_from;
 use crate::store::{
     AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
@@ -136,11 +137,9 @@ impl Store for SqliteStore {
     }
 
     async fn subscriber(&self, id: i64) -> StoreResult<Option<SubscriberRecord>> {
-        let found = sqlx::query_as(
-            "SELECT id, email, email_key, status, created_at, source, signup_ip, signup_agent,
-                    consent, confirmed_at, confirm_ip, confirm_agent
-             FROM subscribers WHERE id = ?",
-        )
+        let found = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {RECORD_COLUMNS} FROM subscribers WHERE id = ?"
+        )))
         .bind(id)
         .fetch_optional(&self.readers)
         .await

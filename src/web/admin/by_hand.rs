@@ -9,7 +9,7 @@ use super::list::status_filter;
 use crate::domain::{Door, SearchTerm, SubscriberEmail, SubscriberStatus};
 use crate::session::Session;
 use crate::signup::{OwnerAdd, OwnerAdded, owner_add};
-use crate::store::{ListFilter, Selection};
+use crate::store::{ListFilter, Selection, newest_id};
 use crate::web::error::AppError;
 use crate::web::extract::{Form, FormPairs, Query};
 use crate::web::{AppState, messages};
@@ -104,10 +104,8 @@ pub async fn delete_matching_page(
     session: Session,
     Query(params): Query<MatchingParams>,
 ) -> Result<Html<String>, AppError> {
-    let search = SearchTerm::parse(&params.q)?;
-    let status = status_filter(&params.status)?;
-    let newest = app.store.list_subscribers(ListFilter::default(), None, 1).await?;
-    let up_to_id = newest.first().map_or(0, |row| row.id);
+    let (search, status) = searched(&params.q, &params.status)?;
+    let up_to_id = newest_id(app.store.as_ref()).await?;
     let filter = ListFilter { search: search.as_ref(), status };
     let count = app.store.count_selection(Selection { filter, up_to_id }).await?;
     let page = MatchingPage {
@@ -137,8 +135,7 @@ pub async fn delete_matching(
     Form(form): Form<DeleteMatchingForm>,
 ) -> Result<Redirect, AppError> {
     session.verify_form_token(&form.csrf_token).await?;
-    let search = SearchTerm::parse(&form.q)?;
-    let status = status_filter(&form.status)?;
+    let (search, status) = searched(&form.q, &form.status)?;
     let up_to_id = form
         .up_to_id
         .ok_or_else(|| AppError::BadRequest("The confirmation could not be read.".into()))?;
@@ -146,6 +143,14 @@ pub async fn delete_matching(
     let removed = app.store.remove_selection(Selection { filter, up_to_id }).await?;
     session.set_admin_notice(messages::admin_removed_many(removed)).await?;
     Ok(Redirect::to("/admin"))
+}
+
+/// What the admin searched for, as the list page reads it.
+fn searched(
+    q: &str,
+    status: &str,
+) -> Result<(Option<SearchTerm>, Option<SubscriberStatus>), AppError> {
+    Ok((SearchTerm::parse(q)?, status_filter(status)?))
 }
 
 /// The list page with the search the admin came from.

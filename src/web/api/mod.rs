@@ -121,8 +121,8 @@ pub fn openapi_json() -> String {
 
 /// Everything under `/api/v1`, with the document at `/api/v1/openapi.json`.
 pub fn router() -> Router<AppState> {
-    let (routes, _) = parts();
-    let document: Arc<str> = openapi_json().into();
+    let (routes, openapi) = parts();
+    let document: Arc<str> = openapi.to_pretty_json().unwrap_or_default().into();
     let routes = routes.route(
         "/openapi.json",
         get(move || {

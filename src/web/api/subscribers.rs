@@ -3,9 +3,7 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::http::header::LOCATION;
-use axum::response::IntoResponse;
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -17,7 +15,7 @@ use crate::signup::{OwnerAdd, OwnerAdded, owner_add};
 use crate::store::{Subscriber, SubscriberRecord};
 use crate::web::AppState;
 use crate::web::admin::find;
-use crate::web::error::AppError;
+use crate::web::error::{AppError, created, no_content};
 use crate::web::extract::Query;
 
 const DEFAULT_LIMIT: u32 = 100;
@@ -198,7 +196,7 @@ pub async fn add(
     State(app): State<AppState>,
     caller: ApiCaller,
     ApiJson(body): ApiJson<NewSubscriberBody>,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<Response, AppError> {
     caller.may_write()?;
     let email = SubscriberEmail::parse(&body.email)
         .map_err(|error| AppError::InvalidEmail { typed: String::new(), error })?;
@@ -219,7 +217,7 @@ pub async fn add(
         .await?
         .ok_or_else(|| AppError::Unexpected(anyhow::anyhow!("an added row is missing")))?;
     let location = format!("/api/v1/subscribers/{}", record.id);
-    Ok((StatusCode::CREATED, [(LOCATION, location)], Json(SubscriberDetail::from(record))))
+    Ok(created(location, Json(SubscriberDetail::from(record))))
 }
 
 #[utoipa::path(
@@ -240,11 +238,11 @@ pub async fn delete(
     State(app): State<AppState>,
     caller: ApiCaller,
     Path(id): Path<String>,
-) -> Result<StatusCode, AppError> {
+) -> Result<Response, AppError> {
     caller.may_write()?;
     let id = parse_id(&id)?;
     if app.store.remove_subscriber_by_id(id, None).await? {
-        Ok(StatusCode::NO_CONTENT)
+        Ok(no_content())
     } else {
         Err(AppError::NotFound)
     }
