@@ -208,7 +208,14 @@ on_both_backends! {
         if !database.is_postgres() {
             assert_eq!(database.strings("PRAGMA integrity_check").await, ["ok"]);
             let indexed = database.strings("SELECT CAST(count(*) AS TEXT) FROM subscribers_search").await;
-            assert_eq!(indexed[0].parse::<i64>().unwrap(), counted, "the search index");
+            // The index trails the list by the rows the writer had not reached yet.
+            let due = database
+                .strings(
+                    "SELECT CAST(count(*) AS TEXT) FROM subscribers
+                     WHERE id <= (SELECT indexed_up_to FROM search_progress)",
+                )
+                .await;
+            assert_eq!(indexed[0], due[0], "the search index");
         }
     }
 }

@@ -11,6 +11,7 @@ mod import_batch;
 mod ops;
 mod owner;
 mod queries;
+mod search_index;
 mod session_cache;
 mod writer;
 

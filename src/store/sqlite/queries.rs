@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use super::SqliteStore;
 use super::import_batch::OwnedImportRow;
 use super::ops::{DryRun, EvidenceRow, Target, WriteOp, answer};
+use super::search_index::UNINDEXED_TAIL;
 use super::session_cache::Lookup;
 use crate::domain::{Evidence, SearchTerm, SubscriberEmail, SubscriberStatus};
 use crate::store::records::RECORD_COLUMNS;
@@ -189,33 +190,30 @@ impl Store for SqliteStore {
                 .fetch_all(&self.readers)
                 .await
             }
-            // The trigram index hands out matches newest first; stop at the page's end.
-            (Some(term), None) => {
-                sqlx::query_as(
-                    "SELECT s.id, s.email, s.created_at, s.status
-                     FROM (SELECT rowid AS id FROM subscribers_search
-                           WHERE subscribers_search MATCH ?1 AND rowid < ?2
-                           ORDER BY rowid DESC LIMIT ?3) AS hit
-                     JOIN subscribers AS s ON s.id = hit.id
-                     ORDER BY s.id DESC",
-                )
-                .bind(trigram_phrase(term))
-                .bind(before)
-                .bind(limit)
-                .fetch_all(&self.readers)
-                .await
-            }
-            (Some(term), Some(status)) => {
-                sqlx::query_as(
-                    "SELECT s.id, s.email, s.created_at, s.status
-                     FROM subscribers_search AS hit JOIN subscribers AS s ON s.id = hit.rowid
-                     WHERE subscribers_search MATCH ?1 AND hit.rowid < ?2 AND s.status = ?4
-                     ORDER BY hit.rowid DESC LIMIT ?3",
-                )
+            // The trigram index hands out matches newest first; stop at the page's end. Rows
+            // newer than the index are read directly.
+            (Some(term), status) => {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT * FROM (
+                       SELECT * FROM (SELECT {SUBSCRIBER_COLUMNS} FROM subscribers
+                                      WHERE {UNINDEXED_TAIL} AND id < ?2
+                                        AND (?4 IS NULL OR status = ?4)
+                                        AND (instr(email_key, ?5) > 0 OR instr(email, ?5) > 0)
+                                      ORDER BY id DESC LIMIT ?3)
+                       UNION ALL
+                       SELECT * FROM (SELECT s.id, s.email, s.created_at, s.status
+                                      FROM subscribers_search AS hit
+                                      JOIN subscribers AS s ON s.id = hit.rowid
+                                      WHERE subscribers_search MATCH ?1 AND hit.rowid < ?2
+                                        AND (?4 IS NULL OR s.status = ?4)
+                                      ORDER BY hit.rowid DESC LIMIT ?3))
+                     ORDER BY id DESC LIMIT ?3"
+                )))
                 .bind(trigram_phrase(term))
                 .bind(before)
                 .bind(limit)
                 .bind(status)
+                .bind(term.as_str())
                 .fetch_all(&self.readers)
                 .await
             }
@@ -375,16 +373,20 @@ impl Store for SqliteStore {
             });
         };
         let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-        let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM subscribers_search AS hit
-                                   JOIN subscribers AS s ON s.id = hit.rowid
-                                   WHERE subscribers_search MATCH ?1
-                                     AND (?3 IS NULL OR s.status = ?3)
-                                   LIMIT ?2)",
-        )
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM (
+               SELECT 1 FROM subscribers
+               WHERE {UNINDEXED_TAIL} AND (?3 IS NULL OR status = ?3)
+                 AND (instr(email_key, ?4) > 0 OR instr(email, ?4) > 0)
+               UNION ALL
+               SELECT 1 FROM subscribers_search AS hit JOIN subscribers AS s ON s.id = hit.rowid
+               WHERE subscribers_search MATCH ?1 AND (?3 IS NULL OR s.status = ?3)
+               LIMIT ?2)"
+        )))
         .bind(trigram_phrase(term))
         .bind(cap)
         .bind(filter.status.map(SubscriberStatus::as_str))
+        .bind(term.as_str())
         .fetch_one(&self.readers)
         .await
         .context("counting matching subscribers")?;

@@ -163,3 +163,59 @@ async fn grouped_inserts_answer_each_write_exactly() {
     assert_eq!(count(&store).await, 50);
     assert_eq!(store.list_subscribers(ListFilter::default(), None, 100).await.unwrap().len(), 50);
 }
+
+async fn indexed_up_to(store: &SqliteStore) -> i64 {
+    sqlx::query_scalar("SELECT indexed_up_to FROM search_progress")
+        .fetch_one(&store.readers)
+        .await
+        .unwrap()
+}
+
+async fn search(store: &SqliteStore, term: &SearchTerm, before: Option<i64>) -> Vec<String> {
+    let filter = ListFilter { search: Some(term), status: None };
+    let rows = store.list_subscribers(filter, before, 100).await.unwrap();
+    rows.into_iter().map(|row| row.email).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_reads_rows_the_index_does_not_hold_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteConnectOptions::new().filename(dir.path().join("t.db"));
+    let store = SqliteStore::open(options, limits()).await.unwrap();
+    let address = |i: u32| SubscriberEmail::parse(&format!("member{i}@club.example")).unwrap();
+    for i in 0..20 {
+        add(&store, &address(i)).await.unwrap();
+    }
+    let term = SearchTerm::parse("club").unwrap().unwrap();
+    let newest_first: Vec<String> = (0..20).rev().map(|i| address(i).to_string()).collect();
+    // Straight after the commit: the rows may or may not be indexed; either way all are found.
+    assert_eq!(search(&store, &term, None).await, newest_first);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while indexed_up_to(&store).await < 20 {
+        assert!(std::time::Instant::now() < deadline, "the writer never indexed the rows");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Ten more, one straight after the other: the index trails by up to its idle wait.
+    for i in 20..30 {
+        add(&store, &address(i)).await.unwrap();
+    }
+    store.remove_subscriber(&address(5), None).await.unwrap();
+    store.remove_subscriber(&address(25), None).await.unwrap();
+    let expected: Vec<String> =
+        (0..30).rev().filter(|i| *i != 5 && *i != 25).map(|i| address(i).to_string()).collect();
+    assert_eq!(search(&store, &term, None).await, expected);
+    let filter = ListFilter { search: Some(&term), status: None };
+    assert_eq!(store.count_matching(filter, 100).await.unwrap(), 28);
+    // A page that starts in the unindexed rows and ends in the indexed ones.
+    assert_eq!(search(&store, &term, Some(23)).await, expected[7..]);
+
+    while indexed_up_to(&store).await < 30 {
+        assert!(std::time::Instant::now() < deadline, "the writer never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(search(&store, &term, None).await, expected);
+    assert_eq!(store.count_matching(filter, 100).await.unwrap(), 28);
+    let one = SearchTerm::parse("member25@").unwrap().unwrap();
+    assert!(search(&store, &one, None).await.is_empty(), "a deleted row left in the index");
+}

@@ -4,14 +4,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use anyhow::anyhow;
 use sqlx::{Executor, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::batch;
 pub(super) use super::ops::WriteOp;
 use super::session_cache::SessionCache;
+use super::{batch, search_index};
 use crate::store::{StoreError, StoreResult};
 
 /// Enough to amortise one fsync over many writes, small enough to keep a batch's latency low.
@@ -69,11 +70,52 @@ async fn write_loop(
     cache: Arc<SessionCache>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    // Ends when every sender is gone, after the last batch is committed and answered.
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    // A previous run or an import may have left rows out of the search index.
+    let mut unindexed = true;
+    let mut last_step = Instant::now();
+    loop {
+        let received = if unindexed {
+            match tokio::time::timeout(search_index::IDLE, queue.recv_many(&mut batch, MAX_BATCH))
+                .await
+            {
+                Ok(received) => received,
+                Err(_idle) => {
+                    unindexed = index_step(&mut connection).await;
+                    last_step = Instant::now();
+                    // A full step leaves more to do: carry on while nothing else waits.
+                    while unindexed && queue.is_empty() {
+                        unindexed = index_step(&mut connection).await;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            queue.recv_many(&mut batch, MAX_BATCH).await
+        };
+        // Ends when every sender is gone, after the last batch is committed and answered.
+        if received == 0 {
+            return;
+        }
         stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
         stats.commits.fetch_add(1, Ordering::Relaxed);
         commit(&mut connection, &mut batch, &cache).await;
+        unindexed = true;
+        if last_step.elapsed() >= search_index::MAX_LAG {
+            unindexed = index_step(&mut connection).await;
+            last_step = Instant::now();
+        }
+    }
+}
+
+/// One step of the search index; whether rows may remain. A failure is logged and retried after
+/// the next write rather than in a loop.
+async fn index_step(connection: &mut SqliteConnection) -> bool {
+    match search_index::step(connection).await {
+        Ok(indexed) => indexed == search_index::STEP,
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "indexing for search failed");
+            false
+        }
     }
 }
 
