@@ -19,11 +19,11 @@ use tokio::sync::mpsc;
 use crate::domain::{Door, SubscriberEmail, SubscriberStatus};
 use crate::security::{Links, new_nonce};
 use crate::session::unix_now;
-use crate::store::{ImportBatch, ImportRow, Store};
+use crate::store::{AddressHash, ImportBatch, ImportRow, Store};
 
 /// Rows committed together: what a Ctrl-C or a failure can lose at most, and what one
 /// transaction holds.
-pub const BATCH: usize = 4_000;
+pub const BATCH: usize = 10_000;
 /// Invalid lines reported with their line number and reason; the rest are only counted.
 pub const REPORTED_INVALID: usize = 100;
 
@@ -82,23 +82,17 @@ pub async fn import(
     let parser = tokio::task::spawn_blocking(move || parse(reader, &batches));
     let mut report = ImportReport { dry_run: options.dry_run, ..ImportReport::default() };
     let consent = format!("import of {}", options.file_name);
-    while let Some(parsed) = incoming.recv().await {
-        let parsed = parsed?;
+    // Two stages: while the store commits one batch, the next is hashed.
+    let mut next = prepare(incoming.recv().await, links, options)?;
+    while let Some(Prepared { parsed, hashes, nonces }) = next {
         let now = unix_now();
         let rows: Vec<ImportRow> = parsed
             .rows
             .iter()
-            .map(|(_, email)| {
-                Ok(ImportRow {
-                    email,
-                    address_hash: links.address_hash(email.key()),
-                    nonce: match options.import_as {
-                        ImportAs::Pending { .. } => Some(new_nonce()?),
-                        ImportAs::Confirmed => None,
-                    },
-                })
-            })
-            .collect::<anyhow::Result<_>>()?;
+            .zip(hashes)
+            .zip(nonces)
+            .map(|(((_, email), address_hash), nonce)| ImportRow { email, address_hash, nonce })
+            .collect();
         let batch = ImportBatch {
             door: Door::Import,
             rows: &rows,
@@ -116,7 +110,11 @@ pub async fn import(
             dry_run: options.dry_run,
             now,
         };
-        let counted = store.import_batch(batch).await.context("importing a batch")?;
+        let (counted, following) = tokio::join!(store.import_batch(batch), async {
+            prepare(incoming.recv().await, links, options)
+        });
+        let counted = counted.context("importing a batch")?;
+        next = following?;
         report.added += counted.added;
         report.already_on_the_list += counted.existing;
         report.suppressed += counted.suppressed;
@@ -135,6 +133,31 @@ pub async fn import(
     // The parser stops at its next hand-over once nobody listens.
     let _ = parser.await;
     Ok(report)
+}
+
+/// A parsed batch with what its rows need from the secret key and the random source.
+struct Prepared {
+    parsed: Parsed,
+    hashes: Vec<AddressHash>,
+    nonces: Vec<Option<[u8; 16]>>,
+}
+
+fn prepare(
+    received: Option<anyhow::Result<Parsed>>,
+    links: &Links,
+    options: &ImportOptions,
+) -> anyhow::Result<Option<Prepared>> {
+    let Some(parsed) = received.transpose()? else { return Ok(None) };
+    let hashes = parsed.rows.iter().map(|(_, email)| links.address_hash(email.key())).collect();
+    let nonces = parsed
+        .rows
+        .iter()
+        .map(|_| match options.import_as {
+            ImportAs::Pending { .. } => new_nonce().map(Some),
+            ImportAs::Confirmed => Ok(None),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Some(Prepared { parsed, hashes, nonces }))
 }
 
 /// The delimiter the first line holds most of, outside quotes; `,` when it holds none.

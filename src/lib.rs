@@ -73,20 +73,21 @@ impl Server {
             connect_timeout: settings.database_connect_timeout,
             statement_timeout: settings.database_statement_timeout,
         };
-        let store = store::open(&settings.database, limits).await.map_err(|e| {
-            let message = format!("{e:#}");
-            match settings.database {
-                // A SQLite file that cannot be opened is a wrong path or mode: fix the setting.
-                DatabaseUrl::Sqlite(_) => StartError::Setting(SettingError::new(
-                    "--database-url (ENLIST_DATABASE_URL)",
-                    message,
-                )),
-                // A server that does not answer may just be starting; a supervisor should retry.
-                DatabaseUrl::Postgres(_) => StartError::Failed(anyhow::anyhow!(
-                    "--database-url (ENLIST_DATABASE_URL): {message}"
-                )),
-            }
-        })?;
+        let store =
+            store::open(&settings.database, limits, store::Role::Server).await.map_err(|e| {
+                let message = format!("{e:#}");
+                match settings.database {
+                    // A SQLite file that cannot be opened is a wrong path or mode: fix the setting.
+                    DatabaseUrl::Sqlite(_) => StartError::Setting(SettingError::new(
+                        "--database-url (ENLIST_DATABASE_URL)",
+                        message,
+                    )),
+                    // A server that does not answer may just be starting; a supervisor should retry.
+                    DatabaseUrl::Postgres(_) => StartError::Failed(anyhow::anyhow!(
+                        "--database-url (ENLIST_DATABASE_URL): {message}"
+                    )),
+                }
+            })?;
         Self::with_store(settings, store).await
     }
 

@@ -92,7 +92,7 @@ breakable! {
     async fn confirm(&self, write: ConfirmWrite<'_>) -> StoreResult<Confirmed>;
     async fn remove_subscriber(&self, email: &SubscriberEmail, leaving: Option<Leaving>) -> StoreResult<bool>;
     async fn remove_subscriber_by_id(&self, id: i64, leaving: Option<Leaving>) -> StoreResult<bool>;
-    async fn remove_pending(&self, email: &SubscriberEmail) -> StoreResult<bool>;
+    async fn remove_pending(&self, email: &SubscriberEmail, address_hash: AddressHash) -> StoreResult<bool>;
     async fn subscriber(&self, id: i64) -> StoreResult<Option<SubscriberRecord>>;
     async fn mails_to(&self, subscriber_id: i64) -> StoreResult<Vec<MailRecord>>;
     async fn list_subscribers(&self, filter: ListFilter<'_>, before: Option<i64>, limit: u32) -> StoreResult<Vec<Subscriber>>;
@@ -128,7 +128,7 @@ async fn storage_failures_are_a_generic_503_and_recovery_needs_no_restart() {
     let db = dir.path().join("enlist.db");
     let inner = SqliteConnectOptions::new().filename(&db);
     let store = BreakableStore {
-        inner: SqliteStore::open(inner, limits()).await.unwrap(),
+        inner: SqliteStore::open(inner, limits(), enlist::store::Role::Server).await.unwrap(),
         broken: Arc::new(AtomicBool::new(false)),
     };
     let db_url = format!("sqlite://{}", db.display());

@@ -678,7 +678,7 @@ on_both_backends! {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(5),
         };
-        let store = enlist::store::open(&DatabaseUrl::parse(&database.url).unwrap(), limits).await.unwrap();
+        let store = enlist::store::open(&DatabaseUrl::parse(&database.url).unwrap(), limits, enlist::store::Role::Tool).await.unwrap();
         let evidence = Evidence {
             door: Door::Form,
             client: ClientEvidence::new([127, 0, 0, 1].into(), None, false),

@@ -283,7 +283,7 @@ async fn ctrl_c_stops_an_import_after_a_batch_and_running_it_again_finishes() {
     let added: u64 =
         last.split("added ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
     assert!(added > 0 && added < 200_000, "{last}");
-    assert_eq!(added % 4_000, 0, "whole batches only: {last}");
+    assert_eq!(added % enlist::import::BATCH as u64, 0, "whole batches only: {last}");
     assert_eq!(app.count_rows("subscribers").await as u64, added);
 
     let again = app.tool(&["import", &file]);

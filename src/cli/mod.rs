@@ -35,7 +35,7 @@ pub async fn open_store(settings: &Settings, instead: &str) -> Result<Arc<dyn St
         }),
         statement_timeout: Duration::from_secs(600),
     };
-    crate::store::open(&settings.database, limits).await.map_err(|e| {
+    crate::store::open(&settings.database, limits, crate::store::Role::Tool).await.map_err(|e| {
         match e.downcast_ref::<DatabaseInUse>() {
             Some(in_use) => ToolError::InUse(format!(
                 "a running enlist server holds {}: {instead}",

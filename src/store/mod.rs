@@ -32,10 +32,24 @@ pub struct PoolLimits {
     pub statement_timeout: Duration,
 }
 
+/// Who opens the database: a server keeps SQLite's search index up in its idle time; a
+/// command-line tool leaves that to the server, so that an import or export runs at full speed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Server,
+    Tool,
+}
+
 /// Opens and migrates the database the URL names.
-pub async fn open(database: &DatabaseUrl, limits: PoolLimits) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open(
+    database: &DatabaseUrl,
+    limits: PoolLimits,
+    role: Role,
+) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match database {
-        DatabaseUrl::Sqlite(options) => Arc::new(SqliteStore::open(options.clone(), limits).await?),
+        DatabaseUrl::Sqlite(options) => {
+            Arc::new(SqliteStore::open(options.clone(), limits, role).await?)
+        }
         DatabaseUrl::Postgres(options) => {
             Arc::new(PostgresStore::open(options.clone(), limits).await?)
         }
@@ -112,8 +126,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     async fn remove_subscriber_by_id(&self, id: i64, leaving: Option<Leaving>)
     -> StoreResult<bool>;
-    /// Removes the address only while it is unconfirmed.
-    async fn remove_pending(&self, email: &SubscriberEmail) -> StoreResult<bool>;
+    /// Removes the address only while it is unconfirmed. The hash keeps the count of its
+    /// confirmation mails once the row is gone, where a store keeps that count on the row.
+    async fn remove_pending(
+        &self,
+        email: &SubscriberEmail,
+        address_hash: AddressHash,
+    ) -> StoreResult<bool>;
     async fn subscriber(&self, id: i64) -> StoreResult<Option<SubscriberRecord>>;
     /// Every mail to the subscriber, newest first.
     async fn mails_to(&self, subscriber_id: i64) -> StoreResult<Vec<MailRecord>>;

@@ -163,7 +163,8 @@ pub async fn unregister(
     session.verify_form_token(&form.csrf_token).await?;
     let notice = if session.visitor_awaits_confirmation().await? {
         // Typing an address proves nothing: from here, only an unconfirmed signup can go.
-        if app.store.remove_pending(&email).await? {
+        let address_hash = app.signups.links.address_hash(email.key());
+        if app.store.remove_pending(&email, address_hash).await? {
             messages::unregistered(&email)
         } else {
             messages::no_longer_pending(&email)

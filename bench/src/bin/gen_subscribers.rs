@@ -28,6 +28,12 @@ const SQLITE_FILL: &str = "
                  substr('annabertcleodaveemmafinngrethugo', 1 + (i % 8) * 4, 4) ||
                  '@mail' || (i % 100) || '.example' AS email FROM n)";
 
+const SQLITE_INDEX: &str = "
+    INSERT INTO subscribers_search (rowid, text)
+    SELECT id, CASE WHEN lower(email) = email_key THEN email_key ELSE email_key || ' ' || email END
+    FROM subscribers WHERE id > (SELECT indexed_up_to FROM search_progress);
+    UPDATE search_progress SET indexed_up_to = (SELECT coalesce(max(id), 0) FROM subscribers)";
+
 const POSTGRES_FILL: &str = "
     INSERT INTO subscribers (email, email_key, created_at)
     SELECT email, lower(email), $2 - ($1 - i)
@@ -46,7 +52,8 @@ async fn main() -> anyhow::Result<()> {
         statement_timeout: Duration::from_secs(3600),
     };
     // Migrate, then let go of the file before writing to it directly.
-    let store: Arc<dyn Store> = enlist::store::open(&database, limits).await?;
+    let store: Arc<dyn Store> =
+        enlist::store::open(&database, limits, enlist::store::Role::Tool).await?;
     let existing = store.counts().await?.on_list();
     drop(store);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -63,6 +70,8 @@ async fn main() -> anyhow::Result<()> {
             connection.execute("PRAGMA journal_mode = WAL").await?;
             let mut transaction = connection.begin().await?;
             sqlx::query(SQLITE_FILL).bind(count).bind(now).execute(&mut *transaction).await?;
+            // As a server leaves it once it has caught up: every row in the search index.
+            transaction.execute(SQLITE_INDEX).await?;
             transaction.commit().await?;
             connection.execute("PRAGMA optimize").await?;
         }

@@ -63,7 +63,12 @@ impl Store for PostgresStore {
         self.remove(RowRef::Id(id), leaving).await
     }
 
-    async fn remove_pending(&self, email: &SubscriberEmail) -> StoreResult<bool> {
+    /// PostgreSQL counts confirmation mails in `confirmation_limits` as they are asked for.
+    async fn remove_pending(
+        &self,
+        email: &SubscriberEmail,
+        _address_hash: AddressHash,
+    ) -> StoreResult<bool> {
         self.remove(RowRef::PendingKey(email.key()), None).await
     }
 

@@ -21,7 +21,7 @@ use sqlx::{ConnectOptions, SqlitePool};
 
 use self::session_cache::SessionCache;
 use self::writer::Writer;
-use super::PoolLimits;
+use super::{PoolLimits, Role};
 
 /// SQLite allows one writer at a time: one task owns the write connection and commits whatever is
 /// waiting in one transaction (see `writer`). Reads use their own pool and run beside it (WAL).
@@ -44,7 +44,11 @@ impl std::fmt::Debug for SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if missing) and migrates the database.
-    pub async fn open(options: SqliteConnectOptions, limits: PoolLimits) -> anyhow::Result<Self> {
+    pub async fn open(
+        options: SqliteConnectOptions,
+        limits: PoolLimits,
+        role: Role,
+    ) -> anyhow::Result<Self> {
         create_private_file(options.get_filename())?;
         let options = options
             .create_if_missing(true)
@@ -79,7 +83,7 @@ impl SqliteStore {
             .context("opening SQLite read connections")?;
         let sessions = Arc::new(SessionCache::default());
         Ok(Self {
-            writer: Writer::spawn(writer, sessions.clone()),
+            writer: Writer::spawn(writer, sessions.clone(), role == Role::Server),
             readers,
             sessions,
             _owner: Arc::new(owner),

@@ -31,8 +31,6 @@ pub(super) mod answer {
 pub(super) enum Target {
     Key(String),
     Id(i64),
-    /// By key, and only while unconfirmed.
-    PendingKey(String),
 }
 
 /// Evidence columns, as stored.
@@ -74,6 +72,11 @@ pub(super) enum WriteOp {
     RemoveSubscriber {
         target: Target,
         leaving: Option<Leaving>,
+    },
+    /// An unconfirmed signup withdrawn by its visitor.
+    RemovePending {
+        key: String,
+        address_hash: AddressHash,
     },
     SwapAdminHash {
         expected: Option<String>,
@@ -178,10 +181,8 @@ impl WriteOp {
     pub(super) fn address_key(&self) -> Option<&str> {
         match self {
             Self::AddSubscriber { key, .. } | Self::RequestConfirmation { key, .. } => Some(key),
-            Self::RemoveSubscriber {
-                target: Target::Key(key) | Target::PendingKey(key),
-                leaving: None,
-            } => Some(key),
+            Self::RemoveSubscriber { target: Target::Key(key), leaving: None }
+            | Self::RemovePending { key, .. } => Some(key),
             _ => None,
         }
     }
@@ -243,10 +244,6 @@ impl WriteOp {
             }
             Self::RemoveSubscriber { target: Target::Id(id), leaving: None } => {
                 sqlx::query("DELETE FROM subscribers WHERE id = ?").bind(*id)
-            }
-            Self::RemoveSubscriber { target: Target::PendingKey(key), leaving: None } => {
-                sqlx::query("DELETE FROM subscribers WHERE email_key = ? AND status = 'pending'")
-                    .bind(key.as_str())
             }
             Self::SwapAdminHash { expected: None, phc, now } => sqlx::query(
                 "INSERT INTO admin_credential (id, password_hash, updated_at) VALUES (1, ?, ?)
@@ -312,6 +309,7 @@ impl WriteOp {
             | Self::RequestConfirmation { .. }
             | Self::Confirm { .. }
             | Self::RemoveSubscriber { leaving: Some(_), .. }
+            | Self::RemovePending { .. }
             | Self::LeaseMail { .. }
             | Self::RecordMail { .. }
             | Self::PurgeStale { .. }
@@ -373,22 +371,20 @@ impl WriteOp {
                 if status == "confirmed" {
                     return Ok(answer::ALREADY);
                 }
-                let stored: Option<String> = sqlx::query_scalar(
-                    "SELECT times FROM confirmation_limits WHERE address_hash = ?",
+                let sent: Option<String> = sqlx::query_scalar(
+                    "SELECT coalesce((SELECT times FROM confirmation_limits WHERE address_hash = ?1),
+                                     '')
+                            || ' ' || coalesce((SELECT group_concat(created_at, ' ') FROM outbox
+                                                WHERE subscriber_id = ?2 AND purpose = 'confirm'),
+                                               '')",
                 )
                 .bind(&address_hash[..])
-                .fetch_optional(&mut *c)
+                .bind(id)
+                .fetch_one(&mut *c)
                 .await?;
-                let Some(times) = admit_request(stored.as_deref(), *window_start, *limit, *now)
-                else {
+                if admit_request(sent.as_deref(), *window_start, *limit, *now).is_none() {
                     return Ok(answer::REFUSED);
-                };
-                sqlx::query(UPSERT_LIMIT)
-                    .bind(&address_hash[..])
-                    .bind(*now)
-                    .bind(times)
-                    .execute(&mut *c)
-                    .await?;
+                }
                 queue_mail(c, "confirm", id, Some((&nonce[..], *expires_at)), *now).await?;
                 Ok(answer::DONE)
             }
@@ -452,21 +448,36 @@ impl WriteOp {
                 *leased.lock().unwrap_or_else(|p| p.into_inner()) = ids;
                 Ok(count)
             }
+            Self::RemovePending { key, address_hash } => {
+                let pending = "email_key = ?2 AND status = 'pending'";
+                carry_mail_limit(c, pending, key.as_str(), address_hash).await?;
+                let removed = sqlx::query(
+                    "DELETE FROM subscribers WHERE email_key = ? AND status = 'pending'",
+                )
+                .bind(key.as_str())
+                .execute(&mut *c)
+                .await?
+                .rows_affected();
+                Ok(removed)
+            }
             Self::RemoveSubscriber { target, leaving: Some(leaving) } => {
                 let removed = match target {
-                    Target::Key(key) => sqlx::query("DELETE FROM subscribers WHERE email_key = ?")
-                        .bind(key.as_str())
-                        .execute(&mut *c),
-                    Target::Id(id) => sqlx::query("DELETE FROM subscribers WHERE id = ?")
-                        .bind(*id)
-                        .execute(&mut *c),
-                    Target::PendingKey(key) => sqlx::query(
-                        "DELETE FROM subscribers WHERE email_key = ? AND status = 'pending'",
-                    )
-                    .bind(key.as_str())
-                    .execute(&mut *c),
+                    Target::Key(key) => {
+                        carry_mail_limit(c, "email_key = ?2", key.as_str(), &leaving.address_hash)
+                            .await?;
+                        sqlx::query("DELETE FROM subscribers WHERE email_key = ?")
+                            .bind(key.as_str())
+                            .execute(&mut *c)
+                            .await?
+                    }
+                    Target::Id(id) => {
+                        carry_mail_limit(c, "id = ?2", *id, &leaving.address_hash).await?;
+                        sqlx::query("DELETE FROM subscribers WHERE id = ?")
+                            .bind(*id)
+                            .execute(&mut *c)
+                            .await?
+                    }
                 }
-                .await?
                 .rows_affected();
                 sqlx::query(
                     "INSERT INTO suppressions (address_hash, reason, created_at) VALUES (?, ?, ?)
@@ -538,7 +549,7 @@ impl WriteOp {
             Self::AddSubscriber { .. } => "adding a subscriber",
             Self::RequestConfirmation { .. } => "queuing a confirmation",
             Self::Confirm { .. } => "confirming a subscriber",
-            Self::RemoveSubscriber { .. } => "removing a subscriber",
+            Self::RemoveSubscriber { .. } | Self::RemovePending { .. } => "removing a subscriber",
             Self::SwapAdminHash { .. } => "storing the admin credential",
             Self::CreateSession { .. } => "creating a session",
             Self::SaveSession { .. } => "saving a session",
@@ -557,10 +568,35 @@ impl WriteOp {
     }
 }
 
-pub(super) const UPSERT_LIMIT: &str =
-    "INSERT INTO confirmation_limits (address_hash, newest, times)
-    VALUES (?, ?, ?)
-    ON CONFLICT (address_hash) DO UPDATE SET newest = excluded.newest, times = excluded.times";
+/// The resend limit's record: while a subscriber row exists, the confirmation mails queued for
+/// it in the outbox are the record (no write of its own on a signup's path); when the row goes,
+/// their times move to `confirmation_limits` under the address's keyed hash, so that removing
+/// and signing up again does not reset the count. `row` names the subscriber with `?2`.
+async fn carry_mail_limit<'q, T>(
+    c: &mut SqliteConnection,
+    row: &str,
+    value: T,
+    address_hash: &'q AddressHash,
+) -> anyhow::Result<()>
+where
+    T: 'q + Send + sqlx::Encode<'q, Sqlite> + sqlx::Type<Sqlite>,
+{
+    let carry = format!(
+        "INSERT INTO confirmation_limits (address_hash, newest, times)
+         SELECT ?1, max(created_at), group_concat(created_at, ' ') FROM outbox
+         WHERE purpose = 'confirm' AND subscriber_id IN (SELECT id FROM subscribers WHERE {row})
+         HAVING count(*) > 0
+         ON CONFLICT (address_hash) DO UPDATE SET newest = max(newest, excluded.newest),
+                                                  times = times || ' ' || excluded.times"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(carry))
+        .bind(&address_hash[..])
+        .bind(value)
+        .execute(&mut *c)
+        .await
+        .context("keeping the count of confirmation mails")?;
+    Ok(())
+}
 
 /// Queues a mail to the subscriber; a confirmation mail carries its link's nonce and expiry.
 async fn queue_mail(

@@ -129,11 +129,12 @@ impl Store for SqliteStore {
         Ok(self.writer.write(op).await? > 0)
     }
 
-    async fn remove_pending(&self, email: &SubscriberEmail) -> StoreResult<bool> {
-        let op = WriteOp::RemoveSubscriber {
-            target: Target::PendingKey(email.key().to_owned()),
-            leaving: None,
-        };
+    async fn remove_pending(
+        &self,
+        email: &SubscriberEmail,
+        address_hash: AddressHash,
+    ) -> StoreResult<bool> {
+        let op = WriteOp::RemovePending { key: email.key().to_owned(), address_hash };
         Ok(self.writer.write(op).await? > 0)
     }
 

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::domain::{ClientEvidence, Door, Evidence, SearchTerm, SubscriberEmail};
-use crate::store::{ListFilter, NewSubscriber, Store};
+use crate::store::{ListFilter, NewSubscriber, Role, Store};
 
 fn evidence() -> Evidence {
     Evidence {
@@ -36,7 +36,7 @@ fn limits() -> PoolLimits {
 async fn concurrent_writes_share_commits_and_all_land() {
     let dir = tempfile::tempdir().unwrap();
     let options = SqliteConnectOptions::new().filename(dir.path().join("t.db"));
-    let store = SqliteStore::open(options, limits()).await.unwrap();
+    let store = SqliteStore::open(options, limits(), Role::Server).await.unwrap();
     let writes: Vec<_> = (0..500)
         .map(|i| {
             let store = store.clone();
@@ -62,7 +62,9 @@ async fn a_failing_statement_fails_alone_and_the_batch_still_commits() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
     let store =
-        SqliteStore::open(SqliteConnectOptions::new().filename(&path), limits()).await.unwrap();
+        SqliteStore::open(SqliteConnectOptions::new().filename(&path), limits(), Role::Server)
+            .await
+            .unwrap();
     // Make one kind of write fail at statement level, as a constraint would.
     let mut side = SqliteConnectOptions::new().filename(&path).connect().await.unwrap();
     sqlx::query(
@@ -94,7 +96,7 @@ async fn a_failing_statement_fails_alone_and_the_batch_still_commits() {
 async fn counts_are_maintained_and_match_counts_stop_at_the_cap() {
     let dir = tempfile::tempdir().unwrap();
     let options = SqliteConnectOptions::new().filename(dir.path().join("t.db"));
-    let store = SqliteStore::open(options, limits()).await.unwrap();
+    let store = SqliteStore::open(options, limits(), Role::Server).await.unwrap();
     for i in 0..30 {
         let email = SubscriberEmail::parse(&format!("member{i}@club.example")).unwrap();
         add(&store, &email).await.unwrap();
@@ -129,7 +131,7 @@ async fn counts_are_maintained_and_match_counts_stop_at_the_cap() {
 async fn grouped_inserts_answer_each_write_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let options = SqliteConnectOptions::new().filename(dir.path().join("t.db"));
-    let store = SqliteStore::open(options, limits()).await.unwrap();
+    let store = SqliteStore::open(options, limits(), Role::Server).await.unwrap();
     let taken = [9u8; 32];
     store.create_session(&taken, "{}", None, i64::MAX).await.unwrap();
     let writes: Vec<_> = (0..200u8)
@@ -181,7 +183,7 @@ async fn search(store: &SqliteStore, term: &SearchTerm, before: Option<i64>) -> 
 async fn search_reads_rows_the_index_does_not_hold_yet() {
     let dir = tempfile::tempdir().unwrap();
     let options = SqliteConnectOptions::new().filename(dir.path().join("t.db"));
-    let store = SqliteStore::open(options, limits()).await.unwrap();
+    let store = SqliteStore::open(options, limits(), Role::Server).await.unwrap();
     let address = |i: u32| SubscriberEmail::parse(&format!("member{i}@club.example")).unwrap();
     for i in 0..20 {
         add(&store, &address(i)).await.unwrap();
@@ -218,4 +220,52 @@ async fn search_reads_rows_the_index_does_not_hold_yet() {
     assert_eq!(store.count_matching(filter, 100).await.unwrap(), 28);
     let one = SearchTerm::parse("member25@").unwrap().unwrap();
     assert!(search(&store, &one, None).await.is_empty(), "a deleted row left in the index");
+}
+
+/// The resend limit is kept in the outbox while a row exists and moves under the address's hash
+/// when the visitor withdraws it: grouped requests (many addresses in one commit) and single ones
+/// count the same way, and withdrawing does not reset the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_confirmation_limit_holds_in_groups_and_across_a_withdrawal() {
+    use crate::store::{ConfirmationQueued, ConfirmationRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteConnectOptions::new().filename(dir.path().join("t.db"));
+    let store = SqliteStore::open(options, limits(), Role::Server).await.unwrap();
+    let ask = |i: u8, now: i64| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let email = SubscriberEmail::parse(&format!("asker{i}@example.com")).unwrap();
+            let evidence = evidence();
+            let subscriber =
+                NewSubscriber { email: &email, evidence: &evidence, address_hash: [i; 32], now };
+            let request = ConfirmationRequest {
+                subscriber,
+                nonce: [i; 16],
+                expires_at: now + 100,
+                limit: 3,
+                window_start: now - 1_000,
+            };
+            store.request_confirmation(request).await.unwrap()
+        })
+    };
+    let round = |now: i64| async move {
+        let asks: Vec<_> = (0..20).map(|i| ask(i, now)).collect();
+        let mut answers = Vec::new();
+        for a in asks {
+            answers.push(a.await.unwrap());
+        }
+        answers
+    };
+    for now in [10, 20] {
+        assert!(round(now).await.iter().all(|a| *a == ConfirmationQueued::Queued));
+    }
+    for i in 0..20 {
+        let email = SubscriberEmail::parse(&format!("asker{i}@example.com")).unwrap();
+        assert!(store.remove_pending(&email, [i; 32]).await.unwrap());
+    }
+    assert!(round(30).await.iter().all(|a| *a == ConfirmationQueued::Queued), "the third");
+    assert!(round(40).await.iter().all(|a| *a == ConfirmationQueued::LimitReached), "a fourth");
+    // Once the window has passed, the address may ask again.
+    let later = ask(3, 2_000).await.unwrap();
+    assert_eq!(later, ConfirmationQueued::Queued);
 }

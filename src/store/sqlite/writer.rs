@@ -39,10 +39,15 @@ pub(super) struct WriterStats {
 }
 
 impl Writer {
-    pub(super) fn spawn(connection: SqliteConnection, cache: Arc<SessionCache>) -> Self {
+    /// `index_search`: keep the search index up in idle time (a server) or not (a tool).
+    pub(super) fn spawn(
+        connection: SqliteConnection,
+        cache: Arc<SessionCache>,
+        index_search: bool,
+    ) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
-        tokio::spawn(write_loop(connection, queue, stats.clone(), cache));
+        tokio::spawn(write_loop(connection, queue, stats.clone(), cache, index_search));
         Self { jobs, stats }
     }
 
@@ -68,10 +73,11 @@ async fn write_loop(
     mut queue: mpsc::Receiver<Job>,
     stats: Arc<WriterStats>,
     cache: Arc<SessionCache>,
+    index_search: bool,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // A previous run or an import may have left rows out of the search index.
-    let mut unindexed = true;
+    let mut unindexed = index_search;
     let mut last_step = Instant::now();
     loop {
         let received = if unindexed {
@@ -99,8 +105,8 @@ async fn write_loop(
         stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
         stats.commits.fetch_add(1, Ordering::Relaxed);
         commit(&mut connection, &mut batch, &cache).await;
-        unindexed = true;
-        if last_step.elapsed() >= search_index::MAX_LAG {
+        unindexed = index_search;
+        if unindexed && last_step.elapsed() >= search_index::MAX_LAG {
             unindexed = index_step(&mut connection).await;
             last_step = Instant::now();
         }
