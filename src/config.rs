@@ -107,6 +107,14 @@ pub struct ImportArgs {
     pub serve: ServeArgs,
 }
 
+/// Long enough not to be guessed, and sendable in a header as it is.
+fn parse_metrics_token(raw: &str) -> Result<String, String> {
+    if raw.len() < 16 || !raw.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("expected at least 16 printable ASCII characters, no spaces".into());
+    }
+    Ok(raw.to_owned())
+}
+
 fn parse_status(raw: &str) -> Result<SubscriberStatus, String> {
     SubscriberStatus::parse(raw).ok_or_else(|| "expected pending or confirmed".into())
 }
@@ -167,6 +175,13 @@ pub struct ServeArgs {
     /// X-Forwarded-For / Forwarded headers name the real client.
     #[arg(long, env = "ENLIST_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_network)]
     pub trusted_proxies: Vec<IpNet>,
+    /// A bearer token `/metrics` asks for (then it answers any client that sends it). Without
+    /// it, and without --metrics-bind, `/metrics` answers loopback clients only.
+    #[arg(long, env = "ENLIST_METRICS_TOKEN", hide_env_values = true, value_parser = parse_metrics_token)]
+    pub metrics_token: Option<String>,
+    /// Serve `/metrics` on this address and port instead of the main one.
+    #[arg(long, env = "ENLIST_METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
     /// Signups allowed from one client address: N/PERIOD (a burst of half of N), or 0 for none.
     #[arg(long, env = "ENLIST_SIGNUP_LIMIT_PER_IP", default_value = "10/1m", value_parser = parse_limit)]
     pub signup_limit_per_ip: RateLimit,
@@ -420,6 +435,8 @@ pub struct Settings {
     pub database_connect_timeout: Duration,
     pub database_statement_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
+    pub metrics_token: Option<String>,
+    pub metrics_bind: Option<SocketAddr>,
     pub signup_limit_per_ip: Option<Rate>,
     pub signup_limit_per_address: Option<Rate>,
     pub login_limit: Option<Rate>,
@@ -523,6 +540,8 @@ impl Settings {
             database_connect_timeout: args.database_connect_timeout,
             database_statement_timeout: args.database_statement_timeout,
             trusted_proxies: args.trusted_proxies,
+            metrics_token: args.metrics_token,
+            metrics_bind: args.metrics_bind,
             signup_limit_per_ip: args.signup_limit_per_ip.0,
             signup_limit_per_address: args.signup_limit_per_address.0,
             login_limit: args.login_limit.0,

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod export;
 pub mod import;
 pub mod mail;
+pub mod metrics;
 pub mod outbox;
 pub mod security;
 pub mod session;
@@ -30,12 +31,13 @@ use url::Url;
 use crate::config::{DatabaseUrl, SettingError, Settings};
 use crate::domain::AdminPassword;
 use crate::mail::{Composer, Mailer};
+use crate::metrics::Metrics;
 use crate::outbox::{OutboxBell, OutboxWorker};
 use crate::security::{AdminCredentials, Limits, Links, SecretKey, resolve_admin_credential};
 use crate::session::{SessionConfig, SessionLayerState, unix_now};
 use crate::signup::{CONFIRMATION_WINDOW, DoubleOptIn, SignupPolicy};
 use crate::store::{PoolLimits, Store};
-use crate::web::{AppState, CrossOrigin, RequestGauge, Templates, TrustedProxies};
+use crate::web::{AppState, CrossOrigin, MetricsAccess, RequestGauge, Templates, TrustedProxies};
 
 const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(10 * 60);
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10 * 60);
@@ -62,6 +64,8 @@ pub struct Server {
     generated_admin_password: Option<AdminPassword>,
     /// Present when mail is configured.
     outbox: Option<OutboxWorker>,
+    /// `--metrics-bind`: its own listener, serving `/metrics` only.
+    metrics_listener: Option<(TcpListener, Router)>,
     housekeeping: Housekeeping,
 }
 
@@ -114,6 +118,7 @@ impl Server {
 
         let links = Links::new(secret.clone());
         let in_flight = RequestGauge::default();
+        let metrics = Arc::new(Metrics::default());
         let mut outbox = None;
         let double_opt_in = match &settings.mail {
             None => None,
@@ -142,6 +147,7 @@ impl Server {
                     bell: bell.clone(),
                     retry_base: settings.outbox_retry_base,
                     visitors: in_flight.clone(),
+                    metrics: metrics.clone(),
                 });
                 Some(DoubleOptIn { confirm_ttl: mail.confirm_ttl, composer, bell })
             }
@@ -152,6 +158,7 @@ impl Server {
             consent: templates.consent_version().to_owned(),
             keep_full_ip: settings.keep_full_ip,
             double_opt_in,
+            metrics: metrics.clone(),
         };
         let housekeeping = Housekeeping {
             store: store.clone(),
@@ -175,7 +182,8 @@ impl Server {
             settings.signup_limit_per_ip,
             settings.signup_limit_per_address,
             settings.login_limit,
-        );
+        )
+        .counted_in(metrics.clone());
         let cross_origin =
             CrossOrigin::new(settings.public_url.as_ref(), &settings.allowed_origins)
                 .map_err(|e| SettingError::new("--allowed-origins (ENLIST_ALLOWED_ORIGINS)", e))?;
@@ -189,12 +197,27 @@ impl Server {
             api_tokens: Arc::default(),
             cross_origin,
             public_url: Arc::new(public_url.clone()),
+            metrics,
+            metrics_access: MetricsAccess {
+                token: settings.metrics_token.as_deref().map(Arc::from),
+                separate_listener: settings.metrics_bind.is_some(),
+            },
+        };
+        let metrics_listener = match settings.metrics_bind {
+            None => None,
+            Some(address) => {
+                let listener = TcpListener::bind(address)
+                    .await
+                    .map_err(|e| SettingError::new("--metrics-bind (ENLIST_METRICS_BIND)", e))?;
+                Some((listener, web::metrics_app(state.clone())))
+            }
         };
         let trusted_proxies = TrustedProxies::new(settings.trusted_proxies.clone());
         let router = web::app(state, sessions, trusted_proxies);
         Ok(Self {
             listener,
             router,
+            metrics_listener,
             store,
             public_url,
             generated_admin_password,
@@ -228,6 +251,13 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_expired_sessions(self.store.clone()));
+        let metrics_server = self.metrics_listener.map(|(listener, router)| {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = format!("{e:#}"), "the metrics listener stopped");
+                }
+            })
+        });
         let housekeeper = tokio::spawn(self.housekeeping.run());
         let (stop_outbox, outbox_stopped) = tokio::sync::watch::channel(false);
         let outbox = self.outbox.map(|worker| {
@@ -257,6 +287,9 @@ impl Server {
         };
         sweeper.abort();
         housekeeper.abort();
+        if let Some(metrics_server) = metrics_server {
+            metrics_server.abort();
+        }
         if let Some(outbox) = outbox {
             let _ = stop_outbox.send(true);
             let _ = outbox.await;

@@ -12,6 +12,7 @@ use crate::domain::{
     ClientEvidence, Door, EmailError, Evidence, SubscriberEmail, SubscriberStatus,
 };
 use crate::mail::Composer;
+use crate::metrics::{Metrics, SignupResult};
 use crate::outbox::OutboxBell;
 use crate::security::{Limits, Links, TooMany, new_nonce};
 use crate::session::unix_now;
@@ -33,6 +34,7 @@ pub struct SignupPolicy {
     pub keep_full_ip: bool,
     /// `None`: single opt-in.
     pub double_opt_in: Option<DoubleOptIn>,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct DoubleOptIn {
@@ -74,6 +76,29 @@ pub enum SignupError {
 }
 
 pub async fn sign_up(
+    store: &dyn Store,
+    limits: &Limits,
+    policy: &SignupPolicy,
+    request: SignupRequest<'_>,
+) -> Result<SignupOutcome, SignupError> {
+    let outcome = guarded_sign_up(store, limits, policy, request).await;
+    let counted = match &outcome {
+        Ok(SignupOutcome::Listed(_)) => Some(SignupResult::Listed),
+        Ok(SignupOutcome::AwaitingConfirmation(_)) => Some(SignupResult::Pending),
+        Ok(SignupOutcome::Trapped) => Some(SignupResult::Trapped),
+        Err(SignupError::Invalid(_)) => Some(SignupResult::Invalid),
+        Err(SignupError::ClientLimit(_) | SignupError::AddressLimit(_)) => {
+            Some(SignupResult::Limited)
+        }
+        Err(SignupError::Storage(_)) => None,
+    };
+    if let Some(counted) = counted {
+        policy.metrics.signup(counted);
+    }
+    outcome
+}
+
+async fn guarded_sign_up(
     store: &dyn Store,
     limits: &Limits,
     policy: &SignupPolicy,

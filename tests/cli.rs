@@ -226,6 +226,9 @@ fn bad_settings_stop_the_server_with_exit_code_2_naming_the_setting() {
     let listed = refused(&[], &[("ENLIST_ALLOWED_ORIGINS", "https://ok.example,nope")], d);
     assert!(listed.contains("--allowed-origins"), "{listed}");
     assert!(refused(&["--admin-idle-timeout", "forever"], &[], d).contains("--admin-idle-timeout"));
+    let weak = refused(&[], &[("ENLIST_METRICS_TOKEN", "short")], d);
+    assert!(weak.contains("--metrics-token") && !weak.contains("short\n"), "{weak}");
+    assert!(refused(&["--metrics-bind", "nowhere"], &[], d).contains("--metrics-bind"));
     assert!(refused(&["--visitor-session-ttl", "0s"], &[], d).contains("--visitor-session-ttl"));
 
     let hash = refused(&["--admin-password-hash", "plaintext-oops"], &[], d);

@@ -109,6 +109,8 @@ breakable! {
     async fn token_by_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<TokenRecord>>;
     async fn touch_token(&self, id: i64, now: i64) -> StoreResult<()>;
     async fn counts(&self) -> StoreResult<Counts>;
+    async fn outbox_backlog(&self) -> StoreResult<Vec<(String, u64, i64)>>;
+    async fn connections(&self) -> StoreResult<(u64, u64)>;
     async fn count_matching(&self, filter: ListFilter<'_>, cap: u64) -> StoreResult<u64>;
     async fn claim_mail(&self, now: i64, lease_until: i64, owner: i64, limit: u32) -> StoreResult<Vec<QueuedMail>>;
     async fn record_mail(&self, outcomes: &[MailOutcome]) -> StoreResult<()>;

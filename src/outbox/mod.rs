@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::mail::{CONNECTIONS, Composer, Mailer, SEND_TIMEOUT, SendFailure};
+use crate::metrics::{MailResult as Attempt, Metrics};
 use crate::session::unix_now;
 use crate::store::{MailOutcome, MailResult, QueuedMail, Store};
 use crate::web::RequestGauge;
@@ -52,6 +53,7 @@ pub struct OutboxWorker {
     /// Requests being answered: while many are, mail goes out one at a time and waits its
     /// turn, so a burst of signups is not slowed by its own confirmation mails.
     pub visitors: RequestGauge,
+    pub metrics: Arc<Metrics>,
 }
 
 impl OutboxWorker {
@@ -168,6 +170,11 @@ impl OutboxWorker {
                 }
             }
         };
+        self.metrics.mail(match result {
+            MailResult::Sent { .. } => Attempt::Sent,
+            MailResult::Retry { .. } => Attempt::Retry,
+            MailResult::Failed { .. } => Attempt::Failed,
+        });
         MailOutcome { id: mail.id, result }
     }
 }

@@ -4,8 +4,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use crate::metrics::{LimitRule, Metrics};
 
 /// `N` events per `period`, as written in a setting (`10/1m`). `None` turns a limit off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +57,8 @@ pub struct Limits {
     per_ip: Option<KeyedBucket<IpAddr>>,
     per_address: Option<KeyedWindow<String>>,
     login: Option<LoginThrottle>,
+    /// Where refusals are counted, by rule.
+    metrics: Arc<Metrics>,
 }
 
 impl Limits {
@@ -67,22 +71,41 @@ impl Limits {
             per_ip: signup_per_ip.map(KeyedBucket::new),
             per_address: signup_per_address.map(KeyedWindow::new),
             login: login.map(LoginThrottle::new),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts refusals in `metrics` (the server's, shown on `/metrics`).
+    pub fn counted_in(self, metrics: Arc<Metrics>) -> Self {
+        Self { metrics, ..self }
+    }
+
+    fn refused(&self, rule: LimitRule, result: Result<(), TooMany>) -> Result<(), TooMany> {
+        if result.is_err() {
+            self.metrics.rate_limited(rule);
+        }
+        result
     }
 
     /// Counts a signup attempt from `ip` (before the address is even read).
     pub fn signup_from(&self, ip: IpAddr, now: Instant) -> Result<(), TooMany> {
-        self.per_ip.as_ref().map_or(Ok(()), |bucket| bucket.take(ip, now))
+        let taken = self.per_ip.as_ref().map_or(Ok(()), |bucket| bucket.take(ip, now));
+        self.refused(LimitRule::SignupClient, taken)
     }
 
     /// Counts a signup of the address with this key, whoever submits it.
     pub fn signup_of(&self, address_key: &str, now: Instant) -> Result<(), TooMany> {
-        self.per_address.as_ref().map_or(Ok(()), |window| window.take(address_key.to_owned(), now))
+        let taken = self
+            .per_address
+            .as_ref()
+            .map_or(Ok(()), |window| window.take(address_key.to_owned(), now));
+        self.refused(LimitRule::SignupAddress, taken)
     }
 
     /// Whether `ip` may try a password now.
     pub fn login_allowed(&self, ip: IpAddr, now: Instant) -> Result<(), TooMany> {
-        self.login.as_ref().map_or(Ok(()), |throttle| throttle.allowed(ip, now))
+        let allowed = self.login.as_ref().map_or(Ok(()), |throttle| throttle.allowed(ip, now));
+        self.refused(LimitRule::Login, allowed)
     }
 
     pub fn login_failed(&self, ip: IpAddr, now: Instant) {

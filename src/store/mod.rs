@@ -181,6 +181,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The numbers per status, from maintained counters (no scan).
     async fn counts(&self) -> StoreResult<Counts>;
+    /// Messages waiting in the outbox per kind (`confirm`, `welcome`, …): how many, and the
+    /// Unix time the oldest was queued.
+    async fn outbox_backlog(&self) -> StoreResult<Vec<(String, u64, i64)>>;
+    /// Database connections of the pool: (in use, idle).
+    async fn connections(&self) -> StoreResult<(u64, u64)>;
     /// How many addresses match, counting no further than `cap`.
     async fn count_matching(&self, filter: ListFilter<'_>, cap: u64) -> StoreResult<u64>;
 

@@ -69,6 +69,9 @@ pub enum AppError {
     Unauthorized,
     #[error("read-only token")]
     ReadOnlyToken,
+    /// `/metrics` from a client that may not read it.
+    #[error("metrics refused")]
+    MetricsRefused,
     /// The API's body was not JSON at all.
     #[error("malformed JSON: {0}")]
     MalformedJson(String),
@@ -122,6 +125,7 @@ impl AppError {
             Self::ReadOnlyToken => {
                 ("read-only-token", Some("This token may only read; this call writes.".into()))
             }
+            Self::MetricsRefused => ("forbidden", Some(messages::METRICS_REFUSED.into())),
             Self::LinkUnknown { .. } | Self::NotFound => ("not-found", None),
             Self::LinkExpired { .. } => ("expired", None),
             Self::BadRequest(message) => ("bad-request", Some(message.clone())),
@@ -240,6 +244,10 @@ impl IntoResponse for AppError {
             }
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorPage::Generic { message: None }),
             Self::ReadOnlyToken => (StatusCode::FORBIDDEN, ErrorPage::Generic { message: None }),
+            Self::MetricsRefused => (
+                StatusCode::FORBIDDEN,
+                ErrorPage::Generic { message: Some(messages::METRICS_REFUSED.into()) },
+            ),
             Self::MalformedJson(_) => {
                 (StatusCode::BAD_REQUEST, ErrorPage::Generic { message: None })
             }

@@ -3,6 +3,7 @@
 //! with a button; only a `POST` changes anything, so link scanners that fetch every URL in a
 //! mail confirm and unsubscribe nobody.
 
+use crate::metrics::UnsubscribeDoor;
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
 use axum::http::HeaderMap;
@@ -151,7 +152,11 @@ pub async fn unsubscribe(
 ) -> Result<Response, AppError> {
     let one_click = is_one_click(&headers, &body);
     match subscriber(&app, &token).await? {
-        Some(found) => leave(&app, &found, LeaveReason::Unsubscribed).await?,
+        Some(found) => {
+            leave(&app, &found, LeaveReason::Unsubscribed).await?;
+            let door = if one_click { UnsubscribeDoor::OneClick } else { UnsubscribeDoor::Link };
+            app.metrics.unsubscribe(door);
+        }
         // Gone already: leaving twice is still having left.
         None if one_click => {}
         None => return Err(AppError::LinkUnknown { page: UNSUBSCRIBE_PAGE }),
@@ -169,6 +174,7 @@ pub async fn erase(
     let found =
         subscriber(&app, &token).await?.ok_or(AppError::LinkUnknown { page: UNSUBSCRIBE_PAGE })?;
     leave(&app, &found, LeaveReason::Erased).await?;
+    app.metrics.unsubscribe(UnsubscribeDoor::Erase);
     Ok(Redirect::to("/erased"))
 }
 

@@ -133,3 +133,6 @@ pub fn login_throttled(wait: &str) -> String {
 }
 
 pub const WRONG_PASSWORD: &str = "That password is not right.";
+pub const METRICS_REFUSED: &str = "The metrics are served to loopback clients only. To read them from \
+     elsewhere, start the server with --metrics-token (and send it as a bearer token) or \
+     --metrics-bind.";

@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod links;
 mod messages;
+mod metrics;
 mod public;
 mod render;
 
@@ -37,6 +38,7 @@ use url::Url;
 pub use client_ip::{ClientIp, TrustedProxies};
 pub use cross_origin::CrossOrigin;
 pub use error::AppError;
+pub use metrics::MetricsAccess;
 pub use render::Templates;
 
 use crate::security::{AdminCredentials, Limits};
@@ -101,6 +103,8 @@ pub struct AppState {
     pub cross_origin: CrossOrigin,
     /// Where visitors reach this service (`--public-url`, or the bind address).
     pub public_url: Arc<Url>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics_access: MetricsAccess,
 }
 
 /// How many requests are being answered right now: background work (the outbox) yields while
@@ -160,6 +164,7 @@ pub fn app(
         .route("/admin/logout", post(admin::logout).route_layer(gate));
 
     let layers = ServiceBuilder::new()
+        .layer(from_fn_with_state(state.metrics.clone(), metrics::count_request))
         .layer(from_fn_with_state(state.in_flight.clone(), count_in_flight))
         .layer(from_fn_with_state(trusted_proxies, client_ip::client_ip_layer))
         .layer(SetRequestIdLayer::x_request_id(RequestCounter::default()))
@@ -232,14 +237,24 @@ pub fn app(
         .route("/erased", get(links::erased))
         .route("/admin/login", get(admin::login_page).post(admin::login))
         .route("/healthz", get(public::healthz))
+        .route("/metrics", get(metrics::metrics))
         .route("/static/{file}", get(public::static_file))
         .merge(admin_only)
         .merge(api::router())
+        .route_layer(axum::middleware::from_fn(metrics::note_route))
         .fallback(public::not_found)
         .with_state(state);
     // One stack around the whole router, rather than `Router::layer`, which wraps every route in
     // its own copy and clones that per request.
     Router::new().fallback_service(layers.service(routes))
+}
+
+/// `--metrics-bind`: a listener that serves `/metrics` and nothing else.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::metrics_on_own_listener))
+        .layer(from_fn_with_state(state.templates.clone(), error::render_error_pages))
+        .with_state(state)
 }
 
 /// Request ids: a per-process counter is enough to follow one request through the log.

@@ -1,6 +1,7 @@
 //! What a visitor does: see the form, sign up, be thanked (or asked to confirm), have the link
 //! sent again, unregister.
 
+use crate::metrics::UnsubscribeDoor;
 use std::time::Instant;
 
 use axum::Extension;
@@ -178,6 +179,7 @@ pub async fn unregister(
             now: unix_now(),
         };
         if app.store.remove_subscriber(&email, Some(leaving)).await? {
+            app.metrics.unsubscribe(UnsubscribeDoor::Unregister);
             messages::unregistered(&email)
         } else {
             messages::not_on_the_list()

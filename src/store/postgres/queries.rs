@@ -229,6 +229,21 @@ impl Store for PostgresStore {
         Ok(counts_from(rows))
     }
 
+    async fn outbox_backlog(&self) -> StoreResult<Vec<(String, u64, i64)>> {
+        let select = sqlx::query_as::<_, (String, i64, i64)>(
+            "SELECT purpose, count(*), min(created_at) FROM outbox WHERE status = 'queued'
+             GROUP BY purpose ORDER BY purpose",
+        )
+        .fetch_all(&self.pool);
+        let rows = self.bounded("reading the outbox backlog", select).await?;
+        Ok(rows.into_iter().map(|(kind, n, oldest)| (kind, n.unsigned_abs(), oldest)).collect())
+    }
+
+    async fn connections(&self) -> StoreResult<(u64, u64)> {
+        let (size, idle) = (u64::from(self.pool.size()), self.pool.num_idle() as u64);
+        Ok((size.saturating_sub(idle), idle))
+    }
+
     async fn count_matching(&self, filter: ListFilter<'_>, cap: u64) -> StoreResult<u64> {
         let Some(term) = filter.search else {
             let counts = self.counts().await?;

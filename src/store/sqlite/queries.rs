@@ -364,6 +364,23 @@ impl Store for SqliteStore {
         Ok(counts_from(rows))
     }
 
+    async fn outbox_backlog(&self) -> StoreResult<Vec<(String, u64, i64)>> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT purpose, count(*), min(created_at) FROM outbox WHERE status = 'queued'
+             GROUP BY purpose ORDER BY purpose",
+        )
+        .fetch_all(&self.readers)
+        .await
+        .context("reading the outbox backlog")?;
+        Ok(rows.into_iter().map(|(kind, n, oldest)| (kind, n.unsigned_abs(), oldest)).collect())
+    }
+
+    /// The read pool's connections; the one write connection is always in use by the writer.
+    async fn connections(&self) -> StoreResult<(u64, u64)> {
+        let (size, idle) = (u64::from(self.readers.size()), self.readers.num_idle() as u64);
+        Ok((size.saturating_sub(idle) + 1, idle))
+    }
+
     async fn count_matching(&self, filter: ListFilter<'_>, cap: u64) -> StoreResult<u64> {
         let Some(term) = filter.search else {
             let counts = self.counts().await?;
