@@ -40,6 +40,16 @@ pub enum Command {
     Openapi,
     /// Create, list and revoke the JSON API's bearer tokens.
     Token(Box<TokenArgs>),
+    /// Write a consistent copy of the SQLite database to FILE, also while a server runs.
+    Backup(Box<BackupArgs>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// Where the copy goes (never overwritten).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -76,6 +76,18 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        Some(Command::Backup(args)) => tool(args.serve.clone(), |settings| async move {
+            let backup = enlist::cli::backup::run(&settings, &args.file).await?;
+            eprintln!(
+                "backup: {} ({} bytes, {} subscribers, integrity ok); restore by pointing \
+                 --database-url at it, with the same secret key file ({})",
+                backup.path.display(),
+                backup.bytes,
+                backup.subscribers,
+                settings.secret_key_file.display()
+            );
+            Ok(())
+        }),
         None => serve(cli.serve),
     }
 }
