@@ -114,7 +114,6 @@ pub async fn import(
             prepare(incoming.recv().await, links, options)
         });
         let counted = counted.context("importing a batch")?;
-        next = following?;
         report.added += counted.added;
         report.already_on_the_list += counted.existing;
         report.suppressed += counted.suppressed;
@@ -129,6 +128,8 @@ pub async fn import(
             drop(incoming);
             break;
         }
+        // Only now: a batch that failed to read is reported after the one committed before it.
+        next = following?;
     }
     // The parser stops at its next hand-over once nobody listens.
     let _ = parser.await;
