@@ -22,7 +22,9 @@ macro_rules! label_set {
         pub enum $name { $($variant),+ }
         impl $name {
             const ALL: &'static [Self] = &[$(Self::$variant),+];
-            fn as_str(self) -> &'static str {
+        }
+        impl LabelText for $name {
+            fn text(self) -> &'static str {
                 match self { $(Self::$variant => $text),+ }
             }
         }
@@ -326,14 +328,10 @@ fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// A label value as written in the exposition.
 trait LabelText {
     fn text(self) -> &'static str;
 }
-
-macro_rules! label_text {
-    ($($name:ident),+) => { $(impl LabelText for $name { fn text(self) -> &'static str { self.as_str() } })+ };
-}
-label_text!(SignupResult, UnsubscribeDoor, LimitRule, MailResult);
 
 #[cfg(test)]
 mod tests {
