@@ -19,7 +19,7 @@ pub use records::{
     MailRecord, MailResult, NewSubscriber, NewToken, QueuedMail, Selection, SubscriberRecord,
     TokenRecord,
 };
-pub use sqlite::{DatabaseInUse, SqliteStore};
+pub use sqlite::{DatabaseInUse, SqliteStore, copy_database};
 
 /// How many connections, and how long anything may wait.
 #[derive(Debug, Clone, Copy)]

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod backup;
 mod batch;
 mod confirm_batch;
 mod import_batch;
@@ -19,6 +20,7 @@ use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, SqlitePool};
 
+pub use self::backup::copy_database;
 use self::session_cache::SessionCache;
 use self::writer::Writer;
 use super::{PoolLimits, Role};
