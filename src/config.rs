@@ -233,6 +233,17 @@ pub struct ServeArgs {
     /// try; the wait doubles each time, up to an hour, for 24 hours.
     #[arg(long, env = "ENLIST_MAIL_RETRY_DELAY", default_value = "30s", value_parser = parse_positive_duration)]
     pub mail_retry_delay: Duration,
+    /// Let webhook endpoints use plain http URLs (the body and signature travel unencrypted).
+    #[arg(long, env = "ENLIST_WEBHOOKS_ALLOW_HTTP")]
+    pub webhooks_allow_http: bool,
+    /// Let webhooks reach loopback, private and link-local addresses (a receiver on the same
+    /// machine or network). Without it they go to public addresses only.
+    #[arg(long, env = "ENLIST_WEBHOOKS_ALLOW_PRIVATE")]
+    pub webhooks_allow_private: bool,
+    /// After a failed webhook delivery, wait this long before the next try; the wait doubles
+    /// each time, up to an hour, for 24 hours.
+    #[arg(long, env = "ENLIST_WEBHOOK_RETRY_DELAY", default_value = "30s", value_parser = parse_positive_duration)]
+    pub webhook_retry_delay: Duration,
 }
 
 /// Where mail is handed over, as the operator wrote it (credentials never printed).
@@ -453,6 +464,7 @@ pub struct Settings {
     pub list_name: String,
     pub keep_full_ip: bool,
     pub outbox_retry_base: Duration,
+    pub webhooks: crate::webhooks::WebhookPolicy,
     /// `None`: no mail, single opt-in.
     pub mail: Option<MailSettings>,
 }
@@ -558,6 +570,11 @@ impl Settings {
             list_name: args.list_name.trim().to_owned(),
             keep_full_ip: args.keep_full_ip,
             outbox_retry_base: args.mail_retry_delay,
+            webhooks: crate::webhooks::WebhookPolicy {
+                allow_http: args.webhooks_allow_http,
+                allow_private: args.webhooks_allow_private,
+                retry_base: args.webhook_retry_delay,
+            },
             mail,
         })
     }

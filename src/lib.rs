@@ -17,6 +17,7 @@ pub mod signup;
 pub mod store;
 pub mod tokens;
 pub mod web;
+pub mod webhooks;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -33,6 +34,7 @@ use crate::domain::AdminPassword;
 use crate::mail::{Composer, Mailer};
 use crate::metrics::Metrics;
 use crate::outbox::{OutboxBell, OutboxWorker};
+use crate::webhooks::WebhookWorker;
 use crate::security::{AdminCredentials, Limits, Links, SecretKey, resolve_admin_credential};
 use crate::session::{SessionConfig, SessionLayerState, unix_now};
 use crate::signup::{CONFIRMATION_WINDOW, DoubleOptIn, SignupPolicy};
@@ -64,6 +66,7 @@ pub struct Server {
     generated_admin_password: Option<AdminPassword>,
     /// Present when mail is configured.
     outbox: Option<OutboxWorker>,
+    webhooks: WebhookWorker,
     /// `--metrics-bind`: its own listener, serving `/metrics` only.
     metrics_listener: Option<(TcpListener, Router)>,
     housekeeping: Housekeeping,
@@ -160,6 +163,8 @@ impl Server {
             double_opt_in,
             metrics: metrics.clone(),
         };
+        let webhooks = WebhookWorker::new(store.clone(), settings.webhooks, metrics.clone())
+            .context("building the webhook client")?;
         let housekeeping = Housekeeping {
             store: store.clone(),
             pending_ttl: settings.mail.as_ref().map_or(DEFAULT_PENDING_TTL, |m| m.pending_ttl),
@@ -198,6 +203,7 @@ impl Server {
             cross_origin,
             public_url: Arc::new(public_url.clone()),
             metrics,
+            webhooks: settings.webhooks,
             metrics_access: MetricsAccess {
                 token: settings.metrics_token.as_deref().map(Arc::from),
                 separate_listener: settings.metrics_bind.is_some(),
@@ -222,6 +228,7 @@ impl Server {
             public_url,
             generated_admin_password,
             outbox,
+            webhooks,
             housekeeping,
         })
     }
@@ -266,6 +273,10 @@ impl Server {
                 let _ = stopped.wait_for(|stop| *stop).await;
             }))
         });
+        let mut webhooks_stopped = stop_outbox.subscribe();
+        let webhooks = tokio::spawn(self.webhooks.run(async move {
+            let _ = webhooks_stopped.wait_for(|stop| *stop).await;
+        }));
         let (stopping, stop_requested) = tokio::sync::oneshot::channel::<()>();
         let app = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
@@ -290,10 +301,11 @@ impl Server {
         if let Some(metrics_server) = metrics_server {
             metrics_server.abort();
         }
+        let _ = stop_outbox.send(true);
         if let Some(outbox) = outbox {
-            let _ = stop_outbox.send(true);
             let _ = outbox.await;
         }
+        let _ = webhooks.await;
         self.store.close().await;
         served
     }

@@ -62,6 +62,15 @@ label_set!(
     /// What one attempt to send a mail ended in.
     MailResult { Sent => "sent", Retry => "retry", Failed => "failed" }
 );
+label_set!(
+    /// What one attempt to deliver a webhook ended in.
+    WebhookResult {
+        Delivered => "delivered",
+        Retry => "retry",
+        Failed => "failed",
+        Disabled => "disabled",
+    }
+);
 
 /// One counter per label value.
 struct Counters<L: 'static> {
@@ -117,6 +126,7 @@ pub struct Metrics {
     unsubscribes: Counters<UnsubscribeDoor>,
     rate_limited: Counters<LimitRule>,
     mail: Counters<MailResult>,
+    webhooks: Counters<WebhookResult>,
 }
 
 impl Default for Metrics {
@@ -127,6 +137,7 @@ impl Default for Metrics {
             unsubscribes: Counters::new(UnsubscribeDoor::ALL),
             rate_limited: Counters::new(LimitRule::ALL),
             mail: Counters::new(MailResult::ALL),
+            webhooks: Counters::new(WebhookResult::ALL),
         }
     }
 }
@@ -187,6 +198,10 @@ impl Metrics {
         self.mail.add(result);
     }
 
+    pub fn webhook(&self, result: WebhookResult) {
+        self.webhooks.add(result);
+    }
+
     /// The whole exposition.
     pub fn render(&self, snapshot: &Snapshot) -> String {
         let mut out = String::with_capacity(8 * 1024);
@@ -221,6 +236,13 @@ impl Metrics {
             "Attempts to send a mail, by result.",
             "result",
             &self.mail,
+        );
+        counters(
+            &mut out,
+            "enlist_webhook_deliveries_total",
+            "Attempts to deliver a webhook, by result.",
+            "result",
+            &self.webhooks,
         );
         family(&mut out, "enlist_outbox_pending", "gauge", "Messages waiting in the outbox.");
         for (kind, queued, _) in &snapshot.outbox {

@@ -13,6 +13,7 @@ use enlist::Server;
 use enlist::config::{Cli, Command, Settings};
 use enlist::domain::{SearchTerm, SubscriberEmail, SubscriberStatus};
 use enlist::store::{
+    AttemptRecord, DeliveryOutcome, EndpointRecord, NewEndpoint, QueuedDelivery,
     AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
     Counts, ExportChunk, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord,
     NewSubscriber, NewToken, PoolLimits, QueuedMail, Selection, SessionKey, SqliteStore, Store,
@@ -108,6 +109,14 @@ breakable! {
     async fn revoke_token(&self, name: &str) -> StoreResult<bool>;
     async fn token_by_hash(&self, hash: &[u8; 32]) -> StoreResult<Option<TokenRecord>>;
     async fn touch_token(&self, id: i64, now: i64) -> StoreResult<()>;
+    async fn create_endpoint(&self, endpoint: NewEndpoint<'_>) -> StoreResult<i64>;
+    async fn endpoints(&self) -> StoreResult<Vec<EndpointRecord>>;
+    async fn endpoint(&self, id: i64) -> StoreResult<Option<EndpointRecord>>;
+    async fn remove_endpoint(&self, id: i64) -> StoreResult<bool>;
+    async fn queue_ping(&self, endpoint_id: i64, now: i64) -> StoreResult<bool>;
+    async fn claim_deliveries(&self, now: i64, lease_until: i64, owner: i64, limit: u32) -> StoreResult<Vec<QueuedDelivery>>;
+    async fn record_deliveries(&self, outcomes: &[DeliveryOutcome]) -> StoreResult<()>;
+    async fn webhook_attempts(&self, endpoint_id: i64) -> StoreResult<Vec<AttemptRecord>>;
     async fn counts(&self) -> StoreResult<Counts>;
     async fn outbox_backlog(&self) -> StoreResult<Vec<(String, u64, i64)>>;
     async fn connections(&self) -> StoreResult<(u64, u64)>;

@@ -180,13 +180,13 @@ impl OutboxWorker {
 }
 
 /// `base`, then twice as long after every failed attempt, never more than an hour.
-fn backoff(base: Duration, attempts_before: i64) -> Duration {
+pub(crate) fn backoff(base: Duration, attempts_before: i64) -> Duration {
     let doublings = u32::try_from(attempts_before.clamp(0, 20)).unwrap_or(20);
     base.saturating_mul(2u32.saturating_pow(doublings)).min(MAX_BACKOFF)
 }
 
 /// A fresh random lease owner per claim, so a claim reads back exactly the rows it leased.
-fn lease_owner() -> i64 {
+pub(crate) fn lease_owner() -> i64 {
     let mut bytes = [0u8; 8];
     if getrandom::fill(&mut bytes).is_err() {
         return i64::from(std::process::id()) << 20 | unix_now() & 0xfffff;

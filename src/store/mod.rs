@@ -3,6 +3,7 @@
 mod postgres;
 mod records;
 mod sqlite;
+mod webhook_records;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,10 @@ pub use records::{
     TokenRecord,
 };
 pub use sqlite::{DatabaseInUse, SqliteStore, copy_database};
+pub use webhook_records::{
+    ATTEMPTS_KEPT, AttemptRecord, DeliveryOutcome, DeliveryResult, EndpointRecord, NewEndpoint,
+    QueuedDelivery,
+};
 
 /// How many connections, and how long anything may wait.
 #[derive(Debug, Clone, Copy)]
@@ -212,6 +217,26 @@ pub trait Store: Send + Sync + 'static {
         phc: &str,
         now: i64,
     ) -> StoreResult<bool>;
+
+    /// Adds a webhook endpoint; returns its id.
+    async fn create_endpoint(&self, endpoint: NewEndpoint<'_>) -> StoreResult<i64>;
+    async fn endpoints(&self) -> StoreResult<Vec<EndpointRecord>>;
+    async fn endpoint(&self, id: i64) -> StoreResult<Option<EndpointRecord>>;
+    /// Removes the endpoint with its queued deliveries and history.
+    async fn remove_endpoint(&self, id: i64) -> StoreResult<bool>;
+    /// Queues a `webhook.ping` to the endpoint; `false` when there is no such enabled endpoint.
+    async fn queue_ping(&self, endpoint_id: i64, now: i64) -> StoreResult<bool>;
+    /// Leases up to `limit` due deliveries to enabled endpoints, as [`Store::claim_mail`].
+    async fn claim_deliveries(
+        &self,
+        now: i64,
+        lease_until: i64,
+        owner: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedDelivery>>;
+    async fn record_deliveries(&self, outcomes: &[DeliveryOutcome]) -> StoreResult<()>;
+    /// The endpoint's newest attempts, newest first.
+    async fn webhook_attempts(&self, endpoint_id: i64) -> StoreResult<Vec<AttemptRecord>>;
 
     /// Waits until every acknowledged or queued write is committed, at shutdown.
     async fn close(&self);

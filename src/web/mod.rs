@@ -105,6 +105,8 @@ pub struct AppState {
     pub public_url: Arc<Url>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub metrics_access: MetricsAccess,
+    /// Where webhook endpoints may point.
+    pub webhooks: crate::webhooks::WebhookPolicy,
 }
 
 /// How many requests are being answered right now: background work (the outbox) yields while

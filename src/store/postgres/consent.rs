@@ -189,6 +189,20 @@ impl PostgresStore {
     ) -> StoreResult<bool> {
         let work = async move {
             let mut tx = self.pool.begin().await?;
+            if let Some(leaving) = &leaving {
+                // Read by the delete trigger that queues the webhook event.
+                let mark = match row {
+                    RowRef::Key(key) | RowRef::PendingKey(key) => {
+                        sqlx::query("UPDATE subscribers SET leaving = $1 WHERE email_key = $2")
+                            .bind(leaving.reason.as_str())
+                            .bind(key)
+                    }
+                    RowRef::Id(id) => sqlx::query("UPDATE subscribers SET leaving = $1 WHERE id = $2")
+                        .bind(leaving.reason.as_str())
+                        .bind(id),
+                };
+                mark.execute(&mut *tx).await?;
+            }
             let delete = match row {
                 RowRef::Key(key) => {
                     sqlx::query("DELETE FROM subscribers WHERE email_key = $1").bind(key)

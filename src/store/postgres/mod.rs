@@ -10,6 +10,7 @@ use super::{PoolLimits, StoreResult};
 mod consent;
 mod owner;
 mod queries;
+mod webhooks;
 
 /// PostgreSQL, shared by any number of instances. Every call is bounded in time on our side too:
 /// `statement_timeout` cannot help when the network, not the server, has gone quiet.

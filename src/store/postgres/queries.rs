@@ -8,6 +8,7 @@ use crate::domain::{SearchTerm, SubscriberEmail, SubscriberStatus};
 use crate::store::records::RECORD_COLUMNS;
 use crate::store::records::counts_from;
 use crate::store::{
+    AttemptRecord, DeliveryOutcome, EndpointRecord, NewEndpoint, QueuedDelivery,
     AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
     Counts, ExportChunk, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord,
     NewSubscriber, NewToken, QueuedMail, Selection, SessionKey, Store, StoreResult, Subscriber,
@@ -220,6 +221,44 @@ impl Store for PostgresStore {
         self.mark_token_used(id, now).await
     }
 
+    async fn create_endpoint(&self, endpoint: NewEndpoint<'_>) -> StoreResult<i64> {
+        self.insert_endpoint(endpoint).await
+    }
+
+    async fn endpoints(&self) -> StoreResult<Vec<EndpointRecord>> {
+        self.all_endpoints().await
+    }
+
+    async fn endpoint(&self, id: i64) -> StoreResult<Option<EndpointRecord>> {
+        self.one_endpoint(id).await
+    }
+
+    async fn remove_endpoint(&self, id: i64) -> StoreResult<bool> {
+        self.delete_endpoint(id).await
+    }
+
+    async fn queue_ping(&self, endpoint_id: i64, now: i64) -> StoreResult<bool> {
+        self.insert_ping(endpoint_id, now).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: i64,
+        lease_until: i64,
+        owner: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedDelivery>> {
+        self.lease_deliveries(now, lease_until, owner, limit).await
+    }
+
+    async fn record_deliveries(&self, outcomes: &[DeliveryOutcome]) -> StoreResult<()> {
+        self.record_deliveries_done(outcomes).await
+    }
+
+    async fn webhook_attempts(&self, endpoint_id: i64) -> StoreResult<Vec<AttemptRecord>> {
+        self.endpoint_attempts(endpoint_id).await
+    }
+
     async fn counts(&self) -> StoreResult<Counts> {
         let select = sqlx::query_as::<_, (String, i64)>(
             "SELECT status, CAST(sum(n) AS BIGINT) FROM subscriber_counts GROUP BY status",
@@ -232,7 +271,10 @@ impl Store for PostgresStore {
     async fn outbox_backlog(&self) -> StoreResult<Vec<(String, u64, i64)>> {
         let select = sqlx::query_as::<_, (String, i64, i64)>(
             "SELECT purpose, count(*), min(created_at) FROM outbox WHERE status = 'queued'
-             GROUP BY purpose ORDER BY purpose",
+             GROUP BY purpose
+             UNION ALL
+             SELECT 'webhook', count(*), min(occurred_at) FROM webhook_deliveries HAVING count(*) > 0
+             ORDER BY 1",
         )
         .fetch_all(&self.pool);
         let rows = self.bounded("reading the outbox backlog", select).await?;

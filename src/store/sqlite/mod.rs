@@ -14,6 +14,7 @@ mod owner;
 mod queries;
 mod search_index;
 mod session_cache;
+mod webhooks;
 mod writer;
 
 use anyhow::Context;

@@ -10,6 +10,7 @@ use sqlx::{Executor, Sqlite, SqliteConnection};
 
 use super::import_batch::{self, OwnedImportRow};
 use super::session_cache::SessionCache;
+use super::webhooks::WebhookOp;
 use crate::store::ImportCounts;
 use crate::store::records::admit_request;
 
@@ -150,6 +151,7 @@ pub(super) enum WriteOp {
         id: i64,
         now: i64,
     },
+    Webhook(WebhookOp),
     /// Writes nothing; answered once everything queued before it is committed.
     Flush,
 }
@@ -313,7 +315,8 @@ impl WriteOp {
             | Self::LeaseMail { .. }
             | Self::RecordMail { .. }
             | Self::PurgeStale { .. }
-            | Self::Import { .. } => return None,
+            | Self::Import { .. }
+            | Self::Webhook(_) => return None,
         })
     }
 
@@ -465,6 +468,12 @@ impl WriteOp {
                     Target::Key(key) => {
                         carry_mail_limit(c, "email_key = ?2", key.as_str(), &leaving.address_hash)
                             .await?;
+                        // Read by the delete trigger that queues the webhook event.
+                        sqlx::query("UPDATE subscribers SET leaving = ? WHERE email_key = ?")
+                            .bind(leaving.reason.as_str())
+                            .bind(key.as_str())
+                            .execute(&mut *c)
+                            .await?;
                         sqlx::query("DELETE FROM subscribers WHERE email_key = ?")
                             .bind(key.as_str())
                             .execute(&mut *c)
@@ -472,6 +481,11 @@ impl WriteOp {
                     }
                     Target::Id(id) => {
                         carry_mail_limit(c, "id = ?2", *id, &leaving.address_hash).await?;
+                        sqlx::query("UPDATE subscribers SET leaving = ? WHERE id = ?")
+                            .bind(leaving.reason.as_str())
+                            .bind(*id)
+                            .execute(&mut *c)
+                            .await?;
                         sqlx::query("DELETE FROM subscribers WHERE id = ?")
                             .bind(*id)
                             .execute(&mut *c)
@@ -539,6 +553,7 @@ impl WriteOp {
                     .await?;
                 Ok(removed)
             }
+            Self::Webhook(op) => op.run(c).await,
             _ => unreachable!("single-statement writes run in `run`"),
         }
     }
@@ -563,6 +578,7 @@ impl WriteOp {
             Self::CreateToken { .. } => "creating a token",
             Self::RevokeToken { .. } => "revoking a token",
             Self::TouchToken { .. } => "recording a token's use",
+            Self::Webhook(op) => op.describe(),
             Self::Flush => "flushing the writer",
         }
     }

@@ -12,10 +12,12 @@ use super::import_batch::OwnedImportRow;
 use super::ops::{DryRun, EvidenceRow, Target, WriteOp, answer};
 use super::search_index::UNINDEXED_TAIL;
 use super::session_cache::Lookup;
+use super::webhooks::WebhookOp;
 use crate::domain::{Evidence, SearchTerm, SubscriberEmail, SubscriberStatus};
 use crate::store::records::RECORD_COLUMNS;
 use crate::store::records::counts_from;
 use crate::store::{
+    AttemptRecord, DeliveryOutcome, EndpointRecord, NewEndpoint, QueuedDelivery,
     AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
     Counts, ExportChunk, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord,
     NewSubscriber, NewToken, QueuedMail, Selection, SessionKey, Store, StoreResult, Subscriber,
@@ -356,6 +358,47 @@ impl Store for SqliteStore {
         self.mark_token_used(id, now).await
     }
 
+    async fn create_endpoint(&self, endpoint: NewEndpoint<'_>) -> StoreResult<i64> {
+        self.insert_endpoint(endpoint).await
+    }
+
+    async fn endpoints(&self) -> StoreResult<Vec<EndpointRecord>> {
+        self.all_endpoints().await
+    }
+
+    async fn endpoint(&self, id: i64) -> StoreResult<Option<EndpointRecord>> {
+        self.one_endpoint(id).await
+    }
+
+    async fn remove_endpoint(&self, id: i64) -> StoreResult<bool> {
+        Ok(self.webhook_write(WebhookOp::RemoveEndpoint { id }).await? == 1)
+    }
+
+    async fn queue_ping(&self, endpoint_id: i64, now: i64) -> StoreResult<bool> {
+        Ok(self.webhook_write(WebhookOp::QueuePing { endpoint_id, now }).await? == 1)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: i64,
+        lease_until: i64,
+        owner: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedDelivery>> {
+        self.lease_deliveries(now, lease_until, owner, limit).await
+    }
+
+    async fn record_deliveries(&self, outcomes: &[DeliveryOutcome]) -> StoreResult<()> {
+        if !outcomes.is_empty() {
+            self.webhook_write(WebhookOp::Record { outcomes: outcomes.to_vec() }).await?;
+        }
+        Ok(())
+    }
+
+    async fn webhook_attempts(&self, endpoint_id: i64) -> StoreResult<Vec<AttemptRecord>> {
+        self.endpoint_attempts(endpoint_id).await
+    }
+
     async fn counts(&self) -> StoreResult<Counts> {
         let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, n FROM subscriber_counts")
             .fetch_all(&self.readers)
@@ -367,7 +410,10 @@ impl Store for SqliteStore {
     async fn outbox_backlog(&self) -> StoreResult<Vec<(String, u64, i64)>> {
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
             "SELECT purpose, count(*), min(created_at) FROM outbox WHERE status = 'queued'
-             GROUP BY purpose ORDER BY purpose",
+             GROUP BY purpose
+             UNION ALL
+             SELECT 'webhook', count(*), min(occurred_at) FROM webhook_deliveries HAVING count(*) > 0
+             ORDER BY 1",
         )
         .fetch_all(&self.readers)
         .await

@@ -1,0 +1,212 @@
+//! Delivers queued webhooks: one worker per instance. Deliveries are leased (so instances
+//! sharing a database never send the same one), each attempt is bounded by [`SEND_TIMEOUT`], and
+//! the outcome is recorded: delivered, retry later with exponential backoff, given up after 24
+//! hours, or — on `410 Gone` — the endpoint disabled.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use url::Url;
+
+use super::destination::{Destination, ScreeningResolver};
+use super::{WebhookPolicy, body, message_id, sign};
+use crate::metrics::{Metrics, WebhookResult};
+use crate::outbox::{backoff, lease_owner};
+use crate::session::unix_now;
+use crate::store::{DeliveryOutcome, DeliveryResult, QueuedDelivery, Store};
+
+/// A receiver has this long to answer, connection and body included.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a claimed delivery stays ours: a worker that dies mid-send frees it after this.
+const LEASE: Duration = Duration::from_secs(60);
+/// Deliveries in flight at once, across all endpoints.
+const PARALLEL: usize = 16;
+/// How often to look for due deliveries (new events, retries, other instances' leftovers).
+const POLL: Duration = Duration::from_secs(1);
+const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+pub struct WebhookWorker {
+    store: Arc<dyn Store>,
+    client: reqwest::Client,
+    policy: WebhookPolicy,
+    metrics: Arc<Metrics>,
+}
+
+impl WebhookWorker {
+    pub fn new(
+        store: Arc<dyn Store>,
+        policy: WebhookPolicy,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            // A redirect is a failure: following one could lead anywhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(SEND_TIMEOUT)
+            .connect_timeout(SEND_TIMEOUT / 2)
+            // A proxy would connect to the name itself, past the address check.
+            .no_proxy()
+            .dns_resolver(ScreeningResolver { allow_private: policy.allow_private })
+            .user_agent(concat!("enlist/", env!("CARGO_PKG_VERSION"), " (webhooks)"))
+            .build()?;
+        Ok(Self { store, client, policy, metrics })
+    }
+
+    /// Runs until `stop` completes, then waits (bounded) for the attempts in flight and
+    /// records them.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        let worker = Arc::new(self);
+        let mut in_flight: JoinSet<DeliveryOutcome> = JoinSet::new();
+        tokio::pin!(stop);
+        loop {
+            // After a quiet second, or as soon as an attempt ends and makes room.
+            if in_flight.len() < PARALLEL {
+                let claimed = worker.claim(PARALLEL - in_flight.len()).await;
+                for (delivery, lease_until) in claimed {
+                    let worker = worker.clone();
+                    in_flight.spawn(async move { worker.attempt(delivery, lease_until).await });
+                }
+            }
+            tokio::select! {
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    let mut outcomes: Vec<DeliveryOutcome> = done.into_iter().collect();
+                    while let Some(done) = in_flight.try_join_next() {
+                        outcomes.extend(done);
+                    }
+                    worker.record(&outcomes).await;
+                }
+                () = tokio::time::sleep(POLL) => {}
+                () = &mut stop => break,
+            }
+        }
+        let finishing = async {
+            let mut outcomes = Vec::new();
+            while let Some(done) = in_flight.join_next().await {
+                outcomes.extend(done);
+            }
+            outcomes
+        };
+        // Anything still unanswered keeps its lease and is sent again after it runs out.
+        if let Ok(outcomes) = tokio::time::timeout(SEND_TIMEOUT, finishing).await {
+            worker.record(&outcomes).await;
+        }
+    }
+
+    async fn claim(&self, room: usize) -> Vec<(QueuedDelivery, i64)> {
+        let now = unix_now();
+        let lease_until = now + LEASE.as_secs() as i64;
+        let owner = lease_owner();
+        match self.store.claim_deliveries(now, lease_until, owner, room as u32).await {
+            Ok(claimed) => claimed.into_iter().map(|d| (d, lease_until)).collect(),
+            Err(e) => {
+                tracing::warn!(error = format!("{:#}", e.0), "could not claim webhook deliveries");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn record(&self, outcomes: &[DeliveryOutcome]) {
+        // A failed record leaves the leases to run out, and the deliveries go again: at least
+        // once, with the same webhook-id.
+        if let Err(e) = self.store.record_deliveries(outcomes).await {
+            tracing::warn!(error = format!("{:#}", e.0), "could not record webhook deliveries");
+        }
+    }
+
+    async fn attempt(&self, delivery: QueuedDelivery, lease_until: i64) -> DeliveryOutcome {
+        let started = Instant::now();
+        // The lease must outlast the attempt, or another worker could make it too.
+        let room = Duration::from_secs(u64::try_from(lease_until - unix_now()).unwrap_or(0));
+        let answer = if room <= SEND_TIMEOUT {
+            Err("the lease ran short before the attempt; it will be made again".to_owned())
+        } else {
+            self.send(&delivery).await
+        };
+        let now = unix_now();
+        let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let (http_status, result) = match answer {
+            Ok(status) if (200..300).contains(&status) => (Some(status), DeliveryResult::Delivered),
+            Ok(410) => (Some(410), DeliveryResult::Gone),
+            Ok(status) => (Some(status), self.failed(&delivery, now, format!("HTTP {status}"))),
+            Err(reason) => (None, self.failed(&delivery, now, reason)),
+        };
+        if let DeliveryResult::Retry { error, .. } | DeliveryResult::Failed { error } = &result {
+            tracing::warn!(
+                endpoint = delivery.endpoint_id,
+                event = delivery.event,
+                attempt = delivery.attempts + 1,
+                reason = error,
+                "webhook not delivered"
+            );
+        }
+        self.metrics.webhook(match result {
+            DeliveryResult::Delivered => WebhookResult::Delivered,
+            DeliveryResult::Retry { .. } => WebhookResult::Retry,
+            DeliveryResult::Failed { .. } => WebhookResult::Failed,
+            DeliveryResult::Gone => WebhookResult::Disabled,
+        });
+        DeliveryOutcome {
+            delivery_id: delivery.id,
+            endpoint_id: delivery.endpoint_id,
+            event: delivery.event,
+            at: now,
+            http_status,
+            duration_ms,
+            result,
+        }
+    }
+
+    /// Retry with backoff, or give up once the event is a day old.
+    fn failed(&self, delivery: &QueuedDelivery, now: i64, reason: String) -> DeliveryResult {
+        if now.saturating_sub(delivery.occurred_at) >= GIVE_UP_AFTER.as_secs() as i64 {
+            return DeliveryResult::Failed { error: format!("gave up after 24 hours: {reason}") };
+        }
+        let wait = backoff(self.policy.retry_base, delivery.attempts);
+        let at = now + i64::try_from(wait.as_secs().max(1)).unwrap_or(i64::MAX);
+        DeliveryResult::Retry { at, error: reason }
+    }
+
+    /// The receiver's status code, or why there was none.
+    async fn send(&self, delivery: &QueuedDelivery) -> Result<u16, String> {
+        let url = Url::parse(&delivery.url).map_err(|e| format!("bad URL: {e}"))?;
+        // A host given as an address never reaches the resolver: check it here.
+        if !matches!(url.host(), Some(url::Host::Domain(_))) {
+            Destination::check(&url, self.policy.allow_private).await?;
+        }
+        let id = message_id(delivery);
+        let timestamp = unix_now();
+        let body = body(delivery);
+        let signature = sign(&delivery.secret, &id, timestamp, &body);
+        let response = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .map_err(describe)?;
+        Ok(response.status().as_u16())
+    }
+}
+
+/// reqwest's error with its causes (the resolver's refusal is one of them).
+fn describe(error: reqwest::Error) -> String {
+    if error.is_timeout() {
+        return format!("no answer within {} seconds", SEND_TIMEOUT.as_secs());
+    }
+    let mut causes = Vec::new();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(inner) = cause {
+        causes.push(inner.to_string());
+        cause = inner.source();
+    }
+    let mut text = error.without_url().to_string();
+    for inner in causes {
+        text.push_str(": ");
+        text.push_str(&inner);
+    }
+    text
+}
