@@ -42,6 +42,47 @@ pub enum Command {
     Token(Box<TokenArgs>),
     /// Write a consistent copy of the SQLite database to FILE, also while a server runs.
     Backup(Box<BackupArgs>),
+    /// Add, list and remove webhook endpoints.
+    Webhook(Box<WebhookArgs>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    #[command(subcommand)]
+    pub action: WebhookAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum WebhookAction {
+    /// Add an endpoint and print its signing secret (shown this once).
+    Add {
+        url: String,
+        /// Comma-separated events (subscriber.created, subscriber.confirmed,
+        /// subscriber.unsubscribed, subscriber.deleted, subscriber.erased); all by default.
+        #[arg(long, value_delimiter = ',')]
+        events: Vec<String>,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// List the endpoints.
+    List {
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Remove an endpoint (by the id `list` shows), with its queued deliveries.
+    Remove {
+        id: i64,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+}
+
+impl WebhookAction {
+    pub fn serve_args(&self) -> &ServeArgs {
+        match self {
+            Self::Add { serve, .. } | Self::List { serve } | Self::Remove { serve, .. } => serve,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -76,6 +76,13 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        Some(Command::Webhook(args)) => {
+            tool(args.action.serve_args().clone(), |settings| async move {
+                let printed = enlist::cli::webhook::run(&settings, &args.action).await?;
+                println!("{printed}");
+                Ok(())
+            })
+        }
         Some(Command::Backup(args)) => tool(args.serve.clone(), |settings| async move {
             let backup = enlist::cli::backup::run(&settings, &args.file).await?;
             eprintln!(

@@ -4,6 +4,7 @@ pub mod backup;
 pub mod export;
 pub mod import;
 pub mod token;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -136,3 +136,21 @@ pub const WRONG_PASSWORD: &str = "That password is not right.";
 pub const METRICS_REFUSED: &str = "The metrics are served to loopback clients only. To read them from \
      elsewhere, start the server with --metrics-token (and send it as a bearer token) or \
      --metrics-bind.";
+
+pub fn webhook_refused(reason: &str) -> String {
+    format!("That webhook URL cannot be used: {reason}.")
+}
+
+pub fn webhook_ping_queued() -> Notice {
+    Notice::success(
+        "A webhook.ping is on its way; its attempt appears below within a few seconds (reload).",
+    )
+}
+
+pub fn webhook_disabled() -> Notice {
+    Notice::error("This endpoint is disabled: remove it and add it again to send to it.")
+}
+
+pub fn webhook_removed() -> Notice {
+    Notice::success("The webhook endpoint is removed, with its queued deliveries.")
+}

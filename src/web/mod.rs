@@ -158,6 +158,10 @@ pub fn app(
         .route("/admin/add", post(admin::add).route_layer(gate.clone()))
         .route("/admin/tokens", post(admin::create_token).route_layer(gate.clone()))
         .route("/admin/tokens/revoke", post(admin::revoke_token).route_layer(gate.clone()))
+        .route("/admin/webhooks", post(admin::add_webhook).route_layer(gate.clone()))
+        .route("/admin/webhooks/{id}", get(admin::webhook_page).route_layer(gate.clone()))
+        .route("/admin/webhooks/{id}/ping", post(admin::ping_webhook).route_layer(gate.clone()))
+        .route("/admin/webhooks/{id}/remove", post(admin::remove_webhook).route_layer(gate.clone()))
         .route("/admin/delete-selected", post(admin::delete_selected).route_layer(gate.clone()))
         .route(
             "/admin/delete-matching",

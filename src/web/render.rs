@@ -25,6 +25,8 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("admin_subscriber.html", include_str!("../../templates/admin_subscriber.html")),
     ("admin_import.html", include_str!("../../templates/admin_import.html")),
     ("admin_token_created.html", include_str!("../../templates/admin_token_created.html")),
+    ("admin_webhook.html", include_str!("../../templates/admin_webhook.html")),
+    ("admin_webhook_created.html", include_str!("../../templates/admin_webhook_created.html")),
     ("admin_delete_matching.html", include_str!("../../templates/admin_delete_matching.html")),
     ("confirmation.txt", include_str!("../../templates/confirmation.txt")),
     ("confirmation.html", include_str!("../../templates/confirmation.html")),

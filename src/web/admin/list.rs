@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::timestamps;
 use super::tokens::TokenRow;
+use super::webhooks::{EndpointRow, event_choices};
 use crate::domain::{SearchTerm, SubscriberStatus};
 use crate::session::{Notice, Session};
 use crate::store::{Counts, ListFilter, Subscriber};
@@ -62,6 +63,8 @@ struct ListPage<'a> {
     first_page: bool,
     mail_on: bool,
     tokens: Vec<TokenRow>,
+    webhooks: Vec<EndpointRow>,
+    webhook_events: Vec<&'static str>,
     embed: Embed,
 }
 
@@ -132,6 +135,8 @@ pub async fn list(
         first_page: params.before.is_none(),
         mail_on: app.signups.double_opt_in.is_some(),
         tokens: app.store.tokens().await?.into_iter().map(TokenRow::from).collect(),
+        webhooks: app.store.endpoints().await?.into_iter().map(EndpointRow::from).collect(),
+        webhook_events: event_choices(),
         embed: Embed {
             signup_url: endpoint(&app, "/signup"),
             api_url: endpoint(&app, "/api/v1/signup"),

@@ -7,6 +7,7 @@ mod list;
 mod subscriber;
 mod tokens;
 mod transfer;
+mod webhooks;
 
 pub use by_hand::{add, delete_matching, delete_matching_page, delete_selected};
 pub(crate) use list::find;
@@ -14,6 +15,7 @@ pub use list::list;
 pub use subscriber::subscriber_page;
 pub use tokens::{create_token, revoke_token};
 pub use transfer::{export, import};
+pub use webhooks::{add_webhook, ping_webhook, remove_webhook, webhook_page};
 
 use std::time::Instant;
 
