@@ -34,12 +34,12 @@ use crate::domain::AdminPassword;
 use crate::mail::{Composer, Mailer};
 use crate::metrics::Metrics;
 use crate::outbox::{OutboxBell, OutboxWorker};
-use crate::webhooks::WebhookWorker;
 use crate::security::{AdminCredentials, Limits, Links, SecretKey, resolve_admin_credential};
 use crate::session::{SessionConfig, SessionLayerState, unix_now};
 use crate::signup::{CONFIRMATION_WINDOW, DoubleOptIn, SignupPolicy};
 use crate::store::{PoolLimits, Store};
 use crate::web::{AppState, CrossOrigin, MetricsAccess, RequestGauge, Templates, TrustedProxies};
+use crate::webhooks::WebhookWorker;
 
 const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(10 * 60);
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10 * 60);

@@ -13,11 +13,11 @@ use enlist::Server;
 use enlist::config::{Cli, Command, Settings};
 use enlist::domain::{SearchTerm, SubscriberEmail, SubscriberStatus};
 use enlist::store::{
-    AttemptRecord, DeliveryOutcome, EndpointRecord, NewEndpoint, QueuedDelivery,
-    AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
-    Counts, ExportChunk, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord,
-    NewSubscriber, NewToken, PoolLimits, QueuedMail, Selection, SessionKey, SqliteStore, Store,
-    StoreError, StoreResult, Subscriber, SubscriberRecord, TokenRecord, Walk,
+    AddressHash, AttemptRecord, ConfirmWrite, Confirmation, ConfirmationQueued,
+    ConfirmationRequest, Confirmed, Counts, DeliveryOutcome, EndpointRecord, ExportChunk,
+    ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord, NewEndpoint,
+    NewSubscriber, NewToken, PoolLimits, QueuedDelivery, QueuedMail, Selection, SessionKey,
+    SqliteStore, Store, StoreError, StoreResult, Subscriber, SubscriberRecord, TokenRecord, Walk,
 };
 use reqwest::StatusCode;
 use sqlx::sqlite::SqliteConnectOptions;

@@ -127,7 +127,9 @@ impl EndpointUrl {
         match url.scheme() {
             "https" => {}
             "http" if policy.allow_http => {}
-            "http" => return Err("the URL must use https (plain http needs --webhooks-allow-http)".into()),
+            "http" => {
+                return Err("the URL must use https (plain http needs --webhooks-allow-http)".into());
+            }
             other => return Err(format!("the URL must use https, not {other}")),
         }
         if url.host().is_none() {
@@ -242,7 +244,8 @@ pub fn body(delivery: &QueuedDelivery) -> Vec<u8> {
 }
 
 fn rfc3339(unix_seconds: i64) -> String {
-    let time = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(unix_seconds).unwrap_or(0));
+    let time =
+        std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(unix_seconds).unwrap_or(0));
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
@@ -284,6 +287,9 @@ mod tests {
         assert!(EndpointUrl::parse("ftp://hooks.example.com/", &lax).is_err());
         assert!(EndpointUrl::parse("https://user:pw@hooks.example.com/", &strict).is_err());
         assert!(EndpointUrl::parse("not a url", &strict).is_err());
-        assert!(EndpointUrl::parse(&format!("https://a.example/{}", "x".repeat(2000)), &strict).is_err());
+        assert!(
+            EndpointUrl::parse(&format!("https://a.example/{}", "x".repeat(2000)), &strict)
+                .is_err()
+        );
     }
 }

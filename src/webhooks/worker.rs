@@ -39,6 +39,7 @@ impl WebhookWorker {
         policy: WebhookPolicy,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
+        crate::install_tls_provider();
         let client = reqwest::Client::builder()
             // A redirect is a failure: following one could lead anywhere.
             .redirect(reqwest::redirect::Policy::none())

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 
 pub mod proxy;
 pub mod smtp;
+pub mod webhook;
 
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 /// Settings that turn every abuse limit off: tests sign up many addresses from one client (the
@@ -276,8 +277,14 @@ impl Drop for RunningServer {
     }
 }
 
+/// reqwest's TLS is rustls with the provider the server uses (ring), installed once.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A client that behaves like one browser profile: keeps cookies, never follows redirects.
 pub fn browser() -> Client {
+    install_tls_provider();
     Client::builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
@@ -288,6 +295,7 @@ pub fn browser() -> Client {
 
 /// A client with no cookie store, for sending exactly the cookies a test chooses.
 pub fn bare_client() -> Client {
+    install_tls_provider();
     Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))

@@ -197,9 +197,11 @@ impl PostgresStore {
                             .bind(leaving.reason.as_str())
                             .bind(key)
                     }
-                    RowRef::Id(id) => sqlx::query("UPDATE subscribers SET leaving = $1 WHERE id = $2")
-                        .bind(leaving.reason.as_str())
-                        .bind(id),
+                    RowRef::Id(id) => {
+                        sqlx::query("UPDATE subscribers SET leaving = $1 WHERE id = $2")
+                            .bind(leaving.reason.as_str())
+                            .bind(id)
+                    }
                 };
                 mark.execute(&mut *tx).await?;
             }

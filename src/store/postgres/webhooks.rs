@@ -87,7 +87,10 @@ impl PostgresStore {
         self.bounded("leasing webhook deliveries", lease).await
     }
 
-    pub(super) async fn record_deliveries_done(&self, outcomes: &[DeliveryOutcome]) -> StoreResult<()> {
+    pub(super) async fn record_deliveries_done(
+        &self,
+        outcomes: &[DeliveryOutcome],
+    ) -> StoreResult<()> {
         if outcomes.is_empty() {
             return Ok(());
         }

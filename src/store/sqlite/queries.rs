@@ -17,11 +17,11 @@ use crate::domain::{Evidence, SearchTerm, SubscriberEmail, SubscriberStatus};
 use crate::store::records::RECORD_COLUMNS;
 use crate::store::records::counts_from;
 use crate::store::{
-    AttemptRecord, DeliveryOutcome, EndpointRecord, NewEndpoint, QueuedDelivery,
-    AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
-    Counts, ExportChunk, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord,
-    NewSubscriber, NewToken, QueuedMail, Selection, SessionKey, Store, StoreResult, Subscriber,
-    SubscriberRecord, TokenRecord, Walk,
+    AddressHash, AttemptRecord, ConfirmWrite, Confirmation, ConfirmationQueued,
+    ConfirmationRequest, Confirmed, Counts, DeliveryOutcome, EndpointRecord, ExportChunk,
+    ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord, NewEndpoint,
+    NewSubscriber, NewToken, QueuedDelivery, QueuedMail, Selection, SessionKey, Store, StoreResult,
+    Subscriber, SubscriberRecord, TokenRecord, Walk,
 };
 
 /// The FTS5 query for a search term: a phrase (the term in double quotes, inner quotes doubled),

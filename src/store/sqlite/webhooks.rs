@@ -106,7 +106,8 @@ async fn record_one(c: &mut SqliteConnection, outcome: &DeliveryOutcome) -> anyh
     sqlx::query(
         "INSERT INTO webhook_attempts
          (endpoint_id, delivery_id, event, at, http_status, duration_ms, outcome, error)
-         SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = ?1)",
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+         WHERE EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = ?1)",
     )
     .bind(outcome.endpoint_id)
     .bind(outcome.delivery_id)

@@ -93,7 +93,9 @@ pub async fn add_webhook(
     let added = add_endpoint(app.store.as_ref(), &app.webhooks, &form.url, form.events())
         .await
         .map_err(|e| match e {
-            AddRefused::Invalid(reason) => AppError::Unprocessable(messages::webhook_refused(&reason)),
+            AddRefused::Invalid(reason) => {
+                AppError::Unprocessable(messages::webhook_refused(&reason))
+            }
             AddRefused::Store(e) => e.into(),
         })?;
     let page = CreatedPage { id: added.id, url: form.url.trim(), secret: &added.secret };
