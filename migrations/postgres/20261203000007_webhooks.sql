@@ -5,7 +5,7 @@ CREATE TABLE webhook_endpoints (
     id              BIGSERIAL PRIMARY KEY,
     url             TEXT    NOT NULL,
     secret          TEXT    NOT NULL,
-    events          INTEGER NOT NULL,
+    events          BIGINT  NOT NULL,
     created_at      BIGINT  NOT NULL,
     disabled_at     BIGINT,
     disabled_reason TEXT
@@ -25,7 +25,7 @@ CREATE TABLE webhook_deliveries (
     source          TEXT,
     signed_up_at    BIGINT,
     confirmed_at    BIGINT,
-    attempts        INTEGER NOT NULL DEFAULT 0,
+    attempts        BIGINT  NOT NULL DEFAULT 0,
     next_attempt_at BIGINT  NOT NULL,
     lease_until     BIGINT  NOT NULL DEFAULT 0,
     lease_owner     BIGINT  NOT NULL DEFAULT 0

@@ -128,7 +128,9 @@ impl EndpointUrl {
             "https" => {}
             "http" if policy.allow_http => {}
             "http" => {
-                return Err("the URL must use https (plain http needs --webhooks-allow-http)".into());
+                return Err(
+                    "the URL must use https (plain http needs --webhooks-allow-http)".into()
+                );
             }
             other => return Err(format!("the URL must use https, not {other}")),
         }

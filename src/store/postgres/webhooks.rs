@@ -18,7 +18,7 @@ impl PostgresStore {
         )
         .bind(endpoint.url)
         .bind(endpoint.secret)
-        .bind(i32::try_from(endpoint.events).unwrap_or(i32::MAX))
+        .bind(i64::from(endpoint.events))
         .bind(endpoint.now)
         .fetch_one(&self.pool);
         self.bounded("adding a webhook endpoint", insert).await
