@@ -1,17 +1,20 @@
 //! `/metrics` and the per-request counting behind it.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use axum::Extension;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
+use axum::http::{self as http, HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
+use pin_project_lite::pin_project;
 use subtle::ConstantTimeEq;
+use tower::{Layer, Service};
 
-use super::{AppError, AppState, ClientIp};
+use super::{AppError, AppState, ClientIp, InFlight, RequestGauge};
 use crate::metrics::{Metrics, Snapshot};
 use crate::session::unix_now;
 
@@ -28,27 +31,148 @@ pub struct MetricsAccess {
 #[derive(Clone)]
 struct AnsweredBy(MatchedPath);
 
-/// Inside the router, on every route: notes the route's template.
-pub async fn note_route(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    if let Some(matched) = matched {
-        response.extensions_mut().insert(AnsweredBy(matched));
+/// Inside the router, on every route: notes the route's template on the response. A plain
+/// tower layer, not `from_fn`: no boxed future, no clone of the route per request.
+#[derive(Clone, Copy, Default)]
+pub struct NoteRouteLayer;
+
+impl<S> Layer<S> for NoteRouteLayer {
+    type Service = NoteRoute<S>;
+
+    fn layer(&self, inner: S) -> NoteRoute<S> {
+        NoteRoute { inner }
     }
-    response
 }
 
-/// Outside everything: counts each answer by route template, method and status, and its time.
-pub async fn count_request(
-    State(metrics): State<Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let response = next.run(request).await;
-    let route = response.extensions().get::<AnsweredBy>().map_or("unmatched", |r| r.0.as_str());
-    metrics.request(route, &method, response.status().as_u16(), started.elapsed());
-    response
+#[derive(Clone)]
+pub struct NoteRoute<S> {
+    inner: S,
+}
+
+impl<S, B, RB> Service<Request<B>> for NoteRoute<S>
+where
+    S: Service<Request<B>, Response = http::Response<RB>>,
+{
+    type Response = http::Response<RB>;
+    type Error = S::Error;
+    type Future = Noted<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        Noted { inner: self.inner.call(request), route }
+    }
+}
+
+pin_project! {
+    pub struct Noted<F> {
+        #[pin]
+        inner: F,
+        route: Option<MatchedPath>,
+    }
+}
+
+impl<F, RB, E> Future for Noted<F>
+where
+    F: Future<Output = Result<http::Response<RB>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut answer = ready!(this.inner.poll(cx));
+        if let (Ok(response), Some(route)) = (&mut answer, this.route.take()) {
+            response.extensions_mut().insert(AnsweredBy(route));
+        }
+        Poll::Ready(answer)
+    }
+}
+
+/// Outside everything, one layer for the two things every request is counted in: the requests
+/// in progress (the outbox yields to visitors), and, once answered, the count by route
+/// template, method and status, with its time.
+#[derive(Clone)]
+pub struct ObserveLayer {
+    metrics: Arc<Metrics>,
+    in_flight: RequestGauge,
+}
+
+impl ObserveLayer {
+    pub fn new(metrics: Arc<Metrics>, in_flight: RequestGauge) -> Self {
+        Self { metrics, in_flight }
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe { inner, watch: self.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Observe<S> {
+    inner: S,
+    watch: ObserveLayer,
+}
+
+impl<S, B, RB> Service<Request<B>> for Observe<S>
+where
+    S: Service<Request<B>, Response = http::Response<RB>>,
+{
+    type Response = http::Response<RB>;
+    type Error = S::Error;
+    type Future = Observed<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let method = request.method().clone();
+        let in_flight = self.watch.in_flight.enter();
+        Observed {
+            inner: self.inner.call(request),
+            started: Instant::now(),
+            method,
+            metrics: self.watch.metrics.clone(),
+            _in_flight: in_flight,
+        }
+    }
+}
+
+pin_project! {
+    pub struct Observed<F> {
+        #[pin]
+        inner: F,
+        started: Instant,
+        method: Method,
+        metrics: Arc<Metrics>,
+        _in_flight: InFlight,
+    }
+}
+
+impl<F, RB, E> Future for Observed<F>
+where
+    F: Future<Output = Result<http::Response<RB>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let answer = ready!(this.inner.poll(cx));
+        if let Ok(response) = &answer {
+            let route =
+                response.extensions().get::<AnsweredBy>().map_or("unmatched", |r| r.0.as_str());
+            let status = response.status().as_u16();
+            this.metrics.request(route, this.method, status, this.started.elapsed());
+        }
+        Poll::Ready(answer)
+    }
 }
 
 /// `GET /metrics` on the main listener.

@@ -118,6 +118,12 @@ impl RequestGauge {
     pub fn current(&self) -> usize {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Counts one more request until the guard drops.
+    fn enter(&self) -> InFlight {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
 }
 
 struct InFlight(RequestGauge);
@@ -126,16 +132,6 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         (self.0).0.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-async fn count_in_flight(
-    axum::extract::State(gauge): axum::extract::State<RequestGauge>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    gauge.0.fetch_add(1, Ordering::Relaxed);
-    let _leaving = InFlight(gauge);
-    next.run(request).await
 }
 
 /// The whole application as a router: pure, so tests and the binary build the same thing.
@@ -170,8 +166,7 @@ pub fn app(
         .route("/admin/logout", post(admin::logout).route_layer(gate));
 
     let layers = ServiceBuilder::new()
-        .layer(from_fn_with_state(state.metrics.clone(), metrics::count_request))
-        .layer(from_fn_with_state(state.in_flight.clone(), count_in_flight))
+        .layer(metrics::ObserveLayer::new(state.metrics.clone(), state.in_flight.clone()))
         .layer(from_fn_with_state(trusted_proxies, client_ip::client_ip_layer))
         .layer(SetRequestIdLayer::x_request_id(RequestCounter::default()))
         .layer(
@@ -247,7 +242,7 @@ pub fn app(
         .route("/static/{file}", get(public::static_file))
         .merge(admin_only)
         .merge(api::router())
-        .route_layer(axum::middleware::from_fn(metrics::note_route))
+        .route_layer(metrics::NoteRouteLayer)
         .fallback(public::not_found)
         .with_state(state);
     // One stack around the whole router, rather than `Router::layer`, which wraps every route in
