@@ -99,13 +99,12 @@ impl Store for PostgresStore {
         before: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<Subscriber>> {
-        // With a search, the planner picks between the trigram indexes (rare terms) and walking
+        // With a search, the planner picks between the trigram index (rare terms) and walking
         // the primary key newest first until the page is full (common terms).
         let select = sqlx::query_as::<_, Subscriber>(
             "SELECT id, email, created_at, status FROM subscribers
              WHERE id < $1
-               AND ($2::TEXT IS NULL OR email_key LIKE $2 ESCAPE '\\'
-                                     OR lower(email) LIKE $2 ESCAPE '\\')
+               AND ($2::TEXT IS NULL OR (email_key || E'\\n' || lower(email)) LIKE $2 ESCAPE '\\')
                AND ($4::TEXT IS NULL OR status = $4)
              ORDER BY id DESC LIMIT $3",
         )
@@ -297,8 +296,7 @@ impl Store for PostgresStore {
         };
         let count = sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM (SELECT 1 FROM subscribers
-                                   WHERE (email_key LIKE $1 ESCAPE '\\'
-                                          OR lower(email) LIKE $1 ESCAPE '\\')
+                                   WHERE (email_key || E'\\n' || lower(email)) LIKE $1 ESCAPE '\\'
                                      AND ($3::TEXT IS NULL OR status = $3)
                                    LIMIT $2) AS capped",
         )
