@@ -266,14 +266,14 @@ impl Server {
             })
         });
         let housekeeper = tokio::spawn(self.housekeeping.run());
-        let (stop_outbox, outbox_stopped) = tokio::sync::watch::channel(false);
+        let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
         let outbox = self.outbox.map(|worker| {
-            let mut stopped = outbox_stopped;
+            let mut stopped = workers_stopped;
             tokio::spawn(worker.run(async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             }))
         });
-        let mut webhooks_stopped = stop_outbox.subscribe();
+        let mut webhooks_stopped = stop_workers.subscribe();
         let webhooks = tokio::spawn(self.webhooks.run(async move {
             let _ = webhooks_stopped.wait_for(|stop| *stop).await;
         }));
@@ -301,7 +301,7 @@ impl Server {
         if let Some(metrics_server) = metrics_server {
             metrics_server.abort();
         }
-        let _ = stop_outbox.send(true);
+        let _ = stop_workers.send(true);
         if let Some(outbox) = outbox {
             let _ = outbox.await;
         }
