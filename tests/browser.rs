@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{ADMIN_PASSWORD, Backend, TestApp, spawn_app};
+use common::webhook::Receiver;
+use common::{ADMIN_PASSWORD, Backend, TestApp, spawn_app, spawn_app_with};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
@@ -333,6 +334,34 @@ async fn admin_flow(app: &TestApp, tools: &Tools, device: Device) {
     wait_for_text(&browser, "[role=status].notice", |t| t == removed).await;
     assert!(!app.subscriber_emails().await.contains(&victim));
 
+    // A webhook endpoint: added (its secret shown once), pinged, its attempts listed.
+    let receiver = Receiver::start().await;
+    click(&browser, "details.tools:has(form[action='/admin/webhooks']) summary").await;
+    fill(&browser, "input#webhook-url", &receiver.url).await;
+    click(&browser, "form[action='/admin/webhooks'] button").await;
+    wait_for_heading(&browser, "Webhook endpoint added").await;
+    let secret = browser.find(Locator::Css("input#secret")).await.unwrap();
+    assert!(secret.prop("value").await.unwrap().unwrap_or_default().starts_with("whsec_"));
+    check_page(&browser, tools, device, "admin-webhook-created").await;
+    click(&browser, "a[href^='/admin/webhooks/']").await;
+    wait_for_text(&browser, "dl.evidence", |t| t.contains("active")).await;
+    click(&browser, "form[action$='/ping'] button").await;
+    wait_for_text(&browser, "[role=status].notice", |t| t.contains("webhook.ping")).await;
+    receiver.wait_for(1, Duration::from_secs(20)).await;
+    // The attempt is recorded once the answer is in; the page shows it on the next load.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        browser.refresh().await.unwrap();
+        if text_of(&browser, "main").await.contains("delivered") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the ping's attempt was not listed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    check_page(&browser, tools, device, "admin-webhook").await;
+    browser.goto(&app.url("/admin")).await.unwrap();
+    wait_for_heading(&browser, "Subscribers").await;
+
     // Log out, then press Back: the list must not come back from any cache.
     click(&browser, "form[action='/admin/logout'] button").await;
     wait_for_heading(&browser, "Join our list").await;
@@ -359,9 +388,11 @@ async fn a_visitor_signs_up_is_remembered_and_unregisters_in_chromium() {
 async fn an_admin_logs_in_searches_deletes_and_logs_out_in_chromium() {
     let Some(tools) = tools() else { return };
     let _one = ONE_BROWSER_AT_A_TIME.lock().await;
-    let desktop = spawn_app(Backend::Sqlite).await;
+    // The webhook step's receiver is on loopback, over plain http.
+    let hooks = ["--webhooks-allow-private", "--webhooks-allow-http"];
+    let desktop = spawn_app_with(Backend::Sqlite, &hooks).await;
     admin_flow(&desktop, &tools, Device::Desktop).await;
-    let phone = spawn_app(Backend::Sqlite).await;
+    let phone = spawn_app_with(Backend::Sqlite, &hooks).await;
     admin_flow(&phone, &tools, Device::Phone).await;
 }
 
