@@ -163,8 +163,13 @@ impl Server {
             double_opt_in,
             metrics: metrics.clone(),
         };
-        let webhooks = WebhookWorker::new(store.clone(), settings.webhooks, metrics.clone())
-            .context("building the webhook client")?;
+        let webhooks = WebhookWorker::new(
+            store.clone(),
+            settings.webhooks,
+            metrics.clone(),
+            in_flight.clone(),
+        )
+        .context("building the webhook client")?;
         let housekeeping = Housekeeping {
             store: store.clone(),
             pending_ttl: settings.mail.as_ref().map_or(DEFAULT_PENDING_TTL, |m| m.pending_ttl),

@@ -23,8 +23,8 @@ const CLAIM: usize = 64;
 /// How often to look for due mail nobody told us about (other instances, retries).
 const POLL: Duration = Duration::from_secs(1);
 /// This many requests in progress at once means visitors are waiting on this instance.
-const BUSY: usize = 16;
-const BUSY_PAUSE: Duration = Duration::from_millis(50);
+pub(crate) const BUSY: usize = 16;
+pub(crate) const BUSY_PAUSE: Duration = Duration::from_millis(50);
 /// Transient failures are retried for this long after the mail was queued.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);

@@ -3,6 +3,7 @@
 //! the outcome is recorded: delivered, retry later with exponential backoff, given up after 24
 //! hours, or — on `410 Gone` — the endpoint disabled.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,9 +13,10 @@ use url::Url;
 use super::destination::{Destination, ScreeningResolver};
 use super::{WebhookPolicy, body, message_id, sign};
 use crate::metrics::{Metrics, WebhookResult};
-use crate::outbox::{backoff, lease_owner};
+use crate::outbox::{BUSY, BUSY_PAUSE, backoff, lease_owner};
 use crate::session::unix_now;
 use crate::store::{DeliveryOutcome, DeliveryResult, QueuedDelivery, Store};
+use crate::web::RequestGauge;
 
 /// A receiver has this long to answer, connection and body included.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,6 +24,8 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const LEASE: Duration = Duration::from_secs(60);
 /// Deliveries in flight at once, across all endpoints.
 const PARALLEL: usize = 16;
+/// Deliveries leased at a time: one lease write feeds many attempts.
+const CLAIM: usize = 256;
 /// How often to look for due deliveries (new events, retries, other instances' leftovers).
 const POLL: Duration = Duration::from_secs(1);
 const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -31,6 +35,9 @@ pub struct WebhookWorker {
     client: reqwest::Client,
     policy: WebhookPolicy,
     metrics: Arc<Metrics>,
+    /// Requests being answered: while many are, deliveries go one at a time with a pause, as
+    /// mail does, so a burst of signups is not slowed by its own webhooks (they catch up after).
+    visitors: RequestGauge,
 }
 
 impl WebhookWorker {
@@ -38,6 +45,7 @@ impl WebhookWorker {
         store: Arc<dyn Store>,
         policy: WebhookPolicy,
         metrics: Arc<Metrics>,
+        visitors: RequestGauge,
     ) -> anyhow::Result<Self> {
         crate::install_tls_provider();
         let client = reqwest::Client::builder()
@@ -50,7 +58,7 @@ impl WebhookWorker {
             .dns_resolver(ScreeningResolver { allow_private: policy.allow_private })
             .user_agent(concat!("enlist/", env!("CARGO_PKG_VERSION"), " (webhooks)"))
             .build()?;
-        Ok(Self { store, client, policy, metrics })
+        Ok(Self { store, client, policy, metrics, visitors })
     }
 
     /// Runs until `stop` completes, then waits (bounded) for the attempts in flight and
@@ -58,15 +66,31 @@ impl WebhookWorker {
     pub async fn run(self, stop: impl Future<Output = ()>) {
         let worker = Arc::new(self);
         let mut in_flight: JoinSet<DeliveryOutcome> = JoinSet::new();
+        let mut queue: VecDeque<(QueuedDelivery, i64)> = VecDeque::new();
         tokio::pin!(stop);
         loop {
-            // After a quiet second, or as soon as an attempt ends and makes room.
-            if in_flight.len() < PARALLEL {
-                let claimed = worker.claim(PARALLEL - in_flight.len()).await;
-                for (delivery, lease_until) in claimed {
-                    let worker = worker.clone();
-                    in_flight.spawn(async move { worker.attempt(delivery, lease_until).await });
+            // After a quiet second, or once the leased ones are nearly all under way.
+            if queue.len() < PARALLEL {
+                queue.extend(worker.claim(CLAIM - queue.len()).await);
+            }
+            let busy = worker.visitors.current() >= BUSY;
+            let parallel = if busy { 1 } else { PARALLEL };
+            while in_flight.len() < parallel {
+                let Some((delivery, lease_until)) = queue.pop_front() else { break };
+                // The lease must outlast the attempt, or another worker could make it too; one
+                // too short now is left to run out and be claimed again.
+                if lease_until - unix_now() <= SEND_TIMEOUT.as_secs() as i64 {
+                    continue;
                 }
+                let worker = worker.clone();
+                in_flight.spawn(async move {
+                    let outcome = worker.attempt(delivery).await;
+                    if busy {
+                        // Give the CPU back to the requests before the next one.
+                        tokio::time::sleep(BUSY_PAUSE).await;
+                    }
+                    outcome
+                });
             }
             tokio::select! {
                 Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
@@ -114,15 +138,9 @@ impl WebhookWorker {
         }
     }
 
-    async fn attempt(&self, delivery: QueuedDelivery, lease_until: i64) -> DeliveryOutcome {
+    async fn attempt(&self, delivery: QueuedDelivery) -> DeliveryOutcome {
         let started = Instant::now();
-        // The lease must outlast the attempt, or another worker could make it too.
-        let room = Duration::from_secs(u64::try_from(lease_until - unix_now()).unwrap_or(0));
-        let answer = if room <= SEND_TIMEOUT {
-            Err("the lease ran short before the attempt; it will be made again".to_owned())
-        } else {
-            self.send(&delivery).await
-        };
+        let answer = self.send(&delivery).await;
         let now = unix_now();
         let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let (http_status, result) = match answer {
