@@ -22,6 +22,8 @@ use crate::web::RequestGauge;
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a claimed delivery stays ours: a worker that dies mid-send frees it after this.
 const LEASE: Duration = Duration::from_secs(60);
+/// Time kept in hand after an attempt, for the pause and the record that follow it.
+const RECORD_ROOM: Duration = Duration::from_secs(5);
 /// Deliveries in flight at once, across all endpoints.
 const PARALLEL: usize = 16;
 /// Deliveries leased at a time: one lease write feeds many attempts.
@@ -77,9 +79,9 @@ impl WebhookWorker {
             let parallel = if busy { 1 } else { PARALLEL };
             while in_flight.len() < parallel {
                 let Some((delivery, lease_until)) = queue.pop_front() else { break };
-                // The lease must outlast the attempt, or another worker could make it too; one
-                // too short now is left to run out and be claimed again.
-                if lease_until - unix_now() <= SEND_TIMEOUT.as_secs() as i64 {
+                // The lease must outlast the attempt and its record, or another worker could
+                // make it too; one too short now is left to run out and be claimed again.
+                if lease_until - unix_now() <= (SEND_TIMEOUT + RECORD_ROOM).as_secs() as i64 {
                     continue;
                 }
                 let worker = worker.clone();
