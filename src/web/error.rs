@@ -91,6 +91,15 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// An upload whose body broke off: over its size limit, or cut short.
+    pub fn upload_broke_off(error: &axum::extract::multipart::MultipartError) -> Self {
+        if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::PayloadTooLarge
+        } else {
+            Self::BadRequest("The upload broke off. Try again.".into())
+        }
+    }
+
     /// What a refused signup looks like to the client who sent `typed`.
     pub fn from_signup(error: SignupError, typed: String) -> Self {
         match error {

@@ -129,13 +129,8 @@ async fn import_stream(
                 }
                 Ok(None) => return Ok(()),
                 Err(e) => {
-                    let too_large = e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE;
                     let _ = chunks.send(Err(std::io::Error::other("the upload broke off"))).await;
-                    return Err(if too_large {
-                        AppError::PayloadTooLarge
-                    } else {
-                        AppError::BadRequest("The upload broke off. Try again.".into())
-                    });
+                    return Err(AppError::upload_broke_off(&e));
                 }
             }
         }
