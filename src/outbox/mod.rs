@@ -3,18 +3,19 @@
 //! what happened: sent, retry later with exponential backoff, or failed for good. Handlers never
 //! send anything themselves; they queue in the same commit as the change that causes the mail.
 
-use std::collections::VecDeque;
+mod lanes;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio::task::JoinSet;
 
 use crate::mail::{CONNECTIONS, Composer, Mailer, SEND_TIMEOUT, SendFailure};
 use crate::metrics::{MailResult as Attempt, Metrics};
 use crate::session::unix_now;
 use crate::store::{MailOutcome, MailResult, QueuedMail, Store};
 use crate::web::RequestGauge;
+pub(crate) use lanes::Lanes;
 
 /// How long a claimed mail stays ours: a worker that dies mid-send frees its rows after this.
 const LEASE: Duration = Duration::from_secs(2 * SEND_TIMEOUT.as_secs());
@@ -24,7 +25,7 @@ const CLAIM: usize = 64;
 const POLL: Duration = Duration::from_secs(1);
 /// This many requests in progress at once means visitors are waiting on this instance.
 pub(crate) const BUSY: usize = 16;
-pub(crate) const BUSY_PAUSE: Duration = Duration::from_millis(50);
+const BUSY_PAUSE: Duration = Duration::from_millis(50);
 /// Transient failures are retried for this long after the mail was queued.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
@@ -60,59 +61,31 @@ impl OutboxWorker {
     /// Runs until `stop` completes, then waits (bounded) for the sends in flight and records them.
     pub async fn run(self, stop: impl Future<Output = ()>) {
         let worker = Arc::new(self);
-        let mut in_flight: JoinSet<MailOutcome> = JoinSet::new();
-        let mut queue: VecDeque<(QueuedMail, i64)> = VecDeque::new();
+        let mut lanes: Lanes<QueuedMail, MailOutcome> = Lanes::new();
         // Whether a claim may find something: after a full claim, the bell, or a quiet second.
         let mut maybe_due = true;
         tokio::pin!(stop);
         loop {
-            if maybe_due && queue.len() < CONNECTIONS as usize {
-                let wanted = CLAIM - queue.len();
+            if maybe_due && lanes.queued() < CONNECTIONS as usize {
+                let wanted = CLAIM - lanes.queued();
                 let (claimed, lease_until) = worker.claim(wanted).await;
                 maybe_due = claimed.len() == wanted;
-                queue.extend(claimed.into_iter().map(|mail| (mail, lease_until)));
+                lanes.lease(claimed.into_iter().map(|mail| (mail, lease_until)));
             }
             let busy = worker.visitors.current() >= BUSY;
             let connections = if busy { 1 } else { CONNECTIONS as usize };
-            while in_flight.len() < connections {
-                let Some((mail, lease_until)) = queue.pop_front() else { break };
-                // A send must end before its lease does, or another worker could send it too;
-                // a mail whose lease is too short now is left to be claimed again.
-                if lease_until - unix_now() <= SEND_TIMEOUT.as_secs() as i64 {
-                    continue;
-                }
+            lanes.start(connections, SEND_TIMEOUT, busy, |mail| {
                 let worker = worker.clone();
-                in_flight.spawn(async move {
-                    let outcome = worker.deliver(mail).await;
-                    if busy {
-                        // Give the CPU back to the requests before the next one.
-                        tokio::time::sleep(BUSY_PAUSE).await;
-                    }
-                    outcome
-                });
-            }
+                async move { worker.deliver(mail).await }
+            });
             tokio::select! {
-                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    let mut outcomes: Vec<MailOutcome> = done.into_iter().collect();
-                    while let Some(done) = in_flight.try_join_next() {
-                        outcomes.extend(done);
-                    }
-                    worker.record(&outcomes).await;
-                }
+                outcomes = lanes.finished(), if !lanes.is_idle() => worker.record(&outcomes).await,
                 () = worker.bell.heard() => maybe_due = true,
                 () = tokio::time::sleep(POLL) => maybe_due = true,
                 () = &mut stop => break,
             }
         }
-        let finishing = async {
-            let mut outcomes = Vec::new();
-            while let Some(done) = in_flight.join_next().await {
-                outcomes.extend(done);
-            }
-            outcomes
-        };
-        // Anything still unanswered keeps its lease and is sent again after it runs out.
-        if let Ok(outcomes) = tokio::time::timeout(SEND_TIMEOUT, finishing).await {
+        if let Some(outcomes) = lanes.finish(SEND_TIMEOUT).await {
             worker.record(&outcomes).await;
         }
     }

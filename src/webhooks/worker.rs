@@ -3,17 +3,15 @@
 //! the outcome is recorded: delivered, retry later with exponential backoff, given up after 24
 //! hours, or — on `410 Gone` — the endpoint disabled.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::task::JoinSet;
 use url::Url;
 
 use super::destination::{Destination, ScreeningResolver};
 use super::{WebhookPolicy, body, message_id, sign};
 use crate::metrics::{Metrics, WebhookResult};
-use crate::outbox::{BUSY, BUSY_PAUSE, backoff, lease_owner};
+use crate::outbox::{BUSY, Lanes, backoff, lease_owner};
 use crate::session::unix_now;
 use crate::store::{DeliveryOutcome, DeliveryResult, QueuedDelivery, Store};
 use crate::web::RequestGauge;
@@ -67,54 +65,27 @@ impl WebhookWorker {
     /// records them.
     pub async fn run(self, stop: impl Future<Output = ()>) {
         let worker = Arc::new(self);
-        let mut in_flight: JoinSet<DeliveryOutcome> = JoinSet::new();
-        let mut queue: VecDeque<(QueuedDelivery, i64)> = VecDeque::new();
+        let mut lanes: Lanes<QueuedDelivery, DeliveryOutcome> = Lanes::new();
         tokio::pin!(stop);
         loop {
             // After a quiet second, or once the leased ones are nearly all under way.
-            if queue.len() < PARALLEL {
-                queue.extend(worker.claim(CLAIM - queue.len()).await);
+            if lanes.queued() < PARALLEL {
+                lanes.lease(worker.claim(CLAIM - lanes.queued()).await);
             }
             let busy = worker.visitors.current() >= BUSY;
             let parallel = if busy { 1 } else { PARALLEL };
-            while in_flight.len() < parallel {
-                let Some((delivery, lease_until)) = queue.pop_front() else { break };
-                // The lease must outlast the attempt and its record, or another worker could
-                // make it too; one too short now is left to run out and be claimed again.
-                if lease_until - unix_now() <= (SEND_TIMEOUT + RECORD_ROOM).as_secs() as i64 {
-                    continue;
-                }
+            // Room on the lease for the attempt and its record.
+            lanes.start(parallel, SEND_TIMEOUT + RECORD_ROOM, busy, |delivery| {
                 let worker = worker.clone();
-                in_flight.spawn(async move {
-                    let outcome = worker.attempt(delivery).await;
-                    if busy {
-                        // Give the CPU back to the requests before the next one.
-                        tokio::time::sleep(BUSY_PAUSE).await;
-                    }
-                    outcome
-                });
-            }
+                async move { worker.attempt(delivery).await }
+            });
             tokio::select! {
-                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                    let mut outcomes: Vec<DeliveryOutcome> = done.into_iter().collect();
-                    while let Some(done) = in_flight.try_join_next() {
-                        outcomes.extend(done);
-                    }
-                    worker.record(&outcomes).await;
-                }
+                outcomes = lanes.finished(), if !lanes.is_idle() => worker.record(&outcomes).await,
                 () = tokio::time::sleep(POLL) => {}
                 () = &mut stop => break,
             }
         }
-        let finishing = async {
-            let mut outcomes = Vec::new();
-            while let Some(done) = in_flight.join_next().await {
-                outcomes.extend(done);
-            }
-            outcomes
-        };
-        // Anything still unanswered keeps its lease and is sent again after it runs out.
-        if let Ok(outcomes) = tokio::time::timeout(SEND_TIMEOUT, finishing).await {
+        if let Some(outcomes) = lanes.finish(SEND_TIMEOUT).await {
             worker.record(&outcomes).await;
         }
     }
