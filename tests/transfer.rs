@@ -63,6 +63,14 @@ async fn upload(
         .unwrap()
 }
 
+/// `n123@bulk.example,...` -> 123
+fn number_of(row: &str) -> u32 {
+    row.strip_prefix('n')
+        .and_then(|rest| rest.split('@').next())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("not a bulk row: {row}"))
+}
+
 on_both_backends! {
     async fn the_admin_exports_the_list_as_csv(backend: Backend) {
         let app = spawn_app(backend).await;
@@ -104,6 +112,8 @@ on_both_backends! {
         assert_eq!(rows.len(), 45000, "more than two chunks of 20,000");
         assert!(rows[0].starts_with("n45000@bulk.example,"));
         assert!(rows[44999].starts_with("n1@bulk.example,confirmed,1970-01-01T00:00:01Z,"));
+        let numbers: Vec<u32> = rows.iter().map(|row| number_of(row)).collect();
+        assert!(numbers.windows(2).all(|pair| pair[0] == pair[1] + 1), "newest first, row by row");
 
         // A stretch of deleted ids (a whole chunk's worth) leaves no gap or repeat in the file.
         app.database.execute("DELETE FROM subscribers WHERE id > 15000 AND id <= 42000").await;

@@ -298,16 +298,20 @@ impl Store for SqliteStore {
     ) -> StoreResult<ExportChunk> {
         // Addresses never hold a comma, quote or line break (the parser refuses them), and the
         // other columns are words and times: no field needs quoting, but an odd one still gets it.
+        // `datetime` with the separator replaced is RFC 3339 at a third of `strftime`'s cost.
+        // The lines are joined in the order the subquery yields them (newest first); an ORDER BY
+        // inside `group_concat` would sort each chunk again in a temporary B-tree (a third of
+        // the export's time). The transfer tests check the order row by row.
         let chunk = sqlx::query_as(
-            "SELECT group_concat(line, '' ORDER BY id DESC) AS csv, count(*) AS rows,
+            "SELECT group_concat(line, '') AS csv, count(*) AS rows,
                     min(id) AS last_id
              FROM (SELECT id,
                           CASE WHEN instr(email, ',') OR instr(email, '\"')
                                     OR instr(email, char(13)) OR instr(email, char(10))
                                THEN '\"' || replace(email, '\"', '\"\"') || '\"' ELSE email END
                           || ',' || status
-                          || ',' || strftime('%Y-%m-%dT%H:%M:%SZ', created_at, 'unixepoch')
-                          || ',' || coalesce(strftime('%Y-%m-%dT%H:%M:%SZ', confirmed_at, 'unixepoch'), '')
+                          || ',' || replace(datetime(created_at, 'unixepoch'), ' ', 'T') || 'Z'
+                          || ',' || coalesce(replace(datetime(confirmed_at, 'unixepoch'), ' ', 'T') || 'Z', '')
                           || ',' || source || char(13, 10) AS line
                    FROM subscribers
                    WHERE id < ?1 AND id >= ?2 AND (?3 IS NULL OR status = ?3)
