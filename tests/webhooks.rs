@@ -46,6 +46,26 @@ async fn add_endpoint(app: &TestApp, url: &str, events: &[&str]) -> (i64, String
     (id, secret)
 }
 
+/// Uploads `file` on the admin page's import form; returns the result page.
+async fn import_file(admin: &Visitor, file: &str) -> String {
+    let token = form_token(&admin.get_html("/admin").await).expect("a form token");
+    let part = reqwest::multipart::Part::bytes(file.as_bytes().to_vec())
+        .file_name("people.csv")
+        .mime_str("text/csv")
+        .unwrap();
+    let form = reqwest::multipart::Form::new().text("csrf_token", token).part("file", part);
+    let response = admin
+        .client
+        .post(admin.url("/admin/import"))
+        .headers(admin.same_origin())
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.text().await.unwrap()
+}
+
 fn stranger(app: &TestApp) -> Visitor {
     Visitor { address: app.address.clone(), client: browser() }
 }
@@ -159,6 +179,41 @@ on_both_backends! {
         assert!(page.contains(&receiver.url) && page.contains("active"), "{page}");
         assert_eq!(app.count_rows("webhook_deliveries").await, 0);
         assert_eq!(app.count_rows("webhook_attempts").await, 8);
+    }
+
+    async fn an_import_sends_created_and_confirmed_for_each_new_row_only(backend: Backend) {
+        let receiver = Receiver::start().await;
+        let app = spawn_app_with(backend, &args(&[])).await;
+        let (_, secret) = add_endpoint(&app, &receiver.url, &[]).await;
+        assert_is_redirect_to(&stranger(&app).signup("already@example.com").await, "/");
+        receiver.wait_for(2, WAIT).await;
+
+        let admin = stranger(&app);
+        admin.login_ok().await;
+        let file = "email\nnew.one@example.com\nALREADY@example.com\nNew.Two@Bücher.example\n";
+        let page = common::unescape(&import_file(&admin, file).await);
+        assert!(page.contains("<dt>Added</dt><dd>2</dd>"), "{page}");
+
+        let got = receiver.wait_for(6, WAIT).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let got = if receiver.received().len() > got.len() { receiver.received() } else { got };
+        assert_eq!(got.len(), 6, "two for the signup, two for each new row: {got:#?}");
+        verified_by_standardwebhooks(&secret, &got);
+        let mut events: HashMap<(String, String), usize> = HashMap::new();
+        for delivery in &got {
+            let data = &delivery.json["data"];
+            let key = (data["email"].as_str().unwrap().to_owned(), delivery.event().to_owned());
+            *events.entry(key).or_default() += 1;
+            if data["email"] != "already@example.com" {
+                assert_eq!(data["source"], "import");
+                assert_eq!(data["status"], "confirmed");
+            }
+        }
+        for email in ["already@example.com", "new.one@example.com", "New.Two@bücher.example"] {
+            for event in ["subscriber.created", "subscriber.confirmed"] {
+                assert_eq!(events.get(&(email.to_owned(), event.to_owned())), Some(&1), "{email} {event}: {events:?}");
+            }
+        }
     }
 
     async fn a_delivery_that_fails_is_retried_once_more_not_twice(backend: Backend) {

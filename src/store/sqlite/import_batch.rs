@@ -25,17 +25,36 @@ pub(super) struct Columns<'a> {
     pub consent: &'a str,
 }
 
-/// `?1` is the batch as a JSON array of `[address, key]` pairs.
+/// `?1` is the batch as a JSON array with one element per address: the address itself where its
+/// key is the address in ASCII lower case (SQLite's `lower`), else an `[address, key]` pair.
+/// Plain strings are what nearly every row is, and SQLite reads them without a second parse.
 macro_rules! insert_batch {
     () => {
         "INSERT INTO subscribers (email, email_key, created_at, status, source, consent,
                                   confirmed_at)
-         SELECT value ->> 0, value ->> 1, ?2, ?3, ?4, ?5, ?6 FROM json_each(?1) WHERE true
+         SELECT iif(type = 'text', value, value ->> 0), iif(type = 'text', lower(value), value ->> 1),
+                ?2, ?3, ?4, ?5, ?6
+         FROM json_each(?1) WHERE true
          ON CONFLICT (email_key) DO NOTHING"
     };
 }
 const INSERT: &str = insert_batch!();
 const INSERT_RETURNING_KEYS: &str = concat!(insert_batch!(), " RETURNING CAST(email_key AS BLOB)");
+
+/// Imported rows skip the per-row insert trigger; their webhook events are queued here, for
+/// every row of the batch in one statement, in the order the trigger would have queued them.
+const QUEUE_WEBHOOKS: &str = "
+    INSERT INTO webhook_deliveries (endpoint_id, event, occurred_at, subscriber_id, email, status,
+                                    source, signed_up_at, confirmed_at, next_attempt_at)
+    SELECT e.id, k.event, unixepoch(), s.id, s.email, s.status, s.source, s.created_at,
+           s.confirmed_at, unixepoch()
+    FROM subscribers AS s, webhook_endpoints AS e,
+         (SELECT 'subscriber.created' AS event, 1 AS bit
+          UNION ALL SELECT 'subscriber.confirmed', 2) AS k
+    WHERE EXISTS (SELECT 1 FROM webhook_endpoints WHERE disabled_at IS NULL)
+      AND s.id > ?1 AND (k.bit = 1 OR s.status = 'confirmed')
+      AND e.disabled_at IS NULL AND (e.events & k.bit) <> 0
+    ORDER BY s.id, k.bit, e.id";
 
 pub(super) async fn run(
     c: &mut SqliteConnection,
@@ -44,17 +63,27 @@ pub(super) async fn run(
     confirm_expires_at: Option<i64>,
     now: i64,
 ) -> anyhow::Result<ImportCounts> {
-    let hashes: Vec<String> = rows.iter().map(|row| hex(&row.address_hash)).collect();
-    let suppressed: HashSet<Vec<u8>> = sqlx::query_scalar(
-        "SELECT address_hash FROM suppressions
-         WHERE address_hash IN (SELECT unhex(value) FROM json_each(?1))",
-    )
-    .bind(serde_json::to_string(&hashes).context("listing the batch's hashes")?)
-    .fetch_all(&mut *c)
-    .await
-    .context("reading suppressions")?
-    .into_iter()
-    .collect();
+    // Most lists have few or no suppressions; the batch's hashes are only sent when some exist.
+    let any_left: i64 = sqlx::query_scalar("SELECT n FROM subscriber_counts WHERE status = 'left'")
+        .fetch_optional(&mut *c)
+        .await
+        .context("counting suppressions")?
+        .unwrap_or(1);
+    let suppressed: HashSet<Vec<u8>> = if any_left > 0 {
+        let hashes: Vec<String> = rows.iter().map(|row| hex(&row.address_hash)).collect();
+        sqlx::query_scalar(
+            "SELECT address_hash FROM suppressions
+             WHERE address_hash IN (SELECT unhex(value) FROM json_each(?1))",
+        )
+        .bind(serde_json::to_string(&hashes).context("listing the batch's hashes")?)
+        .fetch_all(&mut *c)
+        .await
+        .context("reading suppressions")?
+        .into_iter()
+        .collect()
+    } else {
+        HashSet::new()
+    };
     let mut seen = HashSet::new();
     let mut counts = ImportCounts::default();
     let keep: Vec<&OwnedImportRow> = rows
@@ -79,12 +108,24 @@ pub(super) async fn run(
     let mut added: HashSet<Vec<u8>> = HashSet::new();
     // The batch's addresses as one JSON parameter: SQLite reads it faster than it takes
     // thousands of separate binds.
-    let pairs: Vec<[&str; 2]> =
-        keep.iter().map(|row| [row.email.as_str(), row.key.as_str()]).collect();
-    let pairs = serde_json::to_string(&pairs).context("listing the batch")?;
+    let addresses: Vec<Address> = keep
+        .iter()
+        .map(|row| {
+            if row.key.bytes().eq(row.email.bytes().map(|b| b.to_ascii_lowercase())) {
+                Address::Plain(&row.email)
+            } else {
+                Address::Keyed([&row.email, &row.key])
+            }
+        })
+        .collect();
+    let addresses = serde_json::to_string(&addresses).context("listing the batch")?;
+    let newest_before: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM subscribers")
+        .fetch_one(&mut *c)
+        .await
+        .context("finding the newest subscriber")?;
     let insert = if want_keys { INSERT_RETURNING_KEYS } else { INSERT };
     let insert = sqlx::query(insert)
-        .bind(pairs)
+        .bind(addresses)
         .bind(now)
         .bind(status)
         .bind(source)
@@ -100,14 +141,19 @@ pub(super) async fn run(
         counts.added += c.execute(insert).await.context("adding subscribers")?.rows_affected();
     }
     counts.existing += keep.len() as u64 - counts.added;
-    if source == "import" {
-        // The insert trigger leaves imported rows to this (see the migration `import_counts`).
+    if source == "import" && counts.added > 0 {
+        // The insert trigger leaves imported rows to these (migration `one_insert_trigger`).
         sqlx::query("UPDATE subscriber_counts SET n = n + ?1 WHERE status = ?2")
             .bind(i64::try_from(counts.added).context("counting added rows")?)
             .bind(status)
             .execute(&mut *c)
             .await
             .context("counting added subscribers")?;
+        sqlx::query(QUEUE_WEBHOOKS)
+            .bind(newest_before)
+            .execute(&mut *c)
+            .await
+            .context("queuing webhook events for the batch")?;
     }
     if let Some(expires_at) = confirm_expires_at {
         let mail: Vec<&&OwnedImportRow> = keep
@@ -130,6 +176,14 @@ pub(super) async fn run(
         }
     }
     Ok(counts)
+}
+
+/// One element of the batch's JSON array (see `insert_batch!`).
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Address<'a> {
+    Plain(&'a str),
+    Keyed([&'a str; 2]),
 }
 
 /// For SQLite's `unhex`.
