@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::domain::{Door, SubscriberEmail, SubscriberStatus};
 use crate::security::{Links, new_nonce};
 use crate::session::unix_now;
-use crate::store::{AddressHash, ImportBatch, ImportRow, Store};
+use crate::store::{AddressHash, ImportBatch, ImportCounts, ImportRow, Store, StoreError};
 
 /// Rows committed together: what a Ctrl-C or a failure can lose at most, and what one
 /// transaction holds.
@@ -68,8 +68,13 @@ struct Parsed {
     last_line: u64,
 }
 
+/// Batches committing at once. PostgreSQL runs two side by side on two connections (each
+/// batch's rows go in key order, so two batches that share an address wait for each other
+/// rather than deadlock); SQLite's one writer starts the second the moment the first commits.
+const IN_FLIGHT: usize = 2;
+
 /// Imports everything `reader` holds, calling `progress` after each committed batch, and
-/// stopping after the current batch once `stop` is set.
+/// stopping after the batches already committing once `stop` is set.
 pub async fn import(
     store: &dyn Store,
     links: &Links,
@@ -78,62 +83,88 @@ pub async fn import(
     stop: &AtomicBool,
     mut progress: impl FnMut(&ImportReport),
 ) -> anyhow::Result<ImportReport> {
+    use futures_util::StreamExt;
     let (batches, mut incoming) = mpsc::channel::<anyhow::Result<Parsed>>(2);
     let parser = tokio::task::spawn_blocking(move || parse(reader, &batches));
     let mut report = ImportReport { dry_run: options.dry_run, ..ImportReport::default() };
     let consent = format!("import of {}", options.file_name);
-    // Two stages: while the store commits one batch, the next is hashed.
-    let mut next = prepare(incoming.recv().await, links, options)?;
-    while let Some(Prepared { parsed, hashes, nonces }) = next {
-        let now = unix_now();
-        let rows: Vec<ImportRow> = parsed
-            .rows
-            .iter()
-            .zip(hashes)
-            .zip(nonces)
-            .map(|(((_, email), address_hash), nonce)| ImportRow { email, address_hash, nonce })
-            .collect();
-        let batch = ImportBatch {
-            door: Door::Import,
-            rows: &rows,
-            status: match options.import_as {
-                ImportAs::Confirmed => SubscriberStatus::Confirmed,
-                ImportAs::Pending { .. } => SubscriberStatus::Pending,
-            },
-            consent: &consent,
-            confirm_expires_at: match options.import_as {
-                ImportAs::Pending { confirm_ttl_secs } => {
-                    Some(now.saturating_add(confirm_ttl_secs))
+    let mut committing = futures_util::stream::FuturesOrdered::new();
+    let mut reading = true;
+    let mut read_failure = None;
+    loop {
+        let room = reading && committing.len() < IN_FLIGHT && !stop.load(Ordering::Relaxed);
+        tokio::select! {
+            received = incoming.recv(), if room => match prepare(received, links, options) {
+                Ok(Some(prepared)) => {
+                    committing.push_back(commit(store, prepared, options, &consent));
                 }
-                ImportAs::Confirmed => None,
+                Ok(None) => reading = false,
+                Err(e) => {
+                    // Reported after the batches read before it are committed.
+                    read_failure = Some(e);
+                    reading = false;
+                }
             },
-            dry_run: options.dry_run,
-            now,
-        };
-        let (counted, following) = tokio::join!(store.import_batch(batch), async {
-            prepare(incoming.recv().await, links, options)
-        });
-        let counted = counted.context("importing a batch")?;
-        report.added += counted.added;
-        report.already_on_the_list += counted.existing;
-        report.suppressed += counted.suppressed;
-        report.invalid += parsed.invalid.len() as u64;
-        report.lines =
-            report.added + report.already_on_the_list + report.suppressed + report.invalid;
-        let room = REPORTED_INVALID.saturating_sub(report.invalid_lines.len());
-        report.invalid_lines.extend(parsed.invalid.into_iter().take(room));
-        progress(&report);
-        if stop.load(Ordering::Relaxed) {
-            report.stopped_after_line = Some(parsed.last_line);
-            drop(incoming);
-            break;
+            Some((parsed, counted)) = committing.next() => {
+                let counted = counted.context("importing a batch")?;
+                report.added += counted.added;
+                report.already_on_the_list += counted.existing;
+                report.suppressed += counted.suppressed;
+                report.invalid += parsed.invalid.len() as u64;
+                report.lines =
+                    report.added + report.already_on_the_list + report.suppressed + report.invalid;
+                let room = REPORTED_INVALID.saturating_sub(report.invalid_lines.len());
+                report.invalid_lines.extend(parsed.invalid.into_iter().take(room));
+                progress(&report);
+                if stop.load(Ordering::Relaxed) && reading {
+                    report.stopped_after_line = Some(parsed.last_line);
+                }
+            },
+            else => break,
         }
-        // Only now: a batch that failed to read is reported after the one committed before it.
-        next = following?;
     }
+    if let Some(e) = read_failure {
+        return Err(e);
+    }
+    drop(incoming);
     // The parser stops at its next hand-over once nobody listens.
     let _ = parser.await;
     Ok(report)
+}
+
+/// Commits one batch; hands back what was parsed with what the store counted.
+async fn commit(
+    store: &dyn Store,
+    Prepared { parsed, hashes, nonces }: Prepared,
+    options: &ImportOptions,
+    consent: &str,
+) -> (Parsed, Result<ImportCounts, StoreError>) {
+    let now = unix_now();
+    let rows: Vec<ImportRow> = parsed
+        .rows
+        .iter()
+        .zip(hashes)
+        .zip(nonces)
+        .map(|(((_, email), address_hash), nonce)| ImportRow { email, address_hash, nonce })
+        .collect();
+    let batch = ImportBatch {
+        door: Door::Import,
+        rows: &rows,
+        status: match options.import_as {
+            ImportAs::Confirmed => SubscriberStatus::Confirmed,
+            ImportAs::Pending { .. } => SubscriberStatus::Pending,
+        },
+        consent,
+        confirm_expires_at: match options.import_as {
+            ImportAs::Pending { confirm_ttl_secs } => Some(now.saturating_add(confirm_ttl_secs)),
+            ImportAs::Confirmed => None,
+        },
+        dry_run: options.dry_run,
+        now,
+    };
+    let counted = store.import_batch(batch).await;
+    drop(rows);
+    (parsed, counted)
 }
 
 /// A parsed batch with what its rows need from the secret key and the random source.

@@ -37,12 +37,14 @@ use crate::outbox::{OutboxBell, OutboxWorker};
 use crate::security::{AdminCredentials, Limits, Links, SecretKey, resolve_admin_credential};
 use crate::session::{SessionConfig, SessionLayerState, unix_now};
 use crate::signup::{CONFIRMATION_WINDOW, DoubleOptIn, SignupPolicy};
-use crate::store::{PoolLimits, Store};
+use crate::store::{PoolLimits, SEARCH_INDEX_STEP, Store};
 use crate::web::{AppState, CrossOrigin, MetricsAccess, RequestGauge, Templates, TrustedProxies};
 use crate::webhooks::WebhookWorker;
 
 const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(10 * 60);
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(10 * 60);
+/// How long new rows wait at most before the background indexer looks for them.
+const SEARCH_INDEX_EVERY: Duration = Duration::from_secs(1);
 /// What `--pending-ttl` defaults to, for pending rows left from a time mail was on.
 const DEFAULT_PENDING_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long requests in flight may take to finish once a shutdown is asked for.
@@ -263,6 +265,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_expired_sessions(self.store.clone()));
+        let indexer = tokio::spawn(index_for_search(self.store.clone()));
         let metrics_server = self.metrics_listener.map(|(listener, router)| {
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, router).await {
@@ -302,6 +305,7 @@ impl Server {
             }
         };
         sweeper.abort();
+        indexer.abort();
         housekeeper.abort();
         if let Some(metrics_server) = metrics_server {
             metrics_server.abort();
@@ -334,6 +338,19 @@ async fn sweep_expired_sessions(store: Arc<dyn Store>) {
             Ok(removed) => tracing::debug!(removed, "removed expired sessions"),
             Err(e) => tracing::warn!(error = format!("{e:#}"), "could not remove expired sessions"),
         }
+    }
+}
+
+/// Keeps the search index up with new rows (PostgreSQL; SQLite's writer does it itself): a step
+/// after another while there is a backlog, else one look a second.
+async fn index_for_search(store: Arc<dyn Store>) {
+    loop {
+        match store.index_for_search().await {
+            Ok(indexed) if indexed >= SEARCH_INDEX_STEP.unsigned_abs() => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = format!("{e:#}"), "indexing for search failed"),
+        }
+        tokio::time::sleep(SEARCH_INDEX_EVERY).await;
     }
 }
 

@@ -182,6 +182,56 @@ on_both_backends! {
         assert_eq!(too_long.status(), StatusCode::BAD_REQUEST);
     }
 
+    async fn searches_find_the_same_rows_before_and_after_the_index_catches_up(backend: Backend) {
+        let app = spawn_app(backend).await;
+        for email in ["alice@example.com", "Alicia@Sample.net", "kim@bücher.de", "bob@example.org"] {
+            assert_is_redirect_to(&app.other_visitor().signup(email).await, "/");
+        }
+        app.login_ok().await;
+        let searches = [
+            ("ALIC", "2 matches of 4", vec!["alice@example.com", "Alicia@sample.net"]),
+            ("xn--bcher", "1 match of 4", vec!["kim@bücher.de"]),
+            ("b%C3%BCcher", "1 match of 4", vec!["kim@bücher.de"]),
+            ("example", "2 matches of 4", vec!["alice@example.com", "bob@example.org"]),
+        ];
+        let check = |phase: &'static str| {
+            let (app, searches) = (&app, &searches);
+            async move {
+                for (q, count, found) in searches {
+                    let html = common::unescape(&app.get_html(&format!("/admin?q={q}")).await);
+                    assert!(html.contains(count), "{phase}, q={q}: {html}");
+                    for email in found {
+                        assert!(html.contains(email), "{phase}, q={q} finds {email}");
+                    }
+                }
+            }
+        };
+        // Newly added rows are found before the background index holds them...
+        check("new rows").await;
+        let unindexed = if app.database.is_postgres() {
+            "SELECT CAST(count(*) AS TEXT) FROM search_backlog"
+        } else {
+            "SELECT CAST(count(*) AS TEXT) FROM subscribers
+             WHERE id > (SELECT indexed_up_to FROM search_progress)"
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while app.database.strings(unindexed).await != ["0"] {
+            assert!(std::time::Instant::now() < deadline, "the index never caught up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // ...and after, through the index, the same ones.
+        check("indexed rows").await;
+        if app.database.is_postgres() {
+            assert_eq!(app.database.count("subscriber_search").await, 4);
+        }
+        // A deleted row leaves the index with it.
+        app.admin_delete("kim@bücher.de").await;
+        assert!(app.get_html("/admin?q=xn--bcher").await.contains("0 matches of 3"));
+        if app.database.is_postgres() {
+            assert_eq!(app.database.count("subscriber_search").await, 3);
+        }
+    }
+
     async fn search_handles_short_terms_quotes_unicode_and_paging(backend: Backend) {
         let app = spawn_app(backend).await;
         for email in ["o'neil@example.com", "kim@bücher.de", "xy@example.com", "quote@example.com"] {

@@ -223,6 +223,24 @@ on_both_backends! {
                 )
                 .await;
             assert_eq!(indexed[0], due[0], "the search index");
+        } else {
+            // Every row waits in the backlog or is in the index, never both, never neither; and
+            // neither holds a row that is gone.
+            let misplaced = database
+                .strings(
+                    "SELECT CAST(count(*) AS TEXT) FROM subscribers AS s
+                     WHERE (SELECT count(*) FROM search_backlog AS b WHERE b.id = s.id)
+                         + (SELECT count(*) FROM subscriber_search AS x WHERE x.id = s.id) <> 1",
+                )
+                .await;
+            assert_eq!(misplaced, ["0"], "rows in the search backlog and index");
+            let stray = database
+                .strings(
+                    "SELECT CAST(count(*) AS TEXT) FROM search_backlog AS b
+                     WHERE NOT EXISTS (SELECT 1 FROM subscribers AS s WHERE s.id = b.id)",
+                )
+                .await;
+            assert_eq!(stray, ["0"], "backlog rows of deleted subscribers");
         }
     }
 }

@@ -212,6 +212,83 @@ on_both_backends! {
         assert_eq!(statuses, ["pending", "pending"]);
     }
 
+    async fn an_import_whose_batches_repeat_addresses_adds_each_once(backend: Backend) {
+        let mut app = spawn_app(backend).await;
+        if !app.database.is_postgres() {
+            app.stop().await;
+        }
+        // Two batches of 10,000 hold the same addresses in opposite orders (and letter cases);
+        // a third holds new ones.
+        let mut text = String::from("email\n");
+        for i in 0..10_000 {
+            text.push_str(&format!("shared{i}@example.com\n"));
+        }
+        for i in (0..10_000).rev() {
+            text.push_str(&format!("Shared{i}@Example.COM\n"));
+        }
+        for i in 0..5_000 {
+            text.push_str(&format!("new{i}@example.com\n"));
+        }
+        let file = write(app.dir.path(), "overlap.csv", &text);
+        let done = app.tool(&["import", &file]);
+        assert!(done.status.success(), "{}", stderr(&done));
+        assert_eq!(last_line(&done), "import: 25000 rows: added 15000, already on the list 10000, suppressed 0, invalid 0");
+        let again = app.tool(&["import", &file]);
+        assert_eq!(last_line(&again), "import: 25000 rows: added 0, already on the list 25000, suppressed 0, invalid 0");
+        assert_eq!(app.count_rows("subscribers").await, 15_000);
+    }
+
+    async fn batches_committing_at_once_that_share_addresses_never_deadlock(backend: Backend) {
+        use enlist::config::DatabaseUrl;
+        use enlist::domain::{Door, SubscriberEmail, SubscriberStatus};
+        use enlist::store::{ImportBatch, ImportRow, PoolLimits};
+
+        let dir = tempfile::tempdir().unwrap();
+        let database = common::TestDatabase::create(&backend, dir.path()).await;
+        let limits = PoolLimits {
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+        };
+        let url = DatabaseUrl::parse(&database.url).unwrap();
+        let store = enlist::store::open(&url, limits, enlist::store::Role::Tool).await.unwrap();
+        let now = enlist::session::unix_now();
+        for round in 0..5u8 {
+            // The same 2,000 addresses, one batch in each order: inserted row by row in the
+            // order given, the two would each wait for a row the other holds.
+            let emails: Vec<SubscriberEmail> = (0..2_000)
+                .map(|i| SubscriberEmail::parse(&format!("r{round}.{i}@example.com")).unwrap())
+                .collect();
+            let rows = |order: Vec<usize>| -> Vec<ImportRow<'_>> {
+                order
+                    .into_iter()
+                    .map(|i| {
+                        let mut hash = [round; 32];
+                        hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                        ImportRow { email: &emails[i], address_hash: hash, nonce: None }
+                    })
+                    .collect()
+            };
+            let forward = rows((0..emails.len()).collect());
+            let backward = rows((0..emails.len()).rev().collect());
+            let batch = |rows| ImportBatch {
+                door: Door::Import,
+                rows,
+                status: SubscriberStatus::Confirmed,
+                consent: "import of test.csv",
+                confirm_expires_at: None,
+                dry_run: false,
+                now,
+            };
+            let (a, b) = tokio::join!(store.import_batch(batch(&forward)), store.import_batch(batch(&backward)));
+            let (a, b) = (a.expect("the forward batch"), b.expect("the backward batch"));
+            assert_eq!(a.added + b.added, 2_000, "round {round}");
+            assert_eq!(a.existing + b.existing, 2_000, "round {round}");
+        }
+        assert_eq!(database.count("subscribers").await, 10_000);
+        store.close().await;
+    }
+
     async fn the_cli_imports_and_exports(backend: Backend) {
         let mut app = spawn_app(backend).await;
         assert_is_redirect_to(&app.signup("web@example.com").await, "/");

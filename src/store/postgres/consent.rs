@@ -66,6 +66,16 @@ async fn queue_mail(
     Ok(())
 }
 
+/// `$1`/`$2` are the batch's addresses and keys as two arrays.
+macro_rules! insert_batch {
+    () => {
+        "INSERT INTO subscribers (email, email_key, created_at, status, source, consent,
+                                  confirmed_at)
+         SELECT e, k, $3, $4, $7, $5, $6 FROM unnest($1::TEXT[], $2::TEXT[]) AS v (e, k)
+         ON CONFLICT (email_key) DO NOTHING"
+    };
+}
+
 impl PostgresStore {
     pub(super) async fn insert_confirmed(&self, new: NewSubscriber<'_>) -> StoreResult<()> {
         let work = async {
@@ -281,13 +291,26 @@ impl PostgresStore {
     pub(super) async fn import_rows(&self, batch: ImportBatch<'_>) -> StoreResult<ImportCounts> {
         let work = async {
             let mut tx = self.pool.begin().await?;
-            let hashes: Vec<Vec<u8>> = batch.rows.iter().map(|r| r.address_hash.to_vec()).collect();
-            let found: Vec<Vec<u8>> = sqlx::query_scalar(
-                "SELECT address_hash FROM suppressions WHERE address_hash = ANY($1)",
+            // Most lists have few or no suppressions; the batch's hashes are only sent when some
+            // exist.
+            let any_left: i64 = sqlx::query_scalar(
+                "SELECT CAST(coalesce(sum(n), 1) AS BIGINT) FROM subscriber_counts
+                 WHERE status = 'left'",
             )
-            .bind(&hashes)
-            .fetch_all(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+            let found: Vec<Vec<u8>> = if any_left > 0 {
+                let hashes: Vec<Vec<u8>> =
+                    batch.rows.iter().map(|r| r.address_hash.to_vec()).collect();
+                sqlx::query_scalar(
+                    "SELECT address_hash FROM suppressions WHERE address_hash = ANY($1)",
+                )
+                .bind(&hashes)
+                .fetch_all(&mut *tx)
+                .await?
+            } else {
+                Vec::new()
+            };
             let suppressed: std::collections::HashSet<Vec<u8>> = found.into_iter().collect();
             let mut counts = ImportCounts::default();
             let mut seen = std::collections::HashSet::new();
@@ -306,27 +329,35 @@ impl PostgresStore {
                     }
                 })
                 .collect();
+            // In key order: two batches inserting at once then take their addresses in the same
+            // order, so where they share one, one waits for the other and neither deadlocks.
+            let mut keep = keep;
+            keep.sort_unstable_by(|a, b| a.email.key().cmp(b.email.key()));
             let emails: Vec<&str> = keep.iter().map(|r| r.email.as_str()).collect();
             let keys: Vec<&str> = keep.iter().map(|r| r.email.key()).collect();
             let confirmed_at = (batch.status == SubscriberStatus::Confirmed).then_some(batch.now);
-            let added: Vec<String> = sqlx::query_scalar(
-                "INSERT INTO subscribers (email, email_key, created_at, status, source, consent,
-                                          confirmed_at)
-                 SELECT e, k, $3, $4, $7, $5, $6 FROM unnest($1::TEXT[], $2::TEXT[]) AS v (e, k)
-                 ON CONFLICT (email_key) DO NOTHING RETURNING email_key",
-            )
+            // Which rows were new matters only for the confirmation mails of a pending import;
+            // otherwise the count is enough, and cheaper than a row back per address.
+            let insert = sqlx::query(if batch.confirm_expires_at.is_some() {
+                concat!(insert_batch!(), " RETURNING email_key")
+            } else {
+                insert_batch!()
+            })
             .bind(&emails)
             .bind(&keys)
             .bind(batch.now)
             .bind(batch.status.as_str())
             .bind(batch.consent)
             .bind(confirmed_at)
-            .bind(batch.door.as_str())
-            .fetch_all(&mut *tx)
-            .await?;
-            counts.added = added.len() as u64;
-            counts.existing += keep.len() as u64 - counts.added;
+            .bind(batch.door.as_str());
             if let Some(expires_at) = batch.confirm_expires_at {
+                let added: Vec<String> = insert
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|row| sqlx::Row::try_get(row, 0))
+                    .collect::<Result<_, _>>()?;
+                counts.added = added.len() as u64;
                 let added: std::collections::HashSet<&str> =
                     added.iter().map(String::as_str).collect();
                 let (keys, nonces): (Vec<&str>, Vec<Vec<u8>>) = keep
@@ -347,7 +378,10 @@ impl PostgresStore {
                 .bind(batch.now)
                 .execute(&mut *tx)
                 .await?;
+            } else {
+                counts.added = insert.execute(&mut *tx).await?.rows_affected();
             }
+            counts.existing += keep.len() as u64 - counts.added;
             if batch.dry_run {
                 tx.rollback().await?;
             } else {

@@ -10,6 +10,7 @@ use super::{PoolLimits, StoreResult};
 mod consent;
 mod owner;
 mod queries;
+mod search_index;
 mod webhooks;
 
 /// PostgreSQL, shared by any number of instances. Every call is bounded in time on our side too:

@@ -99,21 +99,45 @@ impl Store for PostgresStore {
         before: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<Subscriber>> {
-        // With a search, the planner picks between the trigram index (rare terms) and walking
-        // the primary key newest first until the page is full (common terms).
+        let before = before.unwrap_or(i64::MAX);
+        let status = filter.status.map(SubscriberStatus::as_str);
+        let Some(term) = filter.search else {
+            // The status is written into the statement (it is one of two fixed words) so that
+            // every plan for `pending` uses the partial index of pending rows.
+            let status = status.map_or(String::new(), |status| format!("AND status = '{status}'"));
+            let select = sqlx::query_as::<_, Subscriber>(sqlx::AssertSqlSafe(format!(
+                "SELECT id, email, created_at, status FROM subscribers
+                 WHERE id < $1 {status} ORDER BY id DESC LIMIT $2"
+            )))
+            .bind(before)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool);
+            return self.bounded("listing subscribers", select).await;
+        };
+        // For the indexed rows the planner picks between the trigram index (rare terms) and
+        // walking the primary key newest first until the page is full (common terms).
         let select = sqlx::query_as::<_, Subscriber>(
-            "SELECT id, email, created_at, status FROM subscribers
-             WHERE id < $1
-               AND ($2::TEXT IS NULL OR (email_key || E'\\n' || lower(email)) LIKE $2 ESCAPE '\\')
-               AND ($4::TEXT IS NULL OR status = $4)
+            "SELECT * FROM (
+                 (SELECT s.id, s.email, s.created_at, s.status
+                  FROM subscriber_search AS x JOIN subscribers AS s ON s.id = x.id
+                  WHERE x.id < $1 AND x.text LIKE $2 ESCAPE '\\'
+                    AND ($4::TEXT IS NULL OR s.status = $4)
+                  ORDER BY x.id DESC LIMIT $3)
+                 UNION ALL
+                 (SELECT s.id, s.email, s.created_at, s.status
+                  FROM search_backlog AS b JOIN subscribers AS s ON s.id = b.id
+                  WHERE b.id < $1 AND (s.email_key || E'\\n' || lower(s.email)) LIKE $2 ESCAPE '\\'
+                    AND ($4::TEXT IS NULL OR s.status = $4)
+                  ORDER BY b.id DESC LIMIT $3)
+             ) AS found
              ORDER BY id DESC LIMIT $3",
         )
-        .bind(before.unwrap_or(i64::MAX))
-        .bind(filter.search.map(SearchTerm::like_pattern))
+        .bind(before)
+        .bind(term.like_pattern())
         .bind(i64::from(limit))
-        .bind(filter.status.map(SubscriberStatus::as_str))
+        .bind(status)
         .fetch_all(&self.pool);
-        self.bounded("listing subscribers", select).await
+        self.bounded("searching subscribers", select).await
     }
 
     async fn walk_matching(
@@ -285,6 +309,10 @@ impl Store for PostgresStore {
         Ok((size.saturating_sub(idle), idle))
     }
 
+    async fn index_for_search(&self) -> StoreResult<u64> {
+        self.index_backlog().await
+    }
+
     async fn count_matching(&self, filter: ListFilter<'_>, cap: u64) -> StoreResult<u64> {
         let Some(term) = filter.search else {
             let counts = self.counts().await?;
@@ -295,10 +323,14 @@ impl Store for PostgresStore {
             });
         };
         let count = sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM (SELECT 1 FROM subscribers
-                                   WHERE (email_key || E'\\n' || lower(email)) LIKE $1 ESCAPE '\\'
-                                     AND ($3::TEXT IS NULL OR status = $3)
-                                   LIMIT $2) AS capped",
+            "SELECT count(*) FROM (
+                 SELECT 1 FROM subscriber_search AS x JOIN subscribers AS s ON s.id = x.id
+                 WHERE x.text LIKE $1 ESCAPE '\\' AND ($3::TEXT IS NULL OR s.status = $3)
+                 UNION ALL
+                 SELECT 1 FROM search_backlog AS b JOIN subscribers AS s ON s.id = b.id
+                 WHERE (s.email_key || E'\\n' || lower(s.email)) LIKE $1 ESCAPE '\\'
+                   AND ($3::TEXT IS NULL OR s.status = $3)
+                 LIMIT $2) AS capped",
         )
         .bind(term.like_pattern())
         .bind(i64::try_from(cap).unwrap_or(i64::MAX))

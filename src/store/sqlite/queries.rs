@@ -182,14 +182,15 @@ impl Store for SqliteStore {
                 .fetch_all(&self.readers)
                 .await
             }
+            // The status is written into the statement (it is one of two fixed words) so that
+            // SQLite sees `pending` and uses the partial index of pending rows.
             (None, Some(status)) => {
                 sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers
-                     WHERE status = ?3 AND id < ?1 ORDER BY id DESC LIMIT ?2"
+                     WHERE status = '{status}' AND id < ?1 ORDER BY id DESC LIMIT ?2"
                 )))
                 .bind(before)
                 .bind(limit)
-                .bind(status)
                 .fetch_all(&self.readers)
                 .await
             }
