@@ -241,6 +241,13 @@ on_both_backends! {
                 )
                 .await;
             assert_eq!(stray, ["0"], "backlog rows of deleted subscribers");
+            let orphans = database
+                .strings(
+                    "SELECT CAST(count(*) AS TEXT) FROM subscriber_search AS x
+                     WHERE NOT EXISTS (SELECT 1 FROM subscribers AS s WHERE s.id = x.id)",
+                )
+                .await;
+            assert_eq!(orphans, ["0"], "indexed addresses of deleted subscribers");
         }
     }
 }

@@ -289,6 +289,75 @@ on_both_backends! {
         store.close().await;
     }
 
+    async fn deletes_racing_the_search_indexer_leave_no_address_behind(backend: Backend) {
+        use enlist::config::DatabaseUrl;
+        use enlist::domain::{Door, SubscriberEmail, SubscriberStatus};
+        use enlist::store::{ImportBatch, ImportRow, PoolLimits};
+
+        let dir = tempfile::tempdir().unwrap();
+        let database = common::TestDatabase::create(&backend, dir.path()).await;
+        let limits = PoolLimits {
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+        };
+        let url = DatabaseUrl::parse(&database.url).unwrap();
+        let store = enlist::store::open(&url, limits, enlist::store::Role::Server).await.unwrap();
+        let now = enlist::session::unix_now();
+        for round in 0..3u8 {
+            let emails: Vec<SubscriberEmail> = (0..12_000)
+                .map(|i| SubscriberEmail::parse(&format!("race{round}.{i}@example.com")).unwrap())
+                .collect();
+            let rows: Vec<ImportRow<'_>> = emails
+                .iter()
+                .enumerate()
+                .map(|(i, email)| {
+                    let mut hash = [round; 32];
+                    hash[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                    ImportRow { email, address_hash: hash, nonce: None }
+                })
+                .collect();
+            let batch = ImportBatch {
+                door: Door::Import,
+                rows: &rows,
+                status: SubscriberStatus::Confirmed,
+                consent: "import of race.csv",
+                confirm_expires_at: None,
+                dry_run: false,
+                now,
+            };
+            store.import_batch(batch).await.unwrap();
+            let ids: Vec<i64> = database
+                .strings(&format!("SELECT CAST(id AS TEXT) FROM subscribers WHERE email LIKE 'race{round}.%' ORDER BY id"))
+                .await
+                .iter()
+                .map(|id| id.parse().unwrap())
+                .collect();
+            // Every other row goes, in small deletes, while the indexer moves rows at full speed.
+            let doomed: Vec<i64> = ids.iter().copied().step_by(2).collect();
+            let deleting = async {
+                for chunk in doomed.chunks(200) {
+                    store.remove_subscribers(chunk).await.unwrap();
+                }
+            };
+            let indexing = async {
+                while store.index_for_search().await.unwrap() > 0 {}
+            };
+            tokio::join!(deleting, indexing);
+            while store.index_for_search().await.unwrap() > 0 {}
+        }
+        if database.is_postgres() {
+            let stray = database
+                .strings("SELECT CAST(count(*) AS TEXT) FROM subscriber_search AS x WHERE NOT EXISTS (SELECT 1 FROM subscribers AS s WHERE s.id = x.id)")
+                .await;
+            assert_eq!(stray, ["0"], "an address outlived its row in the index");
+            assert_eq!(database.count("search_backlog").await, 0);
+            assert_eq!(database.count("subscriber_search").await, 18_000);
+        }
+        assert_eq!(database.count("subscribers").await, 18_000);
+        store.close().await;
+    }
+
     async fn the_cli_imports_and_exports(backend: Backend) {
         let mut app = spawn_app(backend).await;
         assert_is_redirect_to(&app.signup("web@example.com").await, "/");

@@ -5,7 +5,7 @@
 -- statement (one snapshot, and a row is in exactly one of them), so every row is searchable
 -- from its commit on.
 CREATE TABLE subscriber_search (
-    id   BIGINT PRIMARY KEY REFERENCES subscribers (id) ON DELETE CASCADE,
+    id   BIGINT PRIMARY KEY,
     -- Both forms of the address, as the index before held them: key, newline, address.
     text TEXT   NOT NULL
 );
@@ -20,12 +20,16 @@ DROP INDEX subscribers_search_trgm;
 
 -- Statement-level, from transition tables, as the counters: an import queues a batch in one
 -- statement. Addresses are never changed in place, so inserts and deletes are all there is.
+-- A delete takes its rows out of the backlog first: where the indexer is moving one of them,
+-- that waits for the indexer's commit, and the second statement (a new snapshot) then sees
+-- and removes what the indexer wrote. So no address outlives its row in the index.
 CREATE FUNCTION search_backlog_track() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO search_backlog (id) SELECT id FROM new_rows;
     ELSE
         DELETE FROM search_backlog WHERE id IN (SELECT id FROM old_rows);
+        DELETE FROM subscriber_search WHERE id IN (SELECT id FROM old_rows);
     END IF;
     RETURN NULL;
 END;

@@ -7,21 +7,19 @@ use crate::store::{SEARCH_INDEX_STEP, StoreResult};
 /// One instance indexes at a time; the others find the lock taken and wait for their next turn.
 const INDEXER_LOCK: i64 = 0x656e_6c69_7374_0001;
 
-/// Rows that are being deleted are skipped (their delete takes them out of the backlog), and a
-/// row being indexed holds off its delete until the step commits: the delete then cascades to
-/// the index, so no address outlives its row there. Locks are taken in the order a delete takes
-/// them (the subscriber, then the backlog), so the two never wait for each other in a circle.
+/// The indexer locks only backlog rows, skipping those a delete holds, so it never waits for a
+/// delete; a delete that reaches a row the indexer holds waits for it, and then removes what
+/// it wrote (see the migration). Rows deleted before this statement began have left the
+/// backlog with them.
 const STEP: &str = "
-    WITH live AS (
-        SELECT s.id, s.email_key || E'\\n' || lower(s.email) AS text
-        FROM subscribers AS s
-        WHERE s.id IN (SELECT id FROM search_backlog ORDER BY id LIMIT $1)
-        FOR KEY SHARE OF s SKIP LOCKED
+    WITH picked AS (
+        SELECT id FROM search_backlog ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED
     ), taken AS (
-        DELETE FROM search_backlog AS b USING live WHERE b.id = live.id RETURNING b.id
+        DELETE FROM search_backlog AS b USING picked WHERE b.id = picked.id RETURNING b.id
     )
     INSERT INTO subscriber_search (id, text)
-    SELECT live.id, live.text FROM live JOIN taken ON taken.id = live.id
+    SELECT s.id, s.email_key || E'\\n' || lower(s.email)
+    FROM subscribers AS s JOIN taken ON taken.id = s.id
     ON CONFLICT (id) DO UPDATE SET text = EXCLUDED.text";
 
 impl PostgresStore {
