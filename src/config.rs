@@ -267,6 +267,14 @@ pub struct ServeArgs {
     /// Unconfirmed signups are deleted this long after they were made.
     #[arg(long, env = "ENLIST_PENDING_TTL", default_value = "7d", value_parser = parse_positive_duration)]
     pub pending_ttl: Duration,
+    /// Announcements go out at this many messages a second (all instances together); 0 sends
+    /// as fast as the mail server accepts them. Confirmation and welcome mails never wait
+    /// behind an announcement.
+    #[arg(long, env = "ENLIST_MAIL_RATE", default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub mail_rate: u32,
+    /// Publish the subjects and bodies of sent announcements at /archive (never an address).
+    #[arg(long, env = "ENLIST_PUBLIC_ARCHIVE")]
+    pub public_archive: bool,
     /// Keep the full client address as evidence of consent (default: IPv4 /24, IPv6 /48).
     #[arg(long, env = "ENLIST_KEEP_FULL_IP")]
     pub keep_full_ip: bool,
@@ -508,6 +516,7 @@ pub struct Settings {
     pub webhooks: crate::webhooks::WebhookPolicy,
     /// `None`: no mail, single opt-in.
     pub mail: Option<MailSettings>,
+    pub public_archive: bool,
 }
 
 /// Everything about mail, present only when mail is configured.
@@ -519,6 +528,8 @@ pub struct MailSettings {
     pub from: lettre::message::Mailbox,
     pub confirm_ttl: Duration,
     pub pending_ttl: Duration,
+    /// Announcement mails a second; 0 for as fast as the server takes them.
+    pub rate: u32,
 }
 
 /// A setting that cannot be used, named the way the operator wrote it.
@@ -579,6 +590,7 @@ impl Settings {
                 from: parse_mail_from(args.mail_from.as_deref())?,
                 confirm_ttl: args.confirm_ttl,
                 pending_ttl: args.pending_ttl,
+                rate: args.mail_rate,
             }),
         };
         if args.list_name.trim().is_empty() || args.list_name.chars().any(char::is_control) {
@@ -617,6 +629,7 @@ impl Settings {
                 retry_base: args.webhook_retry_delay,
             },
             mail,
+            public_archive: args.public_archive,
         })
     }
 }

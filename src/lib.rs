@@ -3,6 +3,7 @@
 //! [`Server::build`] turns checked [`config::Settings`] into a bound, ready server; the binary and
 //! the black-box tests both go through it.
 
+pub mod announce;
 pub mod cli;
 pub mod config;
 pub mod domain;
@@ -33,7 +34,8 @@ use crate::config::{DatabaseUrl, SettingError, Settings};
 use crate::domain::AdminPassword;
 use crate::mail::{Composer, Mailer};
 use crate::metrics::Metrics;
-use crate::outbox::{OutboxBell, OutboxWorker};
+use crate::announce::Announcements;
+use crate::outbox::{Announcer, OutboxBell, OutboxWorker};
 use crate::security::{AdminCredentials, Limits, Links, SecretKey, resolve_admin_credential};
 use crate::session::{SessionConfig, SessionLayerState, unix_now};
 use crate::signup::{CONFIRMATION_WINDOW, DoubleOptIn, SignupPolicy};
@@ -68,6 +70,7 @@ pub struct Server {
     generated_admin_password: Option<AdminPassword>,
     /// Present when mail is configured.
     outbox: Option<OutboxWorker>,
+    announcer: Option<Announcer>,
     webhooks: WebhookWorker,
     /// `--metrics-bind`: its own listener, serving `/metrics` only.
     metrics_listener: Option<(TcpListener, Router)>,
@@ -125,6 +128,7 @@ impl Server {
         let in_flight = RequestGauge::default();
         let metrics = Arc::new(Metrics::default());
         let mut outbox = None;
+        let mut announcer = None;
         let double_opt_in = match &settings.mail {
             None => None,
             Some(mail) => {
@@ -153,7 +157,10 @@ impl Server {
                     retry_base: settings.outbox_retry_base,
                     visitors: in_flight.clone(),
                     metrics: metrics.clone(),
+                    announcements: Default::default(),
                 });
+                announcer =
+                    Some(Announcer { store: store.clone(), bell: bell.clone(), rate: mail.rate });
                 Some(DoubleOptIn { confirm_ttl: mail.confirm_ttl, composer, bell })
             }
         };
@@ -199,7 +206,16 @@ impl Server {
         let cross_origin =
             CrossOrigin::new(settings.public_url.as_ref(), &settings.allowed_origins)
                 .map_err(|e| SettingError::new("--allowed-origins (ENLIST_ALLOWED_ORIGINS)", e))?;
+        let announcements = Announcements {
+            store: store.clone(),
+            templates: templates.clone(),
+            list_name: settings.list_name.clone(),
+            public_url: public_url.clone(),
+            outbox: double_opt_in_bell(&signups),
+        };
         let state = AppState {
+            announcements: Arc::new(announcements),
+            public_archive: settings.public_archive,
             limits: Arc::new(limits),
             store: store.clone(),
             templates,
@@ -235,6 +251,7 @@ impl Server {
             public_url,
             generated_admin_password,
             outbox,
+            announcer,
             webhooks,
             housekeeping,
         })
@@ -281,6 +298,12 @@ impl Server {
                 let _ = stopped.wait_for(|stop| *stop).await;
             }))
         });
+        let announcer = self.announcer.map(|announcer| {
+            let mut stopped = stop_workers.subscribe();
+            tokio::spawn(announcer.run(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }))
+        });
         let mut webhooks_stopped = stop_workers.subscribe();
         let webhooks = tokio::spawn(self.webhooks.run(async move {
             let _ = webhooks_stopped.wait_for(|stop| *stop).await;
@@ -314,10 +337,18 @@ impl Server {
         if let Some(outbox) = outbox {
             let _ = outbox.await;
         }
+        if let Some(announcer) = announcer {
+            let _ = announcer.await;
+        }
         let _ = webhooks.await;
         self.store.close().await;
         served
     }
+}
+
+/// The outbox's bell, when there is mail to send with.
+fn double_opt_in_bell(signups: &SignupPolicy) -> Option<OutboxBell> {
+    signups.double_opt_in.as_ref().map(|mail| mail.bell.clone())
 }
 
 /// sqlx's PostgreSQL TLS goes through rustls; pin its crypto provider once, before any

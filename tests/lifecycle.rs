@@ -11,12 +11,14 @@ use clap::Parser;
 use common::{ADMIN_PASSWORD, Backend, assert_is_redirect_to, browser, spawn_app};
 use enlist::Server;
 use enlist::config::{Cli, Command, Settings};
-use enlist::domain::{SearchTerm, SubscriberEmail, SubscriberStatus};
+use enlist::domain::{
+    AnnouncementAction, AnnouncementText, SearchTerm, SubscriberEmail, SubscriberStatus,
+};
 use enlist::store::{
-    AddressHash, AttemptRecord, ConfirmWrite, Confirmation, ConfirmationQueued,
-    ConfirmationRequest, Confirmed, Counts, DeliveryOutcome, EndpointRecord, ExportChunk,
-    ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord, NewEndpoint,
-    NewSubscriber, NewToken, PoolLimits, QueuedDelivery, QueuedMail, Selection, SessionKey,
+    AddressHash, AnnouncementRecord, AttemptRecord, ConfirmWrite, Confirmation, ConfirmationQueued,
+    ConfirmationRequest, Confirmed, Counts, DeliveryOutcome, EndpointRecord, Expansion, ExportChunk,
+    FailureGroup, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord, NewEndpoint,
+    NewSubscriber, NewToken, Pace, PoolLimits, QueuedDelivery, QueuedMail, Selection, SessionKey,
     SqliteStore, Store, StoreError, StoreResult, Subscriber, SubscriberRecord, TokenRecord, Walk,
 };
 use reqwest::StatusCode;
@@ -121,6 +123,16 @@ breakable! {
     async fn outbox_backlog(&self) -> StoreResult<Vec<(String, u64, i64)>>;
     async fn connections(&self) -> StoreResult<(u64, u64)>;
     async fn count_matching(&self, filter: ListFilter<'_>, cap: u64) -> StoreResult<u64>;
+    async fn create_announcement(&self, text: &AnnouncementText, now: i64) -> StoreResult<i64>;
+    async fn update_announcement(&self, id: i64, text: &AnnouncementText, now: i64) -> StoreResult<bool>;
+    async fn announcement(&self, id: i64) -> StoreResult<Option<AnnouncementRecord>>;
+    async fn announcements(&self, limit: u32) -> StoreResult<Vec<AnnouncementRecord>>;
+    async fn start_announcement(&self, id: i64, now: i64) -> StoreResult<bool>;
+    async fn change_announcement(&self, id: i64, action: AnnouncementAction, now: i64) -> StoreResult<bool>;
+    async fn sending_announcements(&self) -> StoreResult<Vec<i64>>;
+    async fn expand_announcement(&self, id: i64, pace: Pace, now_ms: i64) -> StoreResult<Expansion>;
+    async fn announcement_failures(&self, id: i64) -> StoreResult<Vec<FailureGroup>>;
+    async fn queue_test_mail(&self, id: i64, to: &SubscriberEmail, now: i64) -> StoreResult<bool>;
     async fn claim_mail(&self, now: i64, lease_until: i64, owner: i64, limit: u32) -> StoreResult<Vec<QueuedMail>>;
     async fn record_mail(&self, outcomes: &[MailOutcome]) -> StoreResult<()>;
     async fn purge_stale(&self, pending_before: i64, requests_before: i64) -> StoreResult<u64>;

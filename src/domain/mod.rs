@@ -2,12 +2,16 @@
 //! one of these at the edge, so the rest of the code never re-checks.
 
 mod admin_password;
+mod announcement;
 mod consent;
 mod search_term;
 mod subscriber_email;
 mod token_name;
 
 pub use admin_password::{AdminPassword, AdminPasswordError, MAX_PASSWORD_BYTES};
+pub use announcement::{
+    AnnouncementAction, AnnouncementState, AnnouncementText, AnnouncementTextError,
+};
 pub use consent::{ClientEvidence, Door, Evidence, SubscriberStatus};
 pub use search_term::{SearchTerm, SearchTermError};
 pub use subscriber_email::{EmailError, SubscriberEmail};

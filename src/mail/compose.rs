@@ -1,6 +1,7 @@
 //! Turning a queued mail into the message that goes out: its words from overridable templates
-//! (`confirmation.txt`/`.html`, `welcome.txt`/`.html`; the first line of the text template is
-//! `Subject: …`), its links signed for this recipient, and the headers a list mail carries.
+//! (`confirmation.txt`/`.html`, `welcome.txt`/`.html`, `announcement.txt`/`.html`; the first
+//! line of the text template is `Subject: …`), its links signed for this recipient, and the
+//! headers a list mail carries.
 
 use std::sync::Arc;
 
@@ -12,9 +13,10 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 use serde::Serialize;
 use url::Url;
 
+use super::markdown;
 use crate::domain::SubscriberEmail;
 use crate::security::Links;
-use crate::store::QueuedMail;
+use crate::store::{AnnouncementRecord, QueuedMail};
 use crate::web::Templates;
 
 /// What every mail template receives.
@@ -26,6 +28,38 @@ struct MailContext<'a> {
     unsubscribe_url: &'a str,
     /// Only in confirmation mails.
     confirm_url: Option<&'a str>,
+}
+
+/// What the announcement templates receive: the body as Markdown in the text part, as HTML
+/// (raw HTML of the source escaped) in the HTML part.
+#[derive(Serialize, Clone, Copy)]
+struct AnnouncementContext<'a> {
+    list_name: &'a str,
+    email: &'a str,
+    public_url: &'a str,
+    unsubscribe_url: &'a str,
+    subject: &'a str,
+    body: &'a str,
+    /// A test mail: no unsubscribe link of its own.
+    test: bool,
+}
+
+/// An announcement as its mails need it, rendered once.
+#[derive(Debug, Clone)]
+pub struct AnnouncementContent {
+    pub subject: String,
+    pub markdown: String,
+    pub html: String,
+}
+
+impl From<&AnnouncementRecord> for AnnouncementContent {
+    fn from(record: &AnnouncementRecord) -> Self {
+        Self {
+            subject: record.subject.clone(),
+            markdown: record.body.clone(),
+            html: markdown::to_html(&record.body),
+        }
+    }
 }
 
 /// A message ready for the transport.
@@ -85,15 +119,24 @@ impl Composer {
         format!("{} <{label}.{host}>", self.list_name.replace(['<', '>', '"'], ""))
     }
 
-    pub fn compose(&self, mail: &QueuedMail) -> anyhow::Result<Composed> {
+    /// `announcement` is the announcement a mail of purpose `announcement` or `test` carries.
+    pub fn compose(
+        &self,
+        mail: &QueuedMail,
+        announcement: Option<&AnnouncementContent>,
+    ) -> anyhow::Result<Composed> {
         let email = SubscriberEmail::parse(&mail.email).context("the stored address")?;
-        let unsubscribe_url = self.unsubscribe_url(mail.subscriber_id, &mail.email_key);
-        let confirm_url = mail.nonce.as_deref().map(|nonce| self.confirm_url(mail.id, nonce));
         let template = match mail.purpose.as_str() {
             "confirm" => "confirmation",
             "welcome" => "welcome",
+            "announcement" | "test" => {
+                let announcement = announcement.ok_or_else(|| anyhow!("the announcement is gone"))?;
+                return self.compose_announcement(mail, &email, announcement);
+            }
             other => return Err(anyhow!("no template for mails of purpose {other:?}")),
         };
+        let unsubscribe_url = self.unsubscribe_url(mail.subscriber_id, &mail.email_key);
+        let confirm_url = mail.nonce.as_deref().map(|nonce| self.confirm_url(mail.id, nonce));
         let context = MailContext {
             list_name: &self.list_name,
             email: email.as_str(),
@@ -102,33 +145,144 @@ impl Composer {
             confirm_url: confirm_url.as_deref(),
         };
         let text = self.templates.render(&format!("{template}.txt"), &context)?;
-        let (subject, body) = split_subject(&text)?;
         let html_name = format!("{template}.html");
         let html = match self.templates.has(&html_name) {
             true => Some(self.templates.render(&html_name, &context)?),
             false => None,
         };
-        let to: Mailbox = email
+        let builder = self
+            .list_mail(mail.id, &email)?
+            .raw_header(header("List-Unsubscribe", format!("<{unsubscribe_url}>")))
+            .raw_header(header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click".into()))
+            .raw_header(header("Auto-Submitted", "auto-generated".into()));
+        finish(builder, &text, html)
+    }
+
+    /// An announcement: one message per recipient, with their own unsubscribe link, marked as
+    /// bulk. A test goes to the address the admin typed, without a link to leave (it is no
+    /// subscriber's).
+    fn compose_announcement(
+        &self,
+        mail: &QueuedMail,
+        email: &SubscriberEmail,
+        announcement: &AnnouncementContent,
+    ) -> anyhow::Result<Composed> {
+        let test = mail.purpose == "test";
+        let unsubscribe_url = if test {
+            self.public_url.to_string()
+        } else {
+            self.unsubscribe_url(mail.subscriber_id, &mail.email_key)
+        };
+        let subject = if test {
+            format!("[Test] {}", announcement.subject)
+        } else {
+            announcement.subject.clone()
+        };
+        let (text, html) = render_announcement(
+            &self.templates,
+            AnnouncementContext {
+                list_name: &self.list_name,
+                email: email.as_str(),
+                public_url: self.public_url.as_str(),
+                unsubscribe_url: &unsubscribe_url,
+                subject: &subject,
+                body: &announcement.markdown,
+                test,
+            },
+            &announcement.html,
+        )?;
+        let mut builder = self
+            .list_mail(mail.id, email)?
+            .raw_header(header("Precedence", "bulk".into()));
+        if !test {
+            builder = builder
+                .raw_header(header("List-Unsubscribe", format!("<{unsubscribe_url}>")))
+                .raw_header(header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click".into()));
+        }
+        finish(builder, &text, html)
+    }
+
+    /// The headers every mail from the list carries.
+    fn list_mail(
+        &self,
+        outbox_id: i64,
+        to: &SubscriberEmail,
+    ) -> anyhow::Result<lettre::message::MessageBuilder> {
+        let to: Mailbox = to
             .smtp_address()
             .parse()
             .map_err(|e| anyhow!("this address cannot be written in a mail header: {e}"))?;
-        let builder = Message::builder()
+        Ok(Message::builder()
             .from(self.from.clone())
             .to(to)
-            .subject(subject)
             .date_now()
-            .message_id(Some(self.message_id(mail.id)))
-            .raw_header(header("List-Unsubscribe", format!("<{unsubscribe_url}>")))
-            .raw_header(header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click".into()))
-            .raw_header(header("List-Id", self.list_id()))
-            .raw_header(header("Auto-Submitted", "auto-generated".into()));
-        let message = match html {
-            Some(html) => builder.multipart(MultiPart::alternative_plain_html(body, html)),
-            None => builder.singlepart(SinglePart::plain(body)),
-        }
-        .context("building the message")?;
-        Ok(Composed { envelope: message.envelope().clone(), bytes: message.formatted() })
+            .message_id(Some(self.message_id(outbox_id)))
+            .raw_header(header("List-Id", self.list_id())))
     }
+}
+
+/// The text part (its first line `Subject: …`) and the HTML part, if there is a template for
+/// it; `context.body` is the Markdown.
+fn render_announcement(
+    templates: &Templates,
+    context: AnnouncementContext<'_>,
+    html_body: &str,
+) -> anyhow::Result<(String, Option<String>)> {
+    let text = templates.render("announcement.txt", context)?;
+    let html = match templates.has("announcement.html") {
+        true => Some(
+            templates.render("announcement.html", AnnouncementContext { body: html_body, ..context })?,
+        ),
+        false => None,
+    };
+    Ok((text, html))
+}
+
+/// An announcement as a recipient would see it, for the admin's preview.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+/// `email` and `unsubscribe_url` stand in for a recipient's.
+pub fn preview(
+    templates: &Templates,
+    list_name: &str,
+    public_url: &Url,
+    content: &AnnouncementContent,
+    email: &str,
+    unsubscribe_url: &str,
+) -> anyhow::Result<Preview> {
+    let context = AnnouncementContext {
+        list_name,
+        email,
+        public_url: public_url.as_str(),
+        unsubscribe_url,
+        subject: &content.subject,
+        body: &content.markdown,
+        test: false,
+    };
+    let (text, html) = render_announcement(templates, context, &content.html)?;
+    let (subject, text) = split_subject(&text)?;
+    Ok(Preview { subject, text, html })
+}
+
+/// The subject from the text template's first line, then the parts.
+fn finish(
+    builder: lettre::message::MessageBuilder,
+    text: &str,
+    html: Option<String>,
+) -> anyhow::Result<Composed> {
+    let (subject, body) = split_subject(text)?;
+    let builder = builder.subject(subject);
+    let message = match html {
+        Some(html) => builder.multipart(MultiPart::alternative_plain_html(body, html)),
+        None => builder.singlepart(SinglePart::plain(body)),
+    }
+    .context("building the message")?;
+    Ok(Composed { envelope: message.envelope().clone(), bytes: message.formatted() })
 }
 
 fn header(name: &'static str, value: String) -> HeaderValue {

@@ -2,8 +2,9 @@
 //! Nothing here decides *when* a mail goes; that is the outbox's job.
 
 mod compose;
+pub mod markdown;
 mod smtp;
 mod transport;
 
-pub use compose::{Composed, Composer};
+pub use compose::{AnnouncementContent, Composed, Composer, Preview, preview};
 pub use transport::{CONNECTIONS, Mailer, SEND_TIMEOUT, SendFailure};

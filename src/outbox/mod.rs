@@ -3,18 +3,21 @@
 //! what happened: sent, retry later with exponential backoff, or failed for good. Handlers never
 //! send anything themselves; they queue in the same commit as the change that causes the mail.
 
+mod announcer;
 mod lanes;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::mail::{CONNECTIONS, Composer, Mailer, SEND_TIMEOUT, SendFailure};
+use crate::mail::{AnnouncementContent, CONNECTIONS, Composer, Mailer, SEND_TIMEOUT, SendFailure};
 use crate::metrics::{MailResult as Attempt, Metrics};
 use crate::session::unix_now;
 use crate::store::{MailOutcome, MailResult, QueuedMail, Store};
 use crate::web::RequestGauge;
+pub use announcer::Announcer;
 pub(crate) use lanes::Lanes;
 
 /// How long a claimed mail stays ours: a worker that dies mid-send frees its rows after this.
@@ -55,6 +58,47 @@ pub struct OutboxWorker {
     /// turn, so a burst of signups is not slowed by its own confirmation mails.
     pub visitors: RequestGauge,
     pub metrics: Arc<Metrics>,
+    pub announcements: AnnouncementCache,
+}
+
+/// Announcements as their mails need them, read and rendered once per instance: a send to a
+/// million people reads its announcement once. A test mail reads its draft every time, since
+/// a draft can change between tests.
+#[derive(Default)]
+pub struct AnnouncementCache(Mutex<HashMap<i64, Arc<AnnouncementContent>>>);
+
+/// Announcements kept rendered at most; more than this sending at once is not a real case.
+const CACHED_ANNOUNCEMENTS: usize = 16;
+
+impl AnnouncementCache {
+    async fn get(
+        &self,
+        store: &dyn Store,
+        id: i64,
+        fresh: bool,
+    ) -> Result<Option<Arc<AnnouncementContent>>, SendFailure> {
+        if !fresh && let Some(found) = self.lock().get(&id) {
+            return Ok(Some(found.clone()));
+        }
+        let record = store.announcement(id).await.map_err(|e| SendFailure {
+            permanent: false,
+            reason: format!("reading the announcement: {:#}", e.0),
+        })?;
+        let Some(record) = record else { return Ok(None) };
+        let content = Arc::new(AnnouncementContent::from(&record));
+        if !fresh {
+            let mut cache = self.lock();
+            if cache.len() >= CACHED_ANNOUNCEMENTS {
+                cache.clear();
+            }
+            cache.insert(id, content.clone());
+        }
+        Ok(Some(content))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<AnnouncementContent>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl OutboxWorker {
@@ -115,9 +159,20 @@ impl OutboxWorker {
     }
 
     async fn deliver(&self, mail: QueuedMail) -> MailOutcome {
-        let result = match self.composer.compose(&mail) {
-            Err(e) => Err(SendFailure { permanent: true, reason: format!("{e:#}") }),
-            Ok(composed) => self.mailer.send(&composed.envelope, &composed.bytes, mail.id).await,
+        let announcement = match mail.announcement_id {
+            None => Ok(None),
+            Some(id) => {
+                self.announcements.get(self.store.as_ref(), id, mail.purpose == "test").await
+            }
+        };
+        let result = match announcement {
+            Err(failure) => Err(failure),
+            Ok(announcement) => match self.composer.compose(&mail, announcement.as_deref()) {
+                Err(e) => Err(SendFailure { permanent: true, reason: format!("{e:#}") }),
+                Ok(composed) => {
+                    self.mailer.send(&composed.envelope, &composed.bytes, mail.id).await
+                }
+            },
         };
         let now = unix_now();
         let result = match result {

@@ -1,5 +1,6 @@
 //! The storage boundary. Handlers and sessions talk to [`Store`]; SQL lives only in the backends.
 
+mod announcement_records;
 mod postgres;
 mod records;
 mod sqlite;
@@ -11,8 +12,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::config::DatabaseUrl;
-use crate::domain::{SearchTerm, SubscriberEmail, SubscriberStatus};
+use crate::domain::{
+    AnnouncementAction, AnnouncementText, SearchTerm, SubscriberEmail, SubscriberStatus,
+};
 
+pub use announcement_records::{AnnouncementRecord, Expansion, FailureGroup, Pace};
 pub use postgres::PostgresStore;
 pub use records::{
     AddressHash, ConfirmWrite, Confirmation, ConfirmationQueued, ConfirmationRequest, Confirmed,
@@ -201,6 +205,38 @@ pub trait Store: Send + Sync + 'static {
     async fn index_for_search(&self) -> StoreResult<u64> {
         Ok(0)
     }
+
+    /// A new draft announcement; returns its id.
+    async fn create_announcement(&self, text: &AnnouncementText, now: i64) -> StoreResult<i64>;
+    /// Rewrites a draft; `false` when it is not (or no longer) a draft.
+    async fn update_announcement(
+        &self,
+        id: i64,
+        text: &AnnouncementText,
+        now: i64,
+    ) -> StoreResult<bool>;
+    async fn announcement(&self, id: i64) -> StoreResult<Option<AnnouncementRecord>>;
+    /// Newest first.
+    async fn announcements(&self, limit: u32) -> StoreResult<Vec<AnnouncementRecord>>;
+    /// Sends a draft: its audience is everyone confirmed now. `false` when it is not a draft.
+    async fn start_announcement(&self, id: i64, now: i64) -> StoreResult<bool>;
+    /// `false` when the announcement is not in a state the action applies to.
+    async fn change_announcement(
+        &self,
+        id: i64,
+        action: AnnouncementAction,
+        now: i64,
+    ) -> StoreResult<bool>;
+    /// The announcements being sent now.
+    async fn sending_announcements(&self) -> StoreResult<Vec<i64>>;
+    /// One step of a send: the next recipients become outbox rows, as many as `pace` allows at
+    /// `now_ms` (Unix milliseconds); once every mail is made and answered, the send is over.
+    async fn expand_announcement(&self, id: i64, pace: Pace, now_ms: i64)
+    -> StoreResult<Expansion>;
+    /// The server's answers to the mails that failed for good, grouped, most common first.
+    async fn announcement_failures(&self, id: i64) -> StoreResult<Vec<FailureGroup>>;
+    /// A test mail of the announcement to `to` alone; `false` when there is no announcement.
+    async fn queue_test_mail(&self, id: i64, to: &SubscriberEmail, now: i64) -> StoreResult<bool>;
 
     /// Leases up to `limit` due mails to `owner` until `lease_until`, and returns them.
     async fn claim_mail(

@@ -139,6 +139,8 @@ pub struct QueuedMail {
     pub email_key: String,
     /// Confirmation mails: what their link is made from.
     pub nonce: Option<Vec<u8>>,
+    /// Announcements and their test mails: which one.
+    pub announcement_id: Option<i64>,
 }
 
 /// What happened to one leased mail.

@@ -80,6 +80,9 @@ pub enum AppError {
     InvalidBody(String),
     #[error("already on the list")]
     AlreadyListed,
+    /// The thing exists but is not in a state the request applies to.
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("the address left the list")]
     Suppressed,
     #[error("mail is not configured")]
@@ -158,10 +161,8 @@ impl AppError {
                         .into(),
                 ),
             ),
-            Self::MailOff => (
-                "mail-not-configured",
-                Some("Mail is not configured, so no confirmation can be sent.".into()),
-            ),
+            Self::MailOff => ("mail-not-configured", Some(messages::MAIL_OFF.into())),
+            Self::Conflict(message) => ("conflict", Some(message.clone())),
             Self::Unavailable(_) => ("unavailable", None),
             Self::Unexpected(_) => ("internal", None),
         };
@@ -260,10 +261,17 @@ impl IntoResponse for AppError {
             Self::MalformedJson(_) => {
                 (StatusCode::BAD_REQUEST, ErrorPage::Generic { message: None })
             }
-            Self::InvalidBody(_) | Self::Suppressed | Self::MailOff => {
+            Self::InvalidBody(_) | Self::Suppressed => {
                 (StatusCode::UNPROCESSABLE_ENTITY, ErrorPage::Generic { message: None })
             }
+            Self::MailOff => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorPage::Generic { message: Some(messages::MAIL_OFF.into()) },
+            ),
             Self::AlreadyListed => (StatusCode::CONFLICT, ErrorPage::Generic { message: None }),
+            Self::Conflict(message) => {
+                (StatusCode::CONFLICT, ErrorPage::Generic { message: Some(message) })
+            }
             Self::Unavailable(cause) => {
                 tracing::error!(error = format!("{:#}", cause.0), "storage failed");
                 (StatusCode::SERVICE_UNAVAILABLE, ErrorPage::Generic { message: None })

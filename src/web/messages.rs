@@ -1,7 +1,7 @@
 //! Every one-time message a person reads after an action, in one place, so a translation is a
 //! drop-in rather than a hunt through handlers. (Pages and mails speak through templates.)
 
-use crate::domain::SubscriberEmail;
+use crate::domain::{AnnouncementAction, SubscriberEmail};
 use crate::session::Notice;
 use crate::signup::CONFIRMATIONS_PER_ADDRESS;
 
@@ -153,4 +153,40 @@ pub fn webhook_disabled() -> Notice {
 
 pub fn webhook_removed() -> Notice {
     Notice::success("The webhook endpoint is removed, with its queued deliveries.")
+}
+
+pub fn announcement_saved() -> Notice {
+    Notice::success("Saved. Check the preview, send yourself a test, then send it.")
+}
+
+pub fn announcement_test_queued(email: &str) -> Notice {
+    Notice::success(format!("A test is on its way to {email}, and to nobody else."))
+}
+
+pub fn announcement_sending() -> Notice {
+    Notice::success("Sending. This page shows the progress as it goes.")
+}
+
+pub fn announcement_changed(action: AnnouncementAction) -> Notice {
+    Notice::success(match action {
+        AnnouncementAction::Pause => "Paused: no more mails go out until you resume.",
+        AnnouncementAction::Resume => "Resumed.",
+        AnnouncementAction::Cancel => "Cancelled: nobody else will receive it.",
+    })
+}
+
+pub const ANNOUNCEMENT_NOT_A_DRAFT: &str =
+    "This announcement has been sent (or is being sent); it can only be sent once.";
+pub const ANNOUNCEMENT_WRONG_STATE: &str =
+    "That cannot be done to this announcement in its present state.";
+pub const MAIL_OFF: &str = "Mail is not configured (--smtp-url), so nothing can be sent.";
+
+/// "about 40 seconds", "about 3 minutes", "about 2 hours": a time left, roughly.
+pub fn duration_in_words(seconds: i64) -> String {
+    match seconds {
+        ..=1 => "a second or so".into(),
+        2..=90 => format!("about {seconds} seconds"),
+        91..=5400 => format!("about {} minutes", (seconds + 59) / 60),
+        _ => format!("about {} hours", (seconds + 1799) / 3600),
+    }
 }

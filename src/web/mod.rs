@@ -1,6 +1,7 @@
 //! Routes and the layer stack, in one readable place.
 
 mod admin;
+mod archive;
 pub mod api;
 mod client_ip;
 mod cross_origin;
@@ -107,6 +108,9 @@ pub struct AppState {
     pub metrics_access: MetricsAccess,
     /// Where webhook endpoints may point.
     pub webhooks: crate::webhooks::WebhookPolicy,
+    pub announcements: Arc<crate::announce::Announcements>,
+    /// `--public-archive`: sent announcements at `/archive`.
+    pub public_archive: bool,
 }
 
 /// How many requests are being answered right now: background work (the outbox) yields while
@@ -158,6 +162,34 @@ pub fn app(
         .route("/admin/webhooks/{id}", get(admin::webhook_page).route_layer(gate.clone()))
         .route("/admin/webhooks/{id}/ping", post(admin::ping_webhook).route_layer(gate.clone()))
         .route("/admin/webhooks/{id}/remove", post(admin::remove_webhook).route_layer(gate.clone()))
+        .route(
+            "/admin/announcements",
+            get(admin::announcements_page)
+                .post(admin::create_announcement)
+                .route_layer(gate.clone()),
+        )
+        .route(
+            "/admin/announcements/{id}",
+            get(admin::announcement_page)
+                .post(admin::update_announcement)
+                .route_layer(gate.clone()),
+        )
+        .route(
+            "/admin/announcements/{id}/preview",
+            get(admin::announcement_preview).route_layer(gate.clone()),
+        )
+        .route(
+            "/admin/announcements/{id}/test",
+            post(admin::test_announcement).route_layer(gate.clone()),
+        )
+        .route(
+            "/admin/announcements/{id}/send",
+            get(admin::send_page).post(admin::send_announcement).route_layer(gate.clone()),
+        )
+        .route(
+            "/admin/announcements/{id}/{action}",
+            post(admin::act_on_announcement).route_layer(gate.clone()),
+        )
         .route("/admin/delete-selected", post(admin::delete_selected).route_layer(gate.clone()))
         .route(
             "/admin/delete-matching",
@@ -194,7 +226,8 @@ pub fn app(
             X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
-        .layer(SetResponseHeaderLayer::overriding(
+        // A response may bring a stricter policy of its own (an announcement's preview).
+        .layer(SetResponseHeaderLayer::if_not_present(
             HeaderName::from_static("content-security-policy"),
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
         ))
@@ -238,6 +271,8 @@ pub fn app(
         .route("/erased", get(links::erased))
         .route("/admin/login", get(admin::login_page).post(admin::login))
         .route("/healthz", get(public::healthz))
+        .route("/archive", get(archive::archive))
+        .route("/archive/{id}", get(archive::archived))
         .route("/metrics", get(metrics::metrics))
         .route("/static/{file}", get(public::static_file))
         .merge(admin_only)

@@ -30,6 +30,12 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("admin_delete_matching.html", include_str!("../../templates/admin_delete_matching.html")),
     ("confirmation.txt", include_str!("../../templates/confirmation.txt")),
     ("confirmation.html", include_str!("../../templates/confirmation.html")),
+    ("admin_announcements.html", include_str!("../../templates/admin_announcements.html")),
+    ("admin_announcement.html", include_str!("../../templates/admin_announcement.html")),
+    ("admin_announcement_send.html", include_str!("../../templates/admin_announcement_send.html")),
+    ("archive.html", include_str!("../../templates/archive.html")),
+    ("announcement.txt", include_str!("../../templates/announcement.txt")),
+    ("announcement.html", include_str!("../../templates/announcement.html")),
 ];
 
 /// Templates with no built-in copy that an override directory may add: their presence turns a

@@ -7,6 +7,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::{PoolLimits, StoreResult};
 
+mod announcements;
 mod consent;
 mod owner;
 mod queries;

@@ -4,15 +4,17 @@ use async_trait::async_trait;
 
 use super::PostgresStore;
 use super::consent::RowRef;
-use crate::domain::{SearchTerm, SubscriberEmail, SubscriberStatus};
+use crate::domain::{
+    AnnouncementAction, AnnouncementText, SearchTerm, SubscriberEmail, SubscriberStatus,
+};
 use crate::store::records::RECORD_COLUMNS;
 use crate::store::records::counts_from;
 use crate::store::{
-    AddressHash, AttemptRecord, ConfirmWrite, Confirmation, ConfirmationQueued,
-    ConfirmationRequest, Confirmed, Counts, DeliveryOutcome, EndpointRecord, ExportChunk,
-    ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord, NewEndpoint,
-    NewSubscriber, NewToken, QueuedDelivery, QueuedMail, Selection, SessionKey, Store, StoreResult,
-    Subscriber, SubscriberRecord, TokenRecord, Walk,
+    AddressHash, AnnouncementRecord, AttemptRecord, ConfirmWrite, Confirmation, ConfirmationQueued,
+    ConfirmationRequest, Confirmed, Counts, DeliveryOutcome, EndpointRecord, Expansion,
+    ExportChunk, FailureGroup, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome,
+    MailRecord, NewEndpoint, NewSubscriber, NewToken, Pace, QueuedDelivery, QueuedMail, Selection,
+    SessionKey, Store, StoreResult, Subscriber, SubscriberRecord, TokenRecord, Walk,
 };
 
 #[async_trait]
@@ -340,6 +342,61 @@ impl Store for PostgresStore {
         Ok(u64::try_from(count).unwrap_or_default())
     }
 
+    async fn create_announcement(&self, text: &AnnouncementText, now: i64) -> StoreResult<i64> {
+        self.insert_announcement(text, now).await
+    }
+
+    async fn update_announcement(
+        &self,
+        id: i64,
+        text: &AnnouncementText,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.rewrite_announcement(id, text, now).await
+    }
+
+    async fn announcement(&self, id: i64) -> StoreResult<Option<AnnouncementRecord>> {
+        self.read_announcement(id).await
+    }
+
+    async fn announcements(&self, limit: u32) -> StoreResult<Vec<AnnouncementRecord>> {
+        self.read_announcements(limit).await
+    }
+
+    async fn start_announcement(&self, id: i64, now: i64) -> StoreResult<bool> {
+        self.begin_announcement(id, now).await
+    }
+
+    async fn change_announcement(
+        &self,
+        id: i64,
+        action: AnnouncementAction,
+        now: i64,
+    ) -> StoreResult<bool> {
+        self.act_on_announcement(id, action, now).await
+    }
+
+    async fn sending_announcements(&self) -> StoreResult<Vec<i64>> {
+        self.read_sending().await
+    }
+
+    async fn expand_announcement(
+        &self,
+        id: i64,
+        pace: Pace,
+        now_ms: i64,
+    ) -> StoreResult<Expansion> {
+        self.expand(id, pace, now_ms).await
+    }
+
+    async fn announcement_failures(&self, id: i64) -> StoreResult<Vec<FailureGroup>> {
+        self.read_failures(id).await
+    }
+
+    async fn queue_test_mail(&self, id: i64, to: &SubscriberEmail, now: i64) -> StoreResult<bool> {
+        self.insert_test_mail(id, to, now).await
+    }
+
     async fn claim_mail(
         &self,
         now: i64,
@@ -349,19 +406,28 @@ impl Store for PostgresStore {
     ) -> StoreResult<Vec<QueuedMail>> {
         // SKIP LOCKED: instances claiming at the same moment take different rows, never the same.
         let claim = sqlx::query_as(
+            // A paused announcement's mails wait where they are; a test mail goes to an
+            // address that need not be a subscriber's.
             "WITH leased AS (
                  UPDATE outbox SET lease_until = $2, lease_owner = $3
                  WHERE id IN (SELECT id FROM outbox
                               WHERE status = 'queued' AND next_attempt_at <= $1
                                 AND lease_until <= $1
+                                AND (announcement_id IS NULL OR announcement_id NOT IN
+                                     (SELECT id FROM announcements
+                                      WHERE state IN ('paused', 'cancelled')))
                               ORDER BY priority, next_attempt_at, id
                               LIMIT $4 FOR UPDATE SKIP LOCKED)
                  RETURNING id, purpose, attempts, created_at, subscriber_id, nonce, priority,
-                           next_attempt_at)
+                           next_attempt_at, announcement_id, to_address)
              SELECT l.id, l.purpose, CAST(l.attempts AS BIGINT) AS attempts, l.created_at,
-                    l.subscriber_id, s.email, s.email_key, l.nonce
+                    coalesce(l.subscriber_id, 0) AS subscriber_id,
+                    coalesce(s.email, l.to_address) AS email,
+                    coalesce(s.email_key, lower(l.to_address)) AS email_key, l.nonce,
+                    l.announcement_id
              FROM leased AS l
-             JOIN subscribers AS s ON s.id = l.subscriber_id
+             LEFT JOIN subscribers AS s ON s.id = l.subscriber_id
+             WHERE s.id IS NOT NULL OR l.to_address IS NOT NULL
              ORDER BY l.priority, l.next_attempt_at, l.id",
         )
         .bind(now)

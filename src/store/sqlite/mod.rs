@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod announcements;
 mod backup;
 mod batch;
 mod confirm_batch;

@@ -8,6 +8,7 @@ use anyhow::Context;
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Executor, Sqlite, SqliteConnection};
 
+use super::announcements::AnnouncementOp;
 use super::import_batch::{self, OwnedImportRow};
 use super::session_cache::SessionCache;
 use super::webhooks::WebhookOp;
@@ -152,6 +153,7 @@ pub(super) enum WriteOp {
         now: i64,
     },
     Webhook(WebhookOp),
+    Announcement(AnnouncementOp),
     /// Writes nothing; answered once everything queued before it is committed.
     Flush,
 }
@@ -316,7 +318,8 @@ impl WriteOp {
             | Self::RecordMail { .. }
             | Self::PurgeStale { .. }
             | Self::Import { .. }
-            | Self::Webhook(_) => return None,
+            | Self::Webhook(_)
+            | Self::Announcement(_) => return None,
         })
     }
 
@@ -434,10 +437,14 @@ impl WriteOp {
             Self::LeaseMail { now, until, owner, limit, leased } => {
                 let ids: Vec<i64> = sqlx::query_scalar(
                     // Numbered throughout: sqlx counts a bare `?` apart from `?N`.
+                    // A paused announcement's mails wait where they are.
                     "UPDATE outbox SET lease_until = ?1, lease_owner = ?2
                      WHERE id IN (SELECT id FROM outbox
                                   WHERE status = 'queued' AND next_attempt_at <= ?3
                                     AND lease_until <= ?3
+                                    AND (announcement_id IS NULL OR announcement_id NOT IN
+                                         (SELECT id FROM announcements
+                                          WHERE state IN ('paused', 'cancelled')))
                                   ORDER BY priority, next_attempt_at, id LIMIT ?4)
                      RETURNING id",
                 )
@@ -554,6 +561,7 @@ impl WriteOp {
                 Ok(removed)
             }
             Self::Webhook(op) => op.run(c).await,
+            Self::Announcement(op) => op.run(c).await,
             _ => unreachable!("single-statement writes run in `run`"),
         }
     }
@@ -579,6 +587,7 @@ impl WriteOp {
             Self::RevokeToken { .. } => "revoking a token",
             Self::TouchToken { .. } => "recording a token's use",
             Self::Webhook(op) => op.describe(),
+            Self::Announcement(op) => op.describe(),
             Self::Flush => "flushing the writer",
         }
     }

@@ -8,20 +8,23 @@ use anyhow::Context;
 use async_trait::async_trait;
 
 use super::SqliteStore;
+use super::announcements::AnnouncementOp;
 use super::import_batch::OwnedImportRow;
 use super::ops::{DryRun, EvidenceRow, Target, WriteOp, answer};
 use super::search_index::UNINDEXED_TAIL;
 use super::session_cache::Lookup;
 use super::webhooks::WebhookOp;
-use crate::domain::{Evidence, SearchTerm, SubscriberEmail, SubscriberStatus};
+use crate::domain::{
+    AnnouncementAction, AnnouncementText, Evidence, SearchTerm, SubscriberEmail, SubscriberStatus,
+};
 use crate::store::records::RECORD_COLUMNS;
 use crate::store::records::counts_from;
 use crate::store::{
-    AddressHash, AttemptRecord, ConfirmWrite, Confirmation, ConfirmationQueued,
-    ConfirmationRequest, Confirmed, Counts, DeliveryOutcome, EndpointRecord, ExportChunk,
-    ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord, NewEndpoint,
-    NewSubscriber, NewToken, QueuedDelivery, QueuedMail, Selection, SessionKey, Store, StoreResult,
-    Subscriber, SubscriberRecord, TokenRecord, Walk,
+    AddressHash, AnnouncementRecord, AttemptRecord, ConfirmWrite, Confirmation, ConfirmationQueued,
+    ConfirmationRequest, Confirmed, Counts, DeliveryOutcome, EndpointRecord, Expansion,
+    ExportChunk, FailureGroup, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome,
+    MailRecord, NewEndpoint, NewSubscriber, NewToken, Pace, QueuedDelivery, QueuedMail, Selection,
+    SessionKey, Store, StoreResult, Subscriber, SubscriberRecord, TokenRecord, Walk,
 };
 
 /// The FTS5 query for a search term: a phrase (the term in double quotes, inner quotes doubled),
@@ -462,6 +465,76 @@ impl Store for SqliteStore {
         Ok(u64::try_from(count).unwrap_or_default())
     }
 
+    async fn create_announcement(&self, text: &AnnouncementText, now: i64) -> StoreResult<i64> {
+        let op = AnnouncementOp::Create {
+            subject: text.subject().to_owned(),
+            body: text.body().to_owned(),
+            now,
+        };
+        Ok(i64::try_from(self.write_announcement(op).await?).context("an announcement's id")?)
+    }
+
+    async fn update_announcement(
+        &self,
+        id: i64,
+        text: &AnnouncementText,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let op = AnnouncementOp::Update {
+            id,
+            subject: text.subject().to_owned(),
+            body: text.body().to_owned(),
+            now,
+        };
+        Ok(self.write_announcement(op).await? == 1)
+    }
+
+    async fn announcement(&self, id: i64) -> StoreResult<Option<AnnouncementRecord>> {
+        self.read_announcement(id).await
+    }
+
+    async fn announcements(&self, limit: u32) -> StoreResult<Vec<AnnouncementRecord>> {
+        self.read_announcements(limit).await
+    }
+
+    async fn start_announcement(&self, id: i64, now: i64) -> StoreResult<bool> {
+        Ok(self.write_announcement(AnnouncementOp::Start { id, now }).await? == 1)
+    }
+
+    async fn change_announcement(
+        &self,
+        id: i64,
+        action: AnnouncementAction,
+        now: i64,
+    ) -> StoreResult<bool> {
+        Ok(self.write_announcement(AnnouncementOp::Change { id, action, now }).await? == 1)
+    }
+
+    async fn sending_announcements(&self) -> StoreResult<Vec<i64>> {
+        self.read_sending().await
+    }
+
+    async fn expand_announcement(
+        &self,
+        id: i64,
+        pace: Pace,
+        now_ms: i64,
+    ) -> StoreResult<Expansion> {
+        let done = Arc::new(std::sync::Mutex::new(Expansion::default()));
+        self.write_announcement(AnnouncementOp::Expand { id, pace, now_ms, done: done.clone() })
+            .await?;
+        Ok(*done.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    async fn announcement_failures(&self, id: i64) -> StoreResult<Vec<FailureGroup>> {
+        self.read_failures(id).await
+    }
+
+    async fn queue_test_mail(&self, id: i64, to: &SubscriberEmail, now: i64) -> StoreResult<bool> {
+        let op = AnnouncementOp::QueueTest { id, to: to.as_str().to_owned(), now };
+        Ok(self.write_announcement(op).await? == 1)
+    }
+
     async fn claim_mail(
         &self,
         now: i64,
@@ -477,10 +550,15 @@ impl Store for SqliteStore {
         }
         let ids = std::mem::take(&mut *leased.lock().unwrap_or_else(|p| p.into_inner()));
         let mut select = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT o.id, o.purpose, o.attempts, o.created_at, o.subscriber_id, s.email,
-                    s.email_key, o.nonce
-             FROM outbox AS o JOIN subscribers AS s ON s.id = o.subscriber_id
-             WHERE o.status = 'queued' AND o.lease_owner = ",
+            // A test mail goes to an address that need not be a subscriber's.
+            "SELECT o.id, o.purpose, o.attempts, o.created_at,
+                    coalesce(o.subscriber_id, 0) AS subscriber_id,
+                    coalesce(s.email, o.to_address) AS email,
+                    coalesce(s.email_key, lower(o.to_address)) AS email_key, o.nonce,
+                    o.announcement_id
+             FROM outbox AS o LEFT JOIN subscribers AS s ON s.id = o.subscriber_id
+             WHERE o.status = 'queued' AND (s.id IS NOT NULL OR o.to_address IS NOT NULL)
+               AND o.lease_owner = ",
         );
         select.push_bind(owner).push(" AND o.id IN (");
         let mut list = select.separated(", ");

@@ -2,6 +2,7 @@
 //! delete, log out. Everything but the login page sits behind [`require_admin`], applied once at
 //! the router.
 
+mod announcements;
 mod by_hand;
 mod list;
 mod subscriber;
@@ -9,6 +10,11 @@ mod tokens;
 mod transfer;
 mod webhooks;
 
+pub(crate) use announcements::outcome as announcement_outcome;
+pub use announcements::{
+    act_on_announcement, announcement_page, announcement_preview, announcements_page,
+    create_announcement, send_announcement, send_page, test_announcement, update_announcement,
+};
 pub use by_hand::{add, delete_matching, delete_matching_page, delete_selected};
 pub(crate) use list::find;
 pub use list::list;

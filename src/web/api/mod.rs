@@ -2,6 +2,7 @@
 //! front-ends, problem documents for every error, and an OpenAPI 3.1 document generated from
 //! the handlers (a committed copy in `openapi.json` is checked against it by a test).
 
+mod announcements;
 mod auth;
 mod json;
 mod signup;
@@ -30,9 +31,10 @@ pub const API_BASE: &str = "/api/v1";
     info(
         title = "enlist",
         description = "The list of a self-hosted signup service: read, search, add and delete \
-                       subscribers with a bearer token (created on the admin page or with \
-                       `enlist token create`), and sign people up from your own front-end \
-                       with no token. Every error is an RFC 9457 problem document.",
+                       subscribers and mail announcements to the list with a bearer token \
+                       (created on the admin page or with `enlist token create`), and sign \
+                       people up from your own front-end with no token. Every error is an \
+                       RFC 9457 problem document.",
         license(name = "MIT OR Apache-2.0"),
     ),
     servers((url = "/api/v1")),
@@ -41,6 +43,7 @@ pub const API_BASE: &str = "/api/v1";
     tags(
         (name = "subscribers", description = "The list, with a token"),
         (name = "signup", description = "The signup form, for custom front-ends"),
+        (name = "announcements", description = "Mail to everyone on the list, with a token"),
     )
 )]
 struct ApiDoc;
@@ -111,6 +114,12 @@ fn parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(subscribers::get_one, subscribers::delete))
         .routes(routes!(subscribers::stats))
         .routes(routes!(signup::signup))
+        .routes(routes!(announcements::list, announcements::send))
+        .routes(routes!(announcements::get_one))
+        .routes(routes!(announcements::send_draft))
+        .routes(routes!(announcements::pause))
+        .routes(routes!(announcements::resume))
+        .routes(routes!(announcements::cancel))
         .split_for_parts()
 }
 

@@ -276,6 +276,6 @@ pub async fn stats(
 }
 
 /// Ids in paths are read here, so a bad one is a problem document like every other error.
-fn parse_id(raw: &str) -> Result<i64, AppError> {
+pub(super) fn parse_id(raw: &str) -> Result<i64, AppError> {
     raw.parse().map_err(|_| AppError::BadRequest("The id is a whole number.".into()))
 }

@@ -1,0 +1,294 @@
+//! Announcements through the API: send one to the list (or a test of it to one address), follow
+//! its progress, pause, resume or cancel it. The same path as the admin page.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::auth::ApiCaller;
+use super::json::ApiJson;
+use super::{Problem, rfc3339};
+use crate::announce::Progress;
+use crate::domain::{AnnouncementAction, AnnouncementState, AnnouncementText, SubscriberEmail};
+use crate::store::FailureGroup;
+use crate::web::AppState;
+use crate::web::admin::announcement_outcome;
+use crate::web::error::{AppError, created};
+
+/// Announcements listed at most.
+const LISTED: u32 = 100;
+
+/// An announcement and how its send is going.
+#[derive(Serialize, ToSchema)]
+pub struct Announcement {
+    id: i64,
+    subject: String,
+    state: ApiAnnouncementState,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    started_at: Option<String>,
+    #[schema(format = DateTime)]
+    finished_at: Option<String>,
+    /// Everyone confirmed when sending started.
+    audience: i64,
+    /// Mails made so far.
+    queued: i64,
+    sent: i64,
+    failed: i64,
+    /// At most this many still to go (fewer if some leave first).
+    remaining: i64,
+    /// Messages a second, on average, pauses not counted.
+    rate: f64,
+    /// Seconds left at that rate, while sending.
+    eta_seconds: Option<i64>,
+    /// The mail servers' answers to the mails that failed for good, most common first.
+    failures: Vec<FailureGroup>,
+}
+
+impl From<Progress> for Announcement {
+    fn from(p: Progress) -> Self {
+        Self {
+            id: p.id,
+            subject: p.subject,
+            state: p.state.into(),
+            created_at: rfc3339(p.created_at),
+            started_at: p.started_at.map(rfc3339),
+            finished_at: p.finished_at.map(rfc3339),
+            audience: p.audience,
+            queued: p.queued,
+            sent: p.sent,
+            failed: p.failed,
+            remaining: p.remaining,
+            rate: p.rate,
+            eta_seconds: p.eta_secs,
+            failures: p.failures,
+        }
+    }
+}
+
+/// Where an announcement stands.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiAnnouncementState {
+    Draft,
+    Sending,
+    Paused,
+    Cancelled,
+    Sent,
+}
+
+impl From<AnnouncementState> for ApiAnnouncementState {
+    fn from(state: AnnouncementState) -> Self {
+        match state {
+            AnnouncementState::Draft => Self::Draft,
+            AnnouncementState::Sending => Self::Sending,
+            AnnouncementState::Paused => Self::Paused,
+            AnnouncementState::Cancelled => Self::Cancelled,
+            AnnouncementState::Sent => Self::Sent,
+        }
+    }
+}
+
+/// An announcement to send.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAnnouncement {
+    /// One line, at most 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
+    subject: String,
+    /// Markdown (the whole request at most 64 KiB): the plain-text part as written, the HTML
+    /// part rendered from it (raw HTML in it arrives as text).
+    #[schema(min_length = 1, max_length = 60000)]
+    body: String,
+    /// Send only a test, to this address, and keep the announcement as a draft (send it later
+    /// with `POST /announcements/{id}/send`). Without it, the announcement goes to everyone
+    /// confirmed now.
+    #[schema(format = Email, max_length = 254)]
+    test_to: Option<String>,
+}
+
+/// Announcements, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct AnnouncementList {
+    announcements: Vec<Announcement>,
+}
+
+#[utoipa::path(
+    get, path = "/announcements", tag = "announcements",
+    operation_id = "listAnnouncements",
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The last 100 announcements, newest first", body = AnnouncementList),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token checks", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(
+    State(app): State<AppState>,
+    _caller: ApiCaller,
+) -> Result<Json<AnnouncementList>, AppError> {
+    let now = crate::session::unix_now();
+    let records = app.announcements.list(LISTED).await?;
+    let announcements = records
+        .iter()
+        .map(|r| crate::announce::progress(r, Vec::new(), now).into())
+        .collect();
+    Ok(Json(AnnouncementList { announcements }))
+}
+
+#[utoipa::path(
+    post, path = "/announcements", tag = "announcements",
+    operation_id = "sendAnnouncement",
+    request_body = NewAnnouncement,
+    security(("token" = [])),
+    responses(
+        (status = 201, description = "Sending to everyone confirmed now (or, with test_to, a draft whose test is on its way)", body = Announcement,
+         headers(("Location" = String, description = "The announcement's URL")),
+         links(("GetAnnouncement" = (operation_id = "getAnnouncement", parameters(("id" = "$response.body#/id")))))),
+        (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A read-only token", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "An empty or over-long subject or text, an unknown field, a test address we do not accept, or no mail configured", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token checks", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn send(
+    State(app): State<AppState>,
+    caller: ApiCaller,
+    ApiJson(body): ApiJson<NewAnnouncement>,
+) -> Result<Response, AppError> {
+    caller.may_write()?;
+    let text = AnnouncementText::parse(&body.subject, &body.body)
+        .map_err(|e| AppError::Unprocessable(e.to_string()))?;
+    let test_to = body
+        .test_to
+        .as_deref()
+        .map(SubscriberEmail::parse)
+        .transpose()
+        .map_err(|error| AppError::InvalidEmail { typed: String::new(), error })?;
+    // Checked first: a request that cannot send leaves nothing behind.
+    if !app.announcements.mail_on() {
+        return Err(AppError::MailOff);
+    }
+    let id = app.announcements.draft(&text).await?;
+    match &test_to {
+        Some(to) => announcement_outcome(app.announcements.test(id, to).await?)?,
+        None => announcement_outcome(app.announcements.send(id).await?)?,
+    }
+    let progress = app.announcements.progress(id).await?.ok_or(AppError::NotFound)?;
+    Ok(created(format!("/api/v1/announcements/{id}"), Json(Announcement::from(progress))))
+}
+
+#[utoipa::path(
+    get, path = "/announcements/{id}", tag = "announcements",
+    operation_id = "getAnnouncement",
+    params(("id" = i64, Path, description = "The announcement's id")),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "The announcement and its progress", body = Announcement),
+        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such announcement", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token checks", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_one(
+    State(app): State<AppState>,
+    _caller: ApiCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Announcement>, AppError> {
+    let id = super::subscribers::parse_id(&id)?;
+    current(&app, id).await
+}
+
+macro_rules! announcement_action {
+    ($name:ident, $path:literal, $operation:literal, $action:expr, $done:literal, $conflict:literal) => {
+        #[utoipa::path(
+            post, path = $path, tag = "announcements",
+            operation_id = $operation,
+            params(("id" = i64, Path, description = "The announcement's id")),
+            security(("token" = [])),
+            responses(
+                (status = 200, description = $done, body = Announcement),
+                (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+                (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+                (status = 403, description = "A read-only token", body = Problem, content_type = "application/problem+json"),
+                (status = 404, description = "No such announcement", body = Problem, content_type = "application/problem+json"),
+                (status = 409, description = $conflict, body = Problem, content_type = "application/problem+json"),
+                (status = 429, description = "Too many failed token checks", body = Problem, content_type = "application/problem+json"),
+            )
+        )]
+        pub async fn $name(
+            State(app): State<AppState>,
+            caller: ApiCaller,
+            Path(id): Path<String>,
+        ) -> Result<Json<Announcement>, AppError> {
+            caller.may_write()?;
+            let id = super::subscribers::parse_id(&id)?;
+            announcement_outcome(app.announcements.act(id, $action).await?)?;
+            current(&app, id).await
+        }
+    };
+}
+
+announcement_action!(
+    pause,
+    "/announcements/{id}/pause",
+    "pauseAnnouncement",
+    AnnouncementAction::Pause,
+    "Paused: no more mails go out until it is resumed",
+    "Not sending"
+);
+announcement_action!(
+    resume,
+    "/announcements/{id}/resume",
+    "resumeAnnouncement",
+    AnnouncementAction::Resume,
+    "Sending again",
+    "Not paused"
+);
+announcement_action!(
+    cancel,
+    "/announcements/{id}/cancel",
+    "cancelAnnouncement",
+    AnnouncementAction::Cancel,
+    "Cancelled for good: nobody else receives it",
+    "Not sending or paused"
+);
+
+#[utoipa::path(
+    post, path = "/announcements/{id}/send", tag = "announcements",
+    operation_id = "sendDraft",
+    params(("id" = i64, Path, description = "The announcement's id")),
+    security(("token" = [])),
+    responses(
+        (status = 200, description = "Sending to everyone confirmed now", body = Announcement),
+        (status = 400, description = "The id is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A read-only token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such announcement", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not a draft: it was sent already", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No mail configured", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed token checks", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn send_draft(
+    State(app): State<AppState>,
+    caller: ApiCaller,
+    Path(id): Path<String>,
+) -> Result<Json<Announcement>, AppError> {
+    caller.may_write()?;
+    let id = super::subscribers::parse_id(&id)?;
+    announcement_outcome(app.announcements.send(id).await?)?;
+    current(&app, id).await
+}
+
+async fn current(app: &AppState, id: i64) -> Result<Json<Announcement>, AppError> {
+    let progress = app.announcements.progress(id).await?.ok_or(AppError::NotFound)?;
+    Ok(Json(progress.into()))
+}
