@@ -10,7 +10,7 @@ use url::Url;
 use crate::domain::{AnnouncementAction, AnnouncementState, AnnouncementText, SubscriberEmail};
 use crate::mail::{AnnouncementContent, Preview};
 use crate::outbox::OutboxBell;
-use crate::session::unix_now;
+use crate::session::{unix_now, unix_now_ms};
 use crate::store::{AnnouncementRecord, FailureGroup, Store, StoreResult};
 use crate::web::Templates;
 
@@ -114,7 +114,7 @@ impl Announcements {
         if self.outbox.is_none() {
             return Ok(Outcome::NoMail);
         }
-        if self.store.start_announcement(id, unix_now()).await? {
+        if self.store.start_announcement(id, unix_now_ms()).await? {
             return Ok(Outcome::Done);
         }
         self.missing_or(id, Outcome::WrongState).await

@@ -44,6 +44,27 @@ pub enum Command {
     Backup(Box<BackupArgs>),
     /// Add, list and remove webhook endpoints.
     Webhook(Box<WebhookArgs>),
+    /// Mail an announcement (Markdown) to everyone confirmed, or a test of it to one address;
+    /// a running server sends it at --mail-rate.
+    Announce(Box<AnnounceArgs>),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AnnounceArgs {
+    /// One line, at most 200 characters.
+    #[arg(long)]
+    pub subject: String,
+    /// The text, in Markdown.
+    #[arg(long)]
+    pub body_file: PathBuf,
+    /// Send only a test, to this address, and keep the announcement as a draft.
+    #[arg(long)]
+    pub test: Option<String>,
+    /// Send without asking (needed when stdin is not a terminal).
+    #[arg(long)]
+    pub yes: bool,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 #[derive(Debug, Clone, Args)]

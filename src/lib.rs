@@ -30,11 +30,11 @@ use axum::Router;
 use tokio::net::TcpListener;
 use url::Url;
 
+use crate::announce::Announcements;
 use crate::config::{DatabaseUrl, SettingError, Settings};
 use crate::domain::AdminPassword;
 use crate::mail::{Composer, Mailer};
 use crate::metrics::Metrics;
-use crate::announce::Announcements;
 use crate::outbox::{Announcer, OutboxBell, OutboxWorker};
 use crate::security::{AdminCredentials, Limits, Links, SecretKey, resolve_admin_credential};
 use crate::session::{SessionConfig, SessionLayerState, unix_now};

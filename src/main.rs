@@ -83,6 +83,11 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
+        Some(Command::Announce(args)) => tool(args.serve.clone(), |settings| async move {
+            let done = enlist::cli::announce::run(&settings, &args).await?;
+            eprintln!("{done}");
+            Ok(())
+        }),
         Some(Command::Backup(args)) => tool(args.serve.clone(), |settings| async move {
             let backup = enlist::cli::backup::run(&settings, &args.file).await?;
             eprintln!(

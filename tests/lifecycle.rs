@@ -16,10 +16,11 @@ use enlist::domain::{
 };
 use enlist::store::{
     AddressHash, AnnouncementRecord, AttemptRecord, ConfirmWrite, Confirmation, ConfirmationQueued,
-    ConfirmationRequest, Confirmed, Counts, DeliveryOutcome, EndpointRecord, Expansion, ExportChunk,
-    FailureGroup, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome, MailRecord, NewEndpoint,
-    NewSubscriber, NewToken, Pace, PoolLimits, QueuedDelivery, QueuedMail, Selection, SessionKey,
-    SqliteStore, Store, StoreError, StoreResult, Subscriber, SubscriberRecord, TokenRecord, Walk,
+    ConfirmationRequest, Confirmed, Counts, DeliveryOutcome, EndpointRecord, Expansion,
+    ExportChunk, FailureGroup, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome,
+    MailRecord, NewEndpoint, NewSubscriber, NewToken, Pace, PoolLimits, QueuedDelivery, QueuedMail,
+    Selection, SessionKey, SqliteStore, Store, StoreError, StoreResult, Subscriber,
+    SubscriberRecord, TokenRecord, Walk,
 };
 use reqwest::StatusCode;
 use sqlx::sqlite::SqliteConnectOptions;
@@ -127,7 +128,7 @@ breakable! {
     async fn update_announcement(&self, id: i64, text: &AnnouncementText, now: i64) -> StoreResult<bool>;
     async fn announcement(&self, id: i64) -> StoreResult<Option<AnnouncementRecord>>;
     async fn announcements(&self, limit: u32) -> StoreResult<Vec<AnnouncementRecord>>;
-    async fn start_announcement(&self, id: i64, now: i64) -> StoreResult<bool>;
+    async fn start_announcement(&self, id: i64, now_ms: i64) -> StoreResult<bool>;
     async fn change_announcement(&self, id: i64, action: AnnouncementAction, now: i64) -> StoreResult<bool>;
     async fn sending_announcements(&self) -> StoreResult<Vec<i64>>;
     async fn expand_announcement(&self, id: i64, pace: Pace, now_ms: i64) -> StoreResult<Expansion>;

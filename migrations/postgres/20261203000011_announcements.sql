@@ -19,9 +19,11 @@ CREATE TABLE announcements (
     queued      BIGINT  NOT NULL DEFAULT 0,
     sent        BIGINT  NOT NULL DEFAULT 0,
     failed      BIGINT  NOT NULL DEFAULT 0,
-    -- The pace's clock stops while paused.
+    -- How long it was paused, for its figures.
     paused_at   BIGINT,
     paused_secs BIGINT  NOT NULL DEFAULT 0,
+    -- The pace's origin (Unix milliseconds): moved on by each pause's length at resume.
+    pace_origin_ms BIGINT NOT NULL DEFAULT 0,
     finished_at BIGINT
 );
 

@@ -19,9 +19,11 @@ CREATE TABLE announcements (
     queued      INTEGER NOT NULL DEFAULT 0,
     sent        INTEGER NOT NULL DEFAULT 0,
     failed      INTEGER NOT NULL DEFAULT 0,
-    -- The pace's clock stops while paused.
+    -- How long it was paused, for its figures.
     paused_at   INTEGER,
     paused_secs INTEGER NOT NULL DEFAULT 0,
+    -- The pace's origin (Unix milliseconds): moved on by each pause's length at resume.
+    pace_origin_ms INTEGER NOT NULL DEFAULT 0,
     finished_at INTEGER
 );
 

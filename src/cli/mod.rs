@@ -1,5 +1,6 @@
 //! The command-line tools: thin over the same store and signup rules as the server.
 
+pub mod announce;
 pub mod backup;
 pub mod export;
 pub mod import;

@@ -2,7 +2,7 @@
 //! one of these at the edge, so the rest of the code never re-checks.
 
 mod admin_password;
-mod announcement;
+pub mod announcement;
 mod consent;
 mod search_term;
 mod subscriber_email;

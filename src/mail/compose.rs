@@ -130,7 +130,8 @@ impl Composer {
             "confirm" => "confirmation",
             "welcome" => "welcome",
             "announcement" | "test" => {
-                let announcement = announcement.ok_or_else(|| anyhow!("the announcement is gone"))?;
+                let announcement =
+                    announcement.ok_or_else(|| anyhow!("the announcement is gone"))?;
                 return self.compose_announcement(mail, &email, announcement);
             }
             other => return Err(anyhow!("no template for mails of purpose {other:?}")),
@@ -191,9 +192,8 @@ impl Composer {
             },
             &announcement.html,
         )?;
-        let mut builder = self
-            .list_mail(mail.id, email)?
-            .raw_header(header("Precedence", "bulk".into()));
+        let mut builder =
+            self.list_mail(mail.id, email)?.raw_header(header("Precedence", "bulk".into()));
         if !test {
             builder = builder
                 .raw_header(header("List-Unsubscribe", format!("<{unsubscribe_url}>")))
@@ -231,7 +231,8 @@ fn render_announcement(
     let text = templates.render("announcement.txt", context)?;
     let html = match templates.has("announcement.html") {
         true => Some(
-            templates.render("announcement.html", AnnouncementContext { body: html_body, ..context })?,
+            templates
+                .render("announcement.html", AnnouncementContext { body: html_body, ..context })?,
         ),
         false => None,
     };

@@ -4,9 +4,10 @@
 //! stepping the same announcement neither queue a recipient twice nor double the pace.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::OutboxBell;
+use crate::session::unix_now_ms;
 use crate::store::{Pace, Store};
 
 /// How often a send is stepped: often enough that a rate of a few per second is smooth and that
@@ -54,7 +55,7 @@ impl Announcer {
         };
         let mut full_step = false;
         for id in sending {
-            match self.store.expand_announcement(id, self.pace(), now_ms()).await {
+            match self.store.expand_announcement(id, self.pace(), unix_now_ms()).await {
                 Ok(expansion) => {
                     if expansion.added > 0 {
                         self.bell.ring();
@@ -73,10 +74,4 @@ impl Announcer {
         }
         full_step
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

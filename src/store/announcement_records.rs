@@ -5,7 +5,7 @@ use crate::domain::AnnouncementState;
 
 pub(crate) const ANNOUNCEMENT_COLUMNS: &str = "id, subject, body, state, created_at, updated_at, \
      started_at, last_id, audience, cursor, queued, sent, failed, paused_at, paused_secs, \
-     finished_at";
+     pace_origin_ms, finished_at";
 
 /// An announcement with its figures.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -32,6 +32,8 @@ pub struct AnnouncementRecord {
     pub failed: i64,
     pub paused_at: Option<i64>,
     pub paused_secs: i64,
+    /// Where the pace counts from (Unix milliseconds): the start, moved on by every pause.
+    pub pace_origin_ms: i64,
     pub finished_at: Option<i64>,
 }
 
@@ -93,10 +95,9 @@ impl Pace {
     pub fn allowance(&self, announcement: &AnnouncementRecord, waiting: i64, now_ms: i64) -> i64 {
         let mut allowed = self.step.min(self.lookahead - waiting);
         if self.per_second > 0 {
-            let started_ms = announcement.started_at.unwrap_or(0) * 1000;
-            let elapsed_ms = (now_ms - started_ms - announcement.paused_secs * 1000).max(0);
-            // One second's worth ahead, so the first mails go at once and the pace is smooth.
-            let due = i64::from(self.per_second) * (elapsed_ms + 1000) / 1000;
+            let elapsed_ms = (now_ms - announcement.pace_origin_ms).max(0);
+            // The first mail goes at once, then one every 1/rate seconds.
+            let due = 1 + i64::from(self.per_second) * elapsed_ms / 1000;
             allowed = allowed.min(due - announcement.queued);
         }
         allowed.max(0)
@@ -124,20 +125,23 @@ mod tests {
             failed: 0,
             paused_at: None,
             paused_secs: 0,
+            pace_origin_ms: started_at * 1000,
             finished_at: None,
         }
     }
 
     #[test]
-    fn the_pace_allows_a_second_ahead_and_then_the_rate() {
+    fn the_pace_sends_one_at_once_and_then_the_rate() {
         let pace = Pace { per_second: 20, step: 1000, lookahead: 5000 };
-        assert_eq!(pace.allowance(&sending(100, 0), 0, 100_000), 20);
-        assert_eq!(pace.allowance(&sending(100, 20), 20, 100_500), 10);
-        assert_eq!(pace.allowance(&sending(100, 30), 0, 102_000), 30);
-        // A pause stops the clock.
-        let mut paused = sending(100, 30);
-        paused.paused_secs = 10;
-        assert_eq!(pace.allowance(&paused, 0, 112_000), 30);
+        assert_eq!(pace.allowance(&sending(100, 0), 0, 100_000), 1);
+        assert_eq!(pace.allowance(&sending(100, 1), 1, 100_049), 0);
+        assert_eq!(pace.allowance(&sending(100, 1), 1, 100_050), 1);
+        assert_eq!(pace.allowance(&sending(100, 11), 0, 101_000), 10);
+        // A pause moves the origin on.
+        let mut resumed = sending(100, 21);
+        resumed.pace_origin_ms += 10_000;
+        assert_eq!(pace.allowance(&resumed, 0, 111_000), 0);
+        assert_eq!(pace.allowance(&resumed, 0, 112_000), 20);
         // Never more than a step, or than the lookahead has room for.
         assert_eq!(pace.allowance(&sending(0, 0), 0, 1_000_000), 1000);
         assert_eq!(pace.allowance(&sending(0, 0), 4990, 1_000_000), 10);

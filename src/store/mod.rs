@@ -218,8 +218,9 @@ pub trait Store: Send + Sync + 'static {
     async fn announcement(&self, id: i64) -> StoreResult<Option<AnnouncementRecord>>;
     /// Newest first.
     async fn announcements(&self, limit: u32) -> StoreResult<Vec<AnnouncementRecord>>;
-    /// Sends a draft: its audience is everyone confirmed now. `false` when it is not a draft.
-    async fn start_announcement(&self, id: i64, now: i64) -> StoreResult<bool>;
+    /// Sends a draft: its audience is everyone confirmed now (`now_ms`, Unix milliseconds).
+    /// `false` when it is not a draft.
+    async fn start_announcement(&self, id: i64, now_ms: i64) -> StoreResult<bool>;
     /// `false` when the announcement is not in a state the action applies to.
     async fn change_announcement(
         &self,

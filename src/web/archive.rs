@@ -67,6 +67,7 @@ pub async fn archived(
     }
     let record = app.announcements.get(id).await?.filter(|a| a.state.was_sent());
     let record = record.ok_or(AppError::NotFound)?;
-    let page = ArchivePage { announcements: Vec::new(), announcement: Some(Entry::new(&record, true)) };
+    let page =
+        ArchivePage { announcements: Vec::new(), announcement: Some(Entry::new(&record, true)) };
     Ok(Html(app.templates.render("archive.html", page)?))
 }

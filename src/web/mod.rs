@@ -1,8 +1,8 @@
 //! Routes and the layer stack, in one readable place.
 
 mod admin;
-mod archive;
 pub mod api;
+mod archive;
 mod client_ip;
 mod cross_origin;
 mod error;

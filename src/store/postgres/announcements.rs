@@ -67,17 +67,18 @@ impl PostgresStore {
     }
 
     /// The audience: everyone confirmed now, the newest of them by id.
-    pub(super) async fn begin_announcement(&self, id: i64, now: i64) -> StoreResult<bool> {
+    pub(super) async fn begin_announcement(&self, id: i64, now_ms: i64) -> StoreResult<bool> {
         let update = sqlx::query(
             "UPDATE announcements
-             SET state = 'sending', started_at = $2, updated_at = $2, cursor = 0,
+             SET state = 'sending', started_at = $2 / 1000, updated_at = $2 / 1000,
+                 pace_origin_ms = $2, cursor = 0,
                  last_id = (SELECT coalesce(max(id), 0) FROM subscribers),
                  audience = (SELECT coalesce(sum(n), 0) FROM subscriber_counts
                              WHERE status = 'confirmed')
              WHERE id = $1 AND state = 'draft'",
         )
         .bind(id)
-        .bind(now)
+        .bind(now_ms)
         .execute(&self.pool);
         Ok(self.bounded("starting to send an announcement", update).await?.rows_affected() == 1)
     }
@@ -96,6 +97,7 @@ impl PostgresStore {
             AnnouncementAction::Resume => {
                 "UPDATE announcements
                  SET state = 'sending', paused_secs = paused_secs + greatest($2 - paused_at, 0),
+                     pace_origin_ms = pace_origin_ms + greatest($2 - paused_at, 0) * 1000,
                      paused_at = NULL, updated_at = $2
                  WHERE id = $1 AND state = 'paused'"
             }

@@ -363,8 +363,8 @@ impl Store for PostgresStore {
         self.read_announcements(limit).await
     }
 
-    async fn start_announcement(&self, id: i64, now: i64) -> StoreResult<bool> {
-        self.begin_announcement(id, now).await
+    async fn start_announcement(&self, id: i64, now_ms: i64) -> StoreResult<bool> {
+        self.begin_announcement(id, now_ms).await
     }
 
     async fn change_announcement(

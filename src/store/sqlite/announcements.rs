@@ -16,7 +16,7 @@ use crate::store::{AnnouncementRecord, Expansion, FailureGroup, Pace, StoreResul
 pub(super) enum AnnouncementOp {
     Create { subject: String, body: String, now: i64 },
     Update { id: i64, subject: String, body: String, now: i64 },
-    Start { id: i64, now: i64 },
+    Start { id: i64, now_ms: i64 },
     Change { id: i64, action: AnnouncementAction, now: i64 },
     Expand { id: i64, pace: Pace, now_ms: i64, done: Arc<Mutex<Expansion>> },
     QueueTest { id: i64, to: String, now: i64 },
@@ -61,16 +61,17 @@ impl AnnouncementOp {
             .await?
             .rows_affected()),
             // The audience: everyone confirmed now, the newest of them by id.
-            Self::Start { id, now } => Ok(sqlx::query(
+            Self::Start { id, now_ms } => Ok(sqlx::query(
                 "UPDATE announcements
-                 SET state = 'sending', started_at = ?2, updated_at = ?2, cursor = 0,
+                 SET state = 'sending', started_at = ?2 / 1000, updated_at = ?2 / 1000,
+                     pace_origin_ms = ?2, cursor = 0,
                      last_id = (SELECT coalesce(max(id), 0) FROM subscribers),
                      audience = (SELECT coalesce(sum(n), 0) FROM subscriber_counts
                                  WHERE status = 'confirmed')
                  WHERE id = ?1 AND state = 'draft'",
             )
             .bind(*id)
-            .bind(*now)
+            .bind(*now_ms)
             .execute(&mut *c)
             .await?
             .rows_affected()),
@@ -109,6 +110,7 @@ async fn change(
         AnnouncementAction::Resume => {
             "UPDATE announcements
              SET state = 'sending', paused_secs = paused_secs + max(?2 - paused_at, 0),
+                 pace_origin_ms = pace_origin_ms + max(?2 - paused_at, 0) * 1000,
                  paused_at = NULL, updated_at = ?2
              WHERE id = ?1 AND state = 'paused'"
         }

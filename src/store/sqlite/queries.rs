@@ -497,8 +497,8 @@ impl Store for SqliteStore {
         self.read_announcements(limit).await
     }
 
-    async fn start_announcement(&self, id: i64, now: i64) -> StoreResult<bool> {
-        Ok(self.write_announcement(AnnouncementOp::Start { id, now }).await? == 1)
+    async fn start_announcement(&self, id: i64, now_ms: i64) -> StoreResult<bool> {
+        Ok(self.write_announcement(AnnouncementOp::Start { id, now_ms }).await? == 1)
     }
 
     async fn change_announcement(

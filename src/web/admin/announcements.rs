@@ -177,7 +177,9 @@ pub async fn announcement_preview(
     let preview = app.announcements.preview(&record)?;
     let html = preview.html.ok_or(AppError::NotFound)?;
     let mut response = Html(html).into_response();
-    response.headers_mut().insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(PREVIEW_POLICY));
+    response
+        .headers_mut()
+        .insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(PREVIEW_POLICY));
     Ok(response)
 }
 
@@ -196,8 +198,8 @@ pub async fn test_announcement(
     Form(form): Form<TestForm>,
 ) -> Result<Redirect, AppError> {
     session.verify_form_token(&form.csrf_token).await?;
-    let to = SubscriberEmail::parse(&form.email)
-        .map_err(|e| AppError::Unprocessable(e.to_string()))?;
+    let to =
+        SubscriberEmail::parse(&form.email).map_err(|e| AppError::Unprocessable(e.to_string()))?;
     outcome(app.announcements.test(id, &to).await?)?;
     session.set_admin_notice(messages::announcement_test_queued(to.as_str())).await?;
     Ok(Redirect::to(&format!("/admin/announcements/{id}")))

@@ -132,10 +132,8 @@ pub async fn list(
 ) -> Result<Json<AnnouncementList>, AppError> {
     let now = crate::session::unix_now();
     let records = app.announcements.list(LISTED).await?;
-    let announcements = records
-        .iter()
-        .map(|r| crate::announce::progress(r, Vec::new(), now).into())
-        .collect();
+    let announcements =
+        records.iter().map(|r| crate::announce::progress(r, Vec::new(), now).into()).collect();
     Ok(Json(AnnouncementList { announcements }))
 }
 
