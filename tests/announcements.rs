@@ -37,28 +37,8 @@ async fn admin(app: &TestApp) -> Visitor {
     admin
 }
 
-/// `n` confirmed subscribers `{prefix}{i}@bulk.example`, straight into the database.
 async fn add_subscribers(app: &TestApp, prefix: &str, n: u32, status: &str) {
-    // Signed up now: pending rows older than the pending TTL would be purged.
-    let now = enlist::session::unix_now();
-    let confirmed_at = if status == "confirmed" { now.to_string() } else { "NULL".into() };
-    let insert = if app.database.is_postgres() {
-        format!(
-            "INSERT INTO subscribers (email, email_key, created_at, status, confirmed_at)
-             SELECT '{prefix}' || i || '@bulk.example', '{prefix}' || i || '@bulk.example', {now},
-                    '{status}', {confirmed_at}
-             FROM generate_series(1, {n}) AS i"
-        )
-    } else {
-        format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n})
-             INSERT INTO subscribers (email, email_key, created_at, status, confirmed_at)
-             SELECT '{prefix}' || i || '@bulk.example', '{prefix}' || i || '@bulk.example', {now},
-                    '{status}', {confirmed_at}
-             FROM n"
-        )
-    };
-    app.database.execute(&insert).await;
+    app.database.add_subscribers(prefix, n, status).await;
 }
 
 fn expected(prefix: &str, n: u32) -> HashSet<String> {
@@ -77,16 +57,6 @@ async fn draft(admin: &Visitor, subject: &str, body: &str) -> i64 {
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let location = response.headers()[LOCATION].to_str().unwrap().to_owned();
     location.trim_start_matches("/admin/announcements/").parse().expect("the new id")
-}
-
-/// Presses Send, after reading the confirmation page; returns the count that page states.
-async fn send(admin: &Visitor, id: i64) -> String {
-    let page = admin.get_html(&format!("/admin/announcements/{id}/send")).await;
-    let csrf = form_token(&page).unwrap();
-    let response =
-        admin.post_form(&format!("/admin/announcements/{id}/send"), &[("csrf_token", &csrf)]).await;
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
-    common::unescape(&page)
 }
 
 async fn act(admin: &Visitor, id: i64, action: &str) {
@@ -148,8 +118,7 @@ on_both_backends! {
         add_subscribers(&app, "n", 10_000, "confirmed").await;
         add_subscribers(&app, "p", 25, "pending").await;
         let admin = admin(&app).await;
-        let id = draft(&admin, "The big news", "# Hello\n\nSomething **new** for everyone.").await;
-        let confirm = send(&admin, id).await;
+        let (id, confirm) = admin.send_announcement("The big news", "# Hello\n\nSomething **new** for everyone.").await;
         assert!(confirm.contains("10,000 confirmed subscribers"), "{confirm}");
 
         wait_for_count(&smtp, "The big news", 10_000).await;
@@ -200,8 +169,7 @@ on_both_backends! {
         assert!(progress.contains("<dt>State</dt><dd>sent</dd>"));
 
         // The next announcement reaches everyone still confirmed, and nobody who left.
-        let second = draft(&admin, "Second news", "More.").await;
-        send(&admin, second).await;
+        let (second, _) = admin.send_announcement("Second news", "More.").await;
         wait_for_count(&smtp, "Second news", 9_997).await;
         wait_for_state(&app, second, "sent").await;
         let got = by_recipient(&smtp, "Second news");
@@ -218,9 +186,8 @@ on_both_backends! {
         let app = spawn(backend, &smtp, "20", &[]).await;
         add_subscribers(&app, "s", 400, "confirmed").await;
         let admin = admin(&app).await;
-        let id = draft(&admin, "Paced news", "At twenty a second.").await;
         let started = Instant::now();
-        send(&admin, id).await;
+        let (id, _) = admin.send_announcement("Paced news", "At twenty a second.").await;
         wait_for_count(&smtp, "Paced news", 30).await;
         // At twenty a second, the 30th goes about a second and a half after the first.
         assert!(started.elapsed() >= Duration::from_millis(1300), "paced: {:?}", started.elapsed());
@@ -264,8 +231,7 @@ on_both_backends! {
         let app = spawn(backend, &smtp, "50", &[]).await;
         add_subscribers(&app, "u", 300, "confirmed").await;
         let admin = admin(&app).await;
-        let id = draft(&admin, "Mid-send", "Leaving is always possible.").await;
-        send(&admin, id).await;
+        let (id, _) = admin.send_announcement("Mid-send", "Leaving is always possible.").await;
         wait_for_count(&smtp, "Mid-send", 5).await;
         // The last in line leaves through their own link before their turn comes.
         let last: i64 = app.database.strings("SELECT CAST(max(id) AS TEXT) FROM subscribers").await[0].parse().unwrap();
@@ -441,6 +407,92 @@ on_both_backends! {
     }
 }
 
+on_both_backends! {
+    async fn the_cli_queues_an_announcement_or_its_test(backend: Backend) {
+        let smtp = SmtpServer::start().await;
+        let mut app = spawn(backend, &smtp, "0", &[]).await;
+        add_subscribers(&app, "c", 40, "confirmed").await;
+        let body = app.dir.path().join("news.md");
+        std::fs::write(&body, "Hello from the **command line**.").unwrap();
+        let body = body.display().to_string();
+        let url = smtp.url();
+        let mail = ["--smtp-url", url.as_str(), "--mail-from", "News <news@example.com>"];
+        let announce = |extra: &[&str]| -> Vec<String> {
+            let mut args: Vec<String> =
+                ["announce", "--subject", "From the CLI", "--body-file", body.as_str()]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+            args.extend(extra.iter().map(|s| s.to_string()));
+            args
+        };
+        let last_line = |output: &std::process::Output| {
+            String::from_utf8_lossy(&output.stderr).trim().lines().last().unwrap_or_default().to_owned()
+        };
+        if !app.database.is_postgres() {
+            // The running server owns the SQLite file: the CLI names the ways in.
+            let refused = run_tool(&app, [announce(&["--yes"]), mail.iter().map(|s| s.to_string()).collect()].concat());
+            assert_eq!(refused.status.code(), Some(1));
+            let message = last_line(&refused);
+            assert!(message.contains("admin page") && message.contains("POST /api/v1/announcements"), "{message}");
+            app.stop().await;
+        }
+        let no_mail = run_tool(&app, announce(&["--yes"]));
+        assert_eq!(no_mail.status.code(), Some(2), "{}", last_line(&no_mail));
+        assert!(last_line(&no_mail).contains("--smtp-url"));
+        let unasked = run_tool(&app, [announce(&[]), mail.iter().map(|s| s.to_string()).collect()].concat());
+        assert_eq!(unasked.status.code(), Some(1));
+        assert!(last_line(&unasked).contains("add --yes (40 confirmed subscribers"), "{}", last_line(&unasked));
+        let bad_test = run_tool(&app, [announce(&["--test", "nobody"]), mail.iter().map(|s| s.to_string()).collect()].concat());
+        assert_eq!(bad_test.status.code(), Some(1));
+        assert_eq!(app.count_rows("announcements").await, 0, "refusals write nothing");
+
+        let test = run_tool(&app, [announce(&["--test", "owner@example.org"]), mail.iter().map(|s| s.to_string()).collect()].concat());
+        assert!(test.status.success(), "{}", last_line(&test));
+        assert!(last_line(&test).contains("owner@example.org alone"));
+        let sent = run_tool(&app, [announce(&["--yes"]), mail.iter().map(|s| s.to_string()).collect()].concat());
+        assert!(sent.status.success(), "{}", last_line(&sent));
+        assert!(last_line(&sent).contains("sending to 40 confirmed subscribers"), "{}", last_line(&sent));
+        if !app.database.is_postgres() {
+            app.restart().await;
+        }
+        wait_for_count(&smtp, "From the CLI", 40).await;
+        let test_copies = by_recipient(&smtp, "[Test] From the CLI");
+        assert_eq!(test_copies.keys().collect::<Vec<_>>(), ["owner@example.org"]);
+        let got = by_recipient(&smtp, "From the CLI");
+        assert_eq!(got.keys().cloned().collect::<HashSet<_>>(), expected("c", 40));
+    }
+
+    async fn the_public_archive_shows_what_was_sent_and_no_address(backend: Backend) {
+        let smtp = SmtpServer::start().await;
+        let app = spawn(backend, &smtp, "0", &["--public-archive"]).await;
+        add_subscribers(&app, "r", 3, "confirmed").await;
+        let admin = admin(&app).await;
+        let (id, _) = admin.send_announcement("Published <news>", "Read *this* <script>x()</script>").await;
+        let draft_id = draft(&admin, "Not sent yet", "Private draft.").await;
+        wait_for_state(&app, id, "sent").await;
+        let visitor = common::bare_client();
+        let list = visitor.get(app.url("/archive")).send().await.unwrap();
+        assert_eq!(list.status(), StatusCode::OK);
+        let list = list.text().await.unwrap();
+        assert!(list.contains("Published &lt;news&gt;") && !list.contains("Not sent yet"), "{list}");
+        let one = visitor.get(app.url(&format!("/archive/{id}"))).send().await.unwrap().text().await.unwrap();
+        assert!(one.contains("<em>this</em>") && one.contains("&lt;script&gt;") && !one.contains("<script"), "{one}");
+        assert!(!one.contains("@bulk.example") && !list.contains("@bulk.example"), "no address");
+        let draft = visitor.get(app.url(&format!("/archive/{draft_id}"))).send().await.unwrap();
+        assert_eq!(draft.status(), StatusCode::NOT_FOUND);
+
+        let closed = spawn(Backend::Sqlite, &smtp, "0", &[]).await;
+        let response = visitor.get(closed.url("/archive")).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "off unless --public-archive");
+    }
+}
+
+fn run_tool(app: &TestApp, args: Vec<String>) -> std::process::Output {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    app.tool(&args)
+}
+
 /// Creates a token on the admin page; returns it as the page shows it.
 async fn token_on_admin_page(admin: &Visitor, name: &str, read_only: bool) -> String {
     let csrf = form_token(&admin.get_html("/admin").await).unwrap();
@@ -451,4 +503,36 @@ async fn token_on_admin_page(admin: &Visitor, name: &str, read_only: bool) -> St
     let page = admin.post_form("/admin/tokens", &form).await.text().await.unwrap();
     let start = page.find("value=\"enl_").expect("the token on the page") + 7;
     page[start..start + page[start..].find('"').unwrap()].to_owned()
+}
+
+#[tokio::test]
+async fn two_instances_on_postgresql_share_one_send_and_nobody_gets_two() {
+    let Some(backend) = Backend::postgres() else { return };
+    let smtp = SmtpServer::start().await;
+    let app = spawn(backend, &smtp, "0", &[]).await;
+    let second = app.start_server().await;
+    add_subscribers(&app, "two", 3_000, "confirmed").await;
+    let admin = admin(&app).await;
+    let other = Visitor { address: second.address.clone(), client: browser() };
+    other.login_ok().await;
+    for round in 0..3 {
+        let subject = format!("Shared work {round}");
+        // Sent from either instance; both step it, both send its mails.
+        let sender = if round % 2 == 0 { &admin } else { &other };
+        let (id, _) = sender.send_announcement(&subject, "Two instances, one send.").await;
+        wait_for_state(&app, id, "sent").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let got = by_recipient(&smtp, &subject);
+        assert_eq!(
+            got.keys().cloned().collect::<HashSet<_>>(),
+            expected("two", 3_000),
+            "{subject}"
+        );
+        let twice: Vec<_> =
+            got.iter().filter(|(_, copies)| copies.len() > 1).map(|(to, _)| to).collect();
+        assert!(twice.is_empty(), "{subject}: sent twice: {twice:?}");
+        let sent = format!("SELECT CAST(sent AS TEXT) FROM announcements WHERE id = {id}");
+        assert_eq!(app.database.strings(&sent).await, ["3000"]);
+    }
+    second.stop().await;
 }

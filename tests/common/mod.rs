@@ -98,6 +98,27 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
+    /// `n` subscribers `{prefix}{i}@bulk.example` of `status`, signed up now, straight into the
+    /// database (the triggers keep the counts).
+    pub async fn add_subscribers(&self, prefix: &str, n: u32, status: &str) {
+        let now = enlist::session::unix_now();
+        let confirmed_at = if status == "confirmed" { now.to_string() } else { "NULL".into() };
+        let rows = if self.is_postgres() {
+            format!("FROM generate_series(1, {n}) AS i")
+        } else {
+            format!(
+                "FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) SELECT i FROM n)"
+            )
+        };
+        self.execute(&format!(
+            "INSERT INTO subscribers (email, email_key, created_at, status, confirmed_at)
+             SELECT '{prefix}' || i || '@bulk.example', '{prefix}' || i || '@bulk.example', {now},
+                    '{status}', {confirmed_at}
+             {rows}"
+        ))
+        .await;
+    }
+
     pub async fn create(backend: &Backend, dir: &std::path::Path) -> TestDatabase {
         match backend {
             Backend::Sqlite => TestDatabase {
@@ -435,6 +456,25 @@ pub struct Visitor {
 }
 
 impl Visitor {
+    /// As a logged-in admin: writes an announcement and sends it to the list (after its
+    /// confirmation page, whose text is returned); returns its id and that page.
+    pub async fn send_announcement(&self, subject: &str, body: &str) -> (i64, String) {
+        let csrf = form_token(&self.get_html("/admin/announcements").await).expect("a form token");
+        let form = [("csrf_token", csrf.as_str()), ("subject", subject), ("body", body)];
+        let response = self.post_form("/admin/announcements", &form).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        let id: i64 =
+            location.trim_start_matches("/admin/announcements/").parse().expect("the new id");
+        let page = self.get_html(&format!("/admin/announcements/{id}/send")).await;
+        let csrf = form_token(&page).expect("a form token");
+        let response = self
+            .post_form(&format!("/admin/announcements/{id}/send"), &[("csrf_token", &csrf)])
+            .await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        (id, unescape(&page))
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
