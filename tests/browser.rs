@@ -396,7 +396,70 @@ async fn an_admin_logs_in_searches_deletes_and_logs_out_in_chromium() {
     admin_flow(&phone, &tools, Device::Phone).await;
 }
 
-/// Another site on loopback (another port is another origin): a page with the embedded form, a
+/// An announcement from the admin page: written, previewed, tested, sent after the page that
+/// says how many, watched to the end; every page axe-checked.
+async fn announcement_flow(tools: &Tools, device: Device) {
+    let smtp = common::smtp::SmtpServer::start().await;
+    let url = smtp.url();
+    let mail =
+        ["--smtp-url", url.as_str(), "--mail-from", "News <news@example.com>", "--mail-rate", "0"];
+    let app = spawn_app_with(Backend::Sqlite, &mail).await;
+    app.database.add_subscribers("reader", 25, "confirmed").await;
+    let driver = Driver::start(tools).await;
+    let profile = TempDir::new().unwrap();
+    let browser = driver.session(tools, profile.path(), device).await;
+    browser.goto(&app.url("/admin/login")).await.unwrap();
+    fill(&browser, "input#password", ADMIN_PASSWORD).await;
+    click(&browser, "form[action='/admin/login'] button").await;
+    wait_for_heading(&browser, "Subscribers").await;
+
+    click(&browser, "details.tools:has(a[href='/admin/announcements']) summary").await;
+    click(&browser, "a[href='/admin/announcements']").await;
+    wait_for_heading(&browser, "Announcements").await;
+    check_page(&browser, tools, device, "admin-announcements").await;
+    fill(&browser, "input#subject", "Summer news").await;
+    fill(&browser, "textarea#body", "# Summer\n\nWe meet on **Friday**. <b>Raw</b> stays text.")
+        .await;
+    click(&browser, "form[action='/admin/announcements'] button").await;
+    wait_for_heading(&browser, "Summer news").await;
+    let preview = text_of(&browser, "pre.mail-text").await;
+    assert!(
+        preview.contains("We meet on **Friday**") && preview.contains("subscriber@example.com"),
+        "{preview}"
+    );
+    check_page(&browser, tools, device, "admin-announcement-draft").await;
+
+    fill(&browser, "input#test-email", "owner@example.org").await;
+    click(&browser, "form[action$='/test'] button").await;
+    wait_for_text(&browser, "[role=status].notice", |t| t.contains("owner@example.org")).await;
+    smtp.wait_for(1, Duration::from_secs(20)).await;
+
+    click(&browser, "a[href$='/send']").await;
+    wait_for_heading(&browser, "Send to the list").await;
+    assert!(text_of(&browser, "main").await.contains("25 confirmed subscribers"));
+    check_page(&browser, tools, device, "admin-announcement-send").await;
+    click(&browser, "form[action$='/send'] button").await;
+    wait_for_heading(&browser, "Summer news").await;
+    // The page follows the send by itself until it is over.
+    let figures = wait_for_text(&browser, "dl.evidence", |t| {
+        t.split_whitespace().collect::<Vec<_>>().windows(2).any(|w| w == ["State", "sent"])
+    })
+    .await;
+    assert!(figures.contains("25") && figures.contains("none"), "{figures}");
+    check_page(&browser, tools, device, "admin-announcement-sent").await;
+    smtp.wait_for(26, Duration::from_secs(30)).await;
+    browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_admin_writes_tests_and_sends_an_announcement_in_chromium() {
+    let Some(tools) = tools() else { return };
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    announcement_flow(&tools, Device::Desktop).await;
+    announcement_flow(&tools, Device::Phone).await;
+}
+
+/// Another site on loopback (another port is another origin)/// Another site on loopback (another port is another origin): a page with the embedded form, a
 /// page that calls the public API with `fetch()`, and the page the form sends people back to.
 async fn owner_site(enlist: std::sync::Arc<std::sync::OnceLock<String>>) -> String {
     use axum::extract::{Query, State};

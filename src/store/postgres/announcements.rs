@@ -187,7 +187,8 @@ impl PostgresStore {
             }
             let recipients: Vec<i64> = sqlx::query_scalar(
                 "SELECT id FROM subscribers
-                 WHERE id > $1 AND id <= $2 AND status = 'confirmed' AND confirmed_at <= $3
+                 WHERE id > $1 AND id <= $2 AND status = 'confirmed'
+                   AND coalesce(confirmed_at, created_at) <= $3
                  ORDER BY id LIMIT $4",
             )
             .bind(announcement.cursor)
