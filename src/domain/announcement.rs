@@ -33,6 +33,10 @@ pub enum AnnouncementTextError {
 
 impl AnnouncementText {
     pub fn parse(subject: &str, body: &str) -> Result<Self, AnnouncementTextError> {
+        // Checked before trimming: a line end at either edge is not one line either.
+        if subject.chars().any(char::is_control) {
+            return Err(AnnouncementTextError::SubjectNotOneLine);
+        }
         let subject = subject.trim();
         if subject.is_empty() {
             return Err(AnnouncementTextError::NoSubject);
@@ -40,11 +44,8 @@ impl AnnouncementText {
         if subject.chars().count() > MAX_SUBJECT_CHARS {
             return Err(AnnouncementTextError::SubjectTooLong);
         }
-        if subject.chars().any(char::is_control) {
-            return Err(AnnouncementTextError::SubjectNotOneLine);
-        }
         // Line ends as mail wants them are made when the message is built.
-        let body = body.replace("\r\n", "\n");
+        let body = body.replace("\r\n", "\n").replace('\r', "\n");
         if body.trim().is_empty() {
             return Err(AnnouncementTextError::NoBody);
         }
@@ -171,6 +172,8 @@ mod tests {
             Err(AnnouncementTextError::BodyControlCharacter)
         );
         assert!(AnnouncementText::parse("s", "tab\there").is_ok());
+        let old_mac = AnnouncementText::parse("s", "one\rtwo").unwrap();
+        assert_eq!(old_mac.body(), "one\ntwo");
     }
 
     #[test]

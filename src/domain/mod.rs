@@ -11,6 +11,7 @@ mod token_name;
 pub use admin_password::{AdminPassword, AdminPasswordError, MAX_PASSWORD_BYTES};
 pub use announcement::{
     AnnouncementAction, AnnouncementState, AnnouncementText, AnnouncementTextError,
+    MAX_SUBJECT_CHARS,
 };
 pub use consent::{ClientEvidence, Door, Evidence, SubscriberStatus};
 pub use search_term::{SearchTerm, SearchTermError};

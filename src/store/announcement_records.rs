@@ -47,8 +47,11 @@ impl AnnouncementRecord {
 
     /// Messages a second, on average over the time spent sending.
     pub fn rate(&self, now: i64) -> f64 {
-        let secs = self.sending_secs(now);
-        if secs == 0 { 0.0 } else { (self.sent + self.failed) as f64 / secs as f64 }
+        if self.started_at.is_none() {
+            return 0.0;
+        }
+        // A send over within its first second counts as taking one.
+        (self.sent + self.failed) as f64 / self.sending_secs(now).max(1) as f64
     }
 
     /// Those not sent to yet: all of the audience not done, less nobody (some may leave first,

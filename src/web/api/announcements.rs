@@ -11,7 +11,10 @@ use super::auth::ApiCaller;
 use super::json::ApiJson;
 use super::{Problem, rfc3339};
 use crate::announce::Progress;
-use crate::domain::{AnnouncementAction, AnnouncementState, AnnouncementText, SubscriberEmail};
+use crate::domain::{
+    AnnouncementAction, AnnouncementState, AnnouncementText, AnnouncementTextError,
+    MAX_SUBJECT_CHARS, SubscriberEmail,
+};
 use crate::store::FailureGroup;
 use crate::web::AppState;
 use crate::web::admin::announcement_outcome;
@@ -19,6 +22,8 @@ use crate::web::error::{AppError, created};
 
 /// Announcements listed at most.
 const LISTED: u32 = 100;
+/// The document promises this bound, and a request inside 64 KiB could pass it.
+const MAX_API_BODY_CHARS: usize = 60_000;
 
 /// An announcement and how its send is going.
 #[derive(Serialize, ToSchema)]
@@ -96,12 +101,23 @@ impl From<AnnouncementState> for ApiAnnouncementState {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAnnouncement {
-    /// One line, at most 200 characters.
-    #[schema(min_length = 1, max_length = 200)]
+    /// One line, at most 200 characters, something in it besides spaces.
+    // The patterns say what `AnnouncementText::parse` accepts, so that a client's validator
+    // agrees with it: no control characters (U+0000–001F, U+007F–009F) and one character that
+    // is not Unicode White_Space, spelled out because `\s` differs between regex dialects.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     subject: String,
     /// Markdown (the whole request at most 64 KiB): the plain-text part as written, the HTML
     /// part rendered from it (raw HTML in it arrives as text).
-    #[schema(min_length = 1, max_length = 60000)]
+    #[schema(
+        min_length = 1,
+        max_length = 60_000,
+        pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+    )]
     body: String,
     /// Send only a test, to this address, and keep the announcement as a draft (send it later
     /// with `POST /announcements/{id}/send`). Without it, the announcement goes to everyone
@@ -145,7 +161,13 @@ pub async fn list(
     responses(
         (status = 201, description = "Sending to everyone confirmed now (or, with test_to, a draft whose test is on its way)", body = Announcement,
          headers(("Location" = String, description = "The announcement's URL")),
-         links(("GetAnnouncement" = (operation_id = "getAnnouncement", parameters(("id" = "$response.body#/id")))))),
+         links(
+             ("GetAnnouncement" = (operation_id = "getAnnouncement", parameters(("id" = "$response.body#/id")))),
+             ("PauseAnnouncement" = (operation_id = "pauseAnnouncement", parameters(("id" = "$response.body#/id")))),
+             ("ResumeAnnouncement" = (operation_id = "resumeAnnouncement", parameters(("id" = "$response.body#/id")))),
+             ("CancelAnnouncement" = (operation_id = "cancelAnnouncement", parameters(("id" = "$response.body#/id")))),
+             ("SendDraft" = (operation_id = "sendDraft", parameters(("id" = "$response.body#/id")))),
+         )),
         (status = 400, description = "The body is not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "A read-only token", body = Problem, content_type = "application/problem+json"),
@@ -161,6 +183,15 @@ pub async fn send(
     ApiJson(body): ApiJson<NewAnnouncement>,
 ) -> Result<Response, AppError> {
     caller.may_write()?;
+    // The bounds hold for what was sent, before the subject is trimmed.
+    if body.subject.chars().count() > MAX_SUBJECT_CHARS {
+        return Err(AppError::Unprocessable(AnnouncementTextError::SubjectTooLong.to_string()));
+    }
+    if body.body.chars().count() > MAX_API_BODY_CHARS {
+        return Err(AppError::Unprocessable(
+            "The text is too long for the API (at most 60,000 characters).".to_owned(),
+        ));
+    }
     let text = AnnouncementText::parse(&body.subject, &body.body)
         .map_err(|e| AppError::Unprocessable(e.to_string()))?;
     let test_to = body
@@ -289,4 +320,32 @@ pub async fn send_draft(
 async fn current(app: &AppState, id: i64) -> Result<Json<Announcement>, AppError> {
     let progress = app.announcements.progress(id).await?.ok_or(AppError::NotFound)?;
     Ok(Json(progress.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use crate::domain::AnnouncementText;
+
+    fn published_pattern(field: &str) -> regex::Regex {
+        let doc: serde_json::Value =
+            serde_json::from_str(&crate::web::api::openapi_json()).unwrap();
+        let pattern =
+            &doc["components"]["schemas"]["NewAnnouncement"]["properties"][field]["pattern"];
+        regex::Regex::new(pattern.as_str().unwrap()).unwrap()
+    }
+
+    // Controls, spaces of several kinds, a byte-order mark (not White_Space) and ordinary text.
+    const MIX: &str = "[a é\t\r\n\u{0}\u{1f}\u{7f}\u{85}\u{a0}\u{2003}\u{3000}\u{feff}]{0,6}";
+
+    proptest! {
+        #[test]
+        fn the_documented_patterns_accept_exactly_what_parsing_accepts(text in MIX) {
+            let subject = published_pattern("subject");
+            let body = published_pattern("body");
+            prop_assert_eq!(subject.is_match(&text), AnnouncementText::parse(&text, "x").is_ok());
+            prop_assert_eq!(body.is_match(&text), AnnouncementText::parse("s", &text).is_ok());
+        }
+    }
 }
