@@ -256,9 +256,13 @@ on_both_backends! {
             app.get("/admin").await,
             app.get("/admin/login").await,
         ];
+        let mut ids = std::collections::HashSet::new();
         for response in responses {
             let status = response.status();
             let headers = response.headers();
+            let id = headers.get("x-request-id").unwrap().to_str().unwrap().to_owned();
+            assert!(ids.insert(id), "{status}: each answer its own request id");
+            assert_eq!(headers.get("x-frame-options").unwrap(), "DENY", "{status}");
             let content_type = headers
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
@@ -296,6 +300,14 @@ on_both_backends! {
             admin_login.headers().get(CACHE_CONTROL).unwrap(),
             "no-store"
         );
+        // An id a proxy already gave the request is kept, so one request has one id throughout.
+        let relayed = bare_client()
+            .get(app.url("/healthz"))
+            .header("x-request-id", "edge-42")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(relayed.headers().get("x-request-id").unwrap(), "edge-42");
         let css = app.get("/static/style.css").await;
         assert!(
             css.headers()

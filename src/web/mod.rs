@@ -7,6 +7,7 @@ mod client_ip;
 mod cross_origin;
 mod error;
 mod extract;
+mod headers;
 mod links;
 mod messages;
 mod metrics;
@@ -14,23 +15,16 @@ mod public;
 mod render;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::header::{
-    CACHE_CONTROL, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
-};
-use axum::http::{HeaderName, HeaderValue, Request};
+use axum::http::Request;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -88,8 +82,6 @@ async fn limit_body(
     next.run(axum::extract::Request::from_parts(parts, body)).await
 }
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
-     object-src 'none'; form-action 'self'";
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -200,14 +192,14 @@ pub fn app(
     let layers = ServiceBuilder::new()
         .layer(metrics::ObserveLayer::new(state.metrics.clone(), state.in_flight.clone()))
         .layer(from_fn_with_state(trusted_proxies, client_ip::client_ip_layer))
-        .layer(SetRequestIdLayer::x_request_id(RequestCounter::default()))
+        .layer(headers::StandardHeadersLayer::default())
         .layer(
             TraceLayer::new_for_http()
                 // Path only: query strings can hold searched addresses.
                 .make_span_with(|request: &Request<_>| {
                     let id = request
                         .headers()
-                        .get("x-request-id")
+                        .get(headers::X_REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default();
                     let client = request.extensions().get::<ClientIp>().map(|c| c.0);
@@ -221,34 +213,6 @@ pub fn app(
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetResponseHeaderLayer::overriding(
-            X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        // A response may bring a stricter policy of its own (an announcement's preview).
-        .layer(SetResponseHeaderLayer::if_not_present(
-            HeaderName::from_static("content-security-policy"),
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            REFERRER_POLICY,
-            HeaderValue::from_static("same-origin"),
-        ))
-        // Pages are personal (a thanked visitor's address, the admin list): no cache may keep
-        // them. Static files set their own lifetime.
-        .layer(SetResponseHeaderLayer::if_not_present(
-            CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        ))
         .layer(from_fn_with_state(state.templates.clone(), error::render_error_pages))
         .layer(CatchPanicLayer::new())
         .layer(TimeoutLayer::with_status_code(error::TIMED_OUT, REQUEST_TIMEOUT))
@@ -291,15 +255,4 @@ pub fn metrics_app(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics_on_own_listener))
         .layer(from_fn_with_state(state.templates.clone(), error::render_error_pages))
         .with_state(state)
-}
-
-/// Request ids: a per-process counter is enough to follow one request through the log.
-#[derive(Clone, Default)]
-struct RequestCounter(Arc<AtomicU64>);
-
-impl MakeRequestId for RequestCounter {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
-        let id = self.0.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&id.to_string()).ok().map(RequestId::new)
-    }
 }
