@@ -15,6 +15,7 @@ use crate::session::{Notice, Session};
 use crate::store::AnnouncementRecord;
 use crate::web::error::AppError;
 use crate::web::extract::Form;
+use crate::web::public::TokenForm;
 use crate::web::{AppState, messages};
 
 /// Past announcements listed on their page.
@@ -236,17 +237,11 @@ pub async fn send_page(
     Ok(Html(app.templates.render("admin_announcement_send.html", page)?))
 }
 
-#[derive(Deserialize)]
-pub struct TokenOnly {
-    #[serde(default)]
-    csrf_token: String,
-}
-
 pub async fn send_announcement(
     State(app): State<AppState>,
     session: Session,
     Path(id): Path<i64>,
-    Form(form): Form<TokenOnly>,
+    Form(form): Form<TokenForm>,
 ) -> Result<Redirect, AppError> {
     session.verify_form_token(&form.csrf_token).await?;
     outcome(app.announcements.send(id).await?)?;
@@ -259,7 +254,7 @@ pub async fn act_on_announcement(
     State(app): State<AppState>,
     session: Session,
     Path((id, action)): Path<(i64, String)>,
-    Form(form): Form<TokenOnly>,
+    Form(form): Form<TokenForm>,
 ) -> Result<Redirect, AppError> {
     session.verify_form_token(&form.csrf_token).await?;
     let action = AnnouncementAction::parse(&action).ok_or(AppError::NotFound)?;

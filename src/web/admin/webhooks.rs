@@ -10,6 +10,7 @@ use crate::session::{Notice, Session};
 use crate::store::{AttemptRecord, EndpointRecord};
 use crate::web::error::AppError;
 use crate::web::extract::Form;
+use crate::web::public::TokenForm;
 use crate::web::{AppState, messages};
 use crate::webhooks::{AddRefused, Event, EventSet, add_endpoint};
 
@@ -154,17 +155,11 @@ pub async fn webhook_page(
     Ok(Html(app.templates.render("admin_webhook.html", page)?))
 }
 
-#[derive(Deserialize)]
-pub struct TokenOnly {
-    #[serde(default)]
-    csrf_token: String,
-}
-
 pub async fn ping_webhook(
     State(app): State<AppState>,
     session: Session,
     Path(id): Path<i64>,
-    Form(form): Form<TokenOnly>,
+    Form(form): Form<TokenForm>,
 ) -> Result<Redirect, AppError> {
     session.verify_form_token(&form.csrf_token).await?;
     let notice = if app.store.queue_ping(id, crate::session::unix_now()).await? {
@@ -182,7 +177,7 @@ pub async fn remove_webhook(
     State(app): State<AppState>,
     session: Session,
     Path(id): Path<i64>,
-    Form(form): Form<TokenOnly>,
+    Form(form): Form<TokenForm>,
 ) -> Result<Redirect, AppError> {
     session.verify_form_token(&form.csrf_token).await?;
     if !app.store.remove_endpoint(id).await? {
