@@ -118,6 +118,40 @@ on_both_backends! {
         problem(after, StatusCode::UNAUTHORIZED, "unauthorized").await;
     }
 
+    async fn no_request_after_a_revoke_is_let_in_even_with_reads_racing_it(backend: Backend) {
+        let app = spawn_app(backend).await;
+        for round in 0..20 {
+            let name = format!("racer{round}");
+            let token = token_from_admin_page(&app, &name, true).await;
+            let csrf = form_token(&app.get_html("/admin").await).unwrap();
+            // Readers start together with the revoke, so some of their checks began before it.
+            let start = std::sync::Arc::new(tokio::sync::Barrier::new(9));
+            let readers: Vec<_> = (0..8)
+                .map(|_| {
+                    let (start, request) =
+                        (start.clone(), call(&app, Method::GET, "/api/v1/stats", Some(&token)));
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        request.send().await.unwrap().status()
+                    })
+                })
+                .collect();
+            start.wait().await;
+            let revoke = app
+                .post_form("/admin/tokens/revoke", &[("csrf_token", &csrf), ("name", &name)])
+                .await;
+            assert_eq!(revoke.status(), StatusCode::SEE_OTHER);
+            for reader in readers {
+                let status = reader.await.unwrap();
+                assert!(matches!(status, StatusCode::OK | StatusCode::UNAUTHORIZED), "{status}");
+            }
+            for _ in 0..3 {
+                let after = call(&app, Method::GET, "/api/v1/stats", Some(&token)).send().await;
+                problem(after.unwrap(), StatusCode::UNAUTHORIZED, "unauthorized").await;
+            }
+        }
+    }
+
     async fn listing_searches_filters_and_pages_like_the_admin_page(backend: Backend) {
         let app = spawn_app(backend).await;
         let token = token_from_admin_page(&app, "reader", true).await;

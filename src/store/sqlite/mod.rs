@@ -13,8 +13,10 @@ mod import_batch;
 mod ops;
 mod owner;
 mod queries;
+mod quick_reads;
 mod search_index;
 mod session_cache;
+mod token_cache;
 mod webhooks;
 mod writer;
 
@@ -23,7 +25,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{ConnectOptions, SqlitePool};
 
 pub use self::backup::copy_database;
+use self::quick_reads::QuickReads;
 use self::session_cache::SessionCache;
+use self::token_cache::TokenCache;
 use self::writer::Writer;
 use super::{PoolLimits, Role};
 
@@ -31,12 +35,14 @@ use super::{PoolLimits, Role};
 /// waiting in one transaction (see `writer`). Reads use their own pool and run beside it (WAL).
 ///
 /// One process owns the file (an exclusive lock held for the store's life): that is what makes
-/// the in-process session cache exact. Several instances need PostgreSQL.
+/// the in-process session and token caches exact. Several instances need PostgreSQL.
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: Writer,
     readers: SqlitePool,
+    quick: Arc<QuickReads>,
     sessions: Arc<SessionCache>,
+    tokens: Arc<TokenCache>,
     _owner: Arc<File>,
 }
 
@@ -79,6 +85,7 @@ impl SqliteStore {
         .execute(&mut writer)
         .await
         .context("releasing leases of a previous run")?;
+        let quick = Arc::new(QuickReads::new(options.get_filename()));
         let readers = SqlitePoolOptions::new()
             .max_connections(limits.pool_size)
             .acquire_timeout(limits.connect_timeout)
@@ -89,7 +96,9 @@ impl SqliteStore {
         Ok(Self {
             writer: Writer::spawn(writer, sessions.clone(), role == Role::Server),
             readers,
+            quick,
             sessions,
+            tokens: Arc::default(),
             _owner: Arc::new(owner),
         })
     }

@@ -4,6 +4,7 @@ use anyhow::Context;
 
 use super::SqliteStore;
 use super::ops::{WriteOp, selection_where};
+use super::token_cache::TokenLookup;
 use crate::domain::SubscriberStatus;
 use crate::store::records::RECORD_COLUMNS;
 use crate::store::{NewToken, Selection, StoreResult, SubscriberRecord, TokenRecord};
@@ -72,7 +73,9 @@ impl SqliteStore {
             read_only: token.read_only,
             now: token.now,
         };
-        Ok(self.writer.write(op).await? == 1)
+        let created = self.writer.write(op).await;
+        self.tokens.changed();
+        Ok(created? == 1)
     }
 
     pub(super) async fn all_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
@@ -86,17 +89,26 @@ impl SqliteStore {
     }
 
     pub(super) async fn delete_token(&self, name: &str) -> StoreResult<bool> {
-        Ok(self.writer.write(WriteOp::RevokeToken { name: name.to_owned() }).await? == 1)
+        let revoked = self.writer.write(WriteOp::RevokeToken { name: name.to_owned() }).await;
+        self.tokens.changed();
+        Ok(revoked? == 1)
     }
 
     pub(super) async fn find_token(&self, hash: &[u8; 32]) -> StoreResult<Option<TokenRecord>> {
-        let token = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let read_began = match self.tokens.lookup(hash) {
+            TokenLookup::Hit(token) => return Ok(Some(token)),
+            TokenLookup::Miss(generation) => generation,
+        };
+        let token: Option<TokenRecord> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = ?"
         )))
         .bind(&hash[..])
         .fetch_optional(&self.readers)
         .await
         .context("checking a token")?;
+        if let Some(token) = &token {
+            self.tokens.fill(hash, token, read_began);
+        }
         Ok(token)
     }
 

@@ -174,57 +174,34 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<Subscriber>> {
         let before = before.unwrap_or(i64::MAX);
         let status = filter.status.map(SubscriberStatus::as_str);
-        let rows: Vec<Subscriber> = match (filter.search, status) {
-            (None, None) => {
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers
-                     WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
-                )))
-                .bind(before)
-                .bind(limit)
-                .fetch_all(&self.readers)
-                .await
-            }
-            // The status is written into the statement (it is one of two fixed words) so that
-            // SQLite sees `pending` and uses the partial index of pending rows.
-            (None, Some(status)) => {
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers
-                     WHERE status = '{status}' AND id < ?1 ORDER BY id DESC LIMIT ?2"
-                )))
-                .bind(before)
-                .bind(limit)
-                .fetch_all(&self.readers)
-                .await
-            }
-            // The trigram index hands out matches newest first; stop at the page's end. Rows
-            // newer than the index are read directly.
-            (Some(term), status) => {
-                sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                    "SELECT * FROM (
-                       SELECT * FROM (SELECT {SUBSCRIBER_COLUMNS} FROM subscribers
-                                      WHERE {UNINDEXED_TAIL} AND id < ?2
-                                        AND (?4 IS NULL OR status = ?4)
-                                        AND (instr(email_key, ?5) > 0 OR instr(email, ?5) > 0)
-                                      ORDER BY id DESC LIMIT ?3)
-                       UNION ALL
-                       SELECT * FROM (SELECT s.id, s.email, s.created_at, s.status
-                                      FROM subscribers_search AS hit
-                                      JOIN subscribers AS s ON s.id = hit.rowid
-                                      WHERE subscribers_search MATCH ?1 AND hit.rowid < ?2
-                                        AND (?4 IS NULL OR s.status = ?4)
-                                      ORDER BY hit.rowid DESC LIMIT ?3))
-                     ORDER BY id DESC LIMIT ?3"
-                )))
-                .bind(trigram_phrase(term))
-                .bind(before)
-                .bind(limit)
-                .bind(status)
-                .bind(term.as_str())
-                .fetch_all(&self.readers)
-                .await
-            }
-        }
+        let Some(term) = filter.search else {
+            return self.quick.page(filter.status, before, limit);
+        };
+        // The trigram index hands out matches newest first; stop at the page's end. Rows newer
+        // than the index are read directly.
+        let rows: Vec<Subscriber> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT * FROM (
+               SELECT * FROM (SELECT {SUBSCRIBER_COLUMNS} FROM subscribers
+                              WHERE {UNINDEXED_TAIL} AND id < ?2
+                                AND (?4 IS NULL OR status = ?4)
+                                AND (instr(email_key, ?5) > 0 OR instr(email, ?5) > 0)
+                              ORDER BY id DESC LIMIT ?3)
+               UNION ALL
+               SELECT * FROM (SELECT s.id, s.email, s.created_at, s.status
+                              FROM subscribers_search AS hit
+                              JOIN subscribers AS s ON s.id = hit.rowid
+                              WHERE subscribers_search MATCH ?1 AND hit.rowid < ?2
+                                AND (?4 IS NULL OR s.status = ?4)
+                              ORDER BY hit.rowid DESC LIMIT ?3))
+             ORDER BY id DESC LIMIT ?3"
+        )))
+        .bind(trigram_phrase(term))
+        .bind(before)
+        .bind(limit)
+        .bind(status)
+        .bind(term.as_str())
+        .fetch_all(&self.readers)
+        .await
         .context("listing subscribers")?;
         Ok(rows)
     }
