@@ -2,7 +2,8 @@
 -- form post. Addresses stay unique across threads and runs.
 local counter = 0
 
-local run_tag = os.getenv("BENCH_RUN") or tostring(os.time())
+-- BENCH_WRK_TAG tells apart wrk processes started in the same second (their seeds match).
+local run_tag = (os.getenv("BENCH_RUN") or tostring(os.time())) .. (os.getenv("BENCH_WRK_TAG") or "")
 
 math.randomseed(os.time())
 
