@@ -152,6 +152,28 @@ on_both_backends! {
         }
     }
 
+    async fn the_counts_follow_people_leaving_and_coming_back(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let token = token_from_admin_page(&app, "counter", true).await;
+        let stats = || async {
+            let response = call(&app, Method::GET, "/api/v1/stats", Some(&token)).send().await;
+            response.unwrap().json::<Value>().await.unwrap()
+        };
+        let (ann, bob) = (app.other_visitor(), app.other_visitor());
+        ann.signup("ann@example.com").await;
+        bob.signup("bob@example.com").await;
+        assert_eq!(stats().await, json!({"pending": 0, "confirmed": 2, "left": 0}));
+        assert_eq!(ann.unregister().await.status(), StatusCode::SEE_OTHER);
+        assert_eq!(stats().await, json!({"pending": 0, "confirmed": 1, "left": 1}));
+        // Signing up again lifts the suppression: the one who left is counted back in.
+        ann.signup("ann@example.com").await;
+        assert_eq!(stats().await, json!({"pending": 0, "confirmed": 2, "left": 0}));
+        // Signups that lift nothing leave the count of those who left alone.
+        bob.unregister().await;
+        app.other_visitor().signup("cy@example.com").await;
+        assert_eq!(stats().await, json!({"pending": 0, "confirmed": 2, "left": 1}));
+    }
+
     async fn listing_searches_filters_and_pages_like_the_admin_page(backend: Backend) {
         let app = spawn_app(backend).await;
         let token = token_from_admin_page(&app, "reader", true).await;
