@@ -42,6 +42,9 @@ impl QuickReads {
         // Only a WAL restart by the writer can make a reader wait, and only briefly.
         connection.busy_timeout(Duration::from_secs(1))?;
         connection.set_prepared_statement_cache_capacity(8);
+        // A page of the list touches a few dozen pages, and the OS caches the file anyway: a
+        // small cache keeps each of these connections from growing to SQLite's default 2 MB.
+        connection.pragma_update(None, "cache_size", -512)?;
         Ok(connection)
     }
 
