@@ -180,6 +180,18 @@ pub struct ImportArgs {
 }
 
 /// Long enough not to be guessed, and sendable in a header as it is.
+/// SQLite reads run on the CPU (the OS keeps the file cached), so readers beyond the cores add
+/// only memory: each holds its own page cache and prepared statements, a few MB after searches
+/// of a large list. PostgreSQL connections wait on the network and the server, so more help.
+fn default_pool_size(database: &DatabaseUrl) -> u32 {
+    match database {
+        DatabaseUrl::Sqlite(_) => std::thread::available_parallelism()
+            .map_or(2, |cores| u32::try_from(cores.get()).unwrap_or(u32::MAX))
+            .clamp(2, 1000),
+        DatabaseUrl::Postgres(_) => 8,
+    }
+}
+
 fn parse_metrics_token(raw: &str) -> Result<String, String> {
     if raw.len() < 16 || !raw.chars().all(|c| c.is_ascii_graphic()) {
         return Err("expected at least 16 printable ASCII characters, no spaces".into());
@@ -230,10 +242,11 @@ pub struct ServeArgs {
     /// A directory whose templates replace the built-in ones of the same name.
     #[arg(long, env = "ENLIST_TEMPLATES_DIR")]
     pub templates_dir: Option<PathBuf>,
-    /// Database connections: PostgreSQL pool size, or SQLite read connections.
-    #[arg(long, env = "ENLIST_DATABASE_POOL_SIZE", default_value_t = 8,
+    /// Database connections: PostgreSQL pool size (default 8), or SQLite read connections
+    /// (default: one per CPU core, at least 2).
+    #[arg(long, env = "ENLIST_DATABASE_POOL_SIZE",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub database_pool_size: u32,
+    pub database_pool_size: Option<u32>,
     /// How long a request waits for a database connection before answering 503.
     #[arg(long, env = "ENLIST_DATABASE_CONNECT_TIMEOUT", default_value = "5s",
           value_parser = parse_positive_duration)]
@@ -620,6 +633,8 @@ impl Settings {
                 "must be a name: not empty, no control characters",
             ));
         }
+        let database_pool_size =
+            args.database_pool_size.unwrap_or_else(|| default_pool_size(&args.database_url));
         Ok(Self {
             bind: args.bind,
             database: args.database_url,
@@ -632,7 +647,7 @@ impl Settings {
             visitor_session_ttl: args.visitor_session_ttl,
             templates_dir: args.templates_dir,
             log_format: args.log_format,
-            database_pool_size: args.database_pool_size,
+            database_pool_size,
             database_connect_timeout: args.database_connect_timeout,
             database_statement_timeout: args.database_statement_timeout,
             trusted_proxies: args.trusted_proxies,
