@@ -179,7 +179,6 @@ pub struct ImportArgs {
     pub serve: ServeArgs,
 }
 
-/// Long enough not to be guessed, and sendable in a header as it is.
 /// SQLite reads run on the CPU (the OS keeps the file cached), so readers beyond the cores add
 /// only memory: each holds its own page cache and prepared statements, a few MB after searches
 /// of a large list. PostgreSQL connections wait on the network and the server, so more help.
@@ -192,6 +191,7 @@ fn default_pool_size(database: &DatabaseUrl) -> u32 {
     }
 }
 
+/// Long enough not to be guessed, and sendable in a header as it is.
 fn parse_metrics_token(raw: &str) -> Result<String, String> {
     if raw.len() < 16 || !raw.chars().all(|c| c.is_ascii_graphic()) {
         return Err("expected at least 16 printable ASCII characters, no spaces".into());
