@@ -4,6 +4,7 @@
 mod admin_password;
 pub mod announcement;
 mod consent;
+mod rfc3339;
 mod search_term;
 mod subscriber_email;
 mod token_name;
@@ -14,6 +15,7 @@ pub use announcement::{
     MAX_SUBJECT_CHARS,
 };
 pub use consent::{ClientEvidence, Door, Evidence, SubscriberStatus};
+pub use rfc3339::Rfc3339;
 pub use search_term::{SearchTerm, SearchTermError};
 pub use subscriber_email::{EmailError, SubscriberEmail};
 pub use token_name::{TokenName, TokenNameError};

@@ -12,7 +12,6 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Serialize;
 
 use super::AppState;
-use super::admin::timestamps;
 use super::client_ip::ClientIp;
 use super::error::AppError;
 use super::extract::user_agent;
@@ -242,7 +241,7 @@ pub async fn download(
     let found =
         subscriber(&app, &token).await?.ok_or(AppError::LinkUnknown { page: UNSUBSCRIBE_PAGE })?;
     let mails = app.store.mails_to(found.id).await?;
-    let rfc3339 = |t: i64| timestamps(t).0;
+    let rfc3339 = |t: i64| crate::domain::Rfc3339(t).to_string();
     let data = PersonalData {
         list: app.signups.list_name.clone(),
         address: found.email,

@@ -43,7 +43,7 @@ use crate::store::Store;
 
 /// A time as the tools print it (RFC 3339, UTC).
 pub fn admin_time(unix_seconds: i64) -> String {
-    admin::timestamps(unix_seconds).0
+    crate::domain::Rfc3339(unix_seconds).to_string()
 }
 
 /// Request bodies larger than this are refused with 413 before anything reads them.

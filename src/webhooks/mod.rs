@@ -246,9 +246,7 @@ pub fn body(delivery: &QueuedDelivery) -> Vec<u8> {
 }
 
 fn rfc3339(unix_seconds: i64) -> String {
-    let time =
-        std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(unix_seconds).unwrap_or(0));
-    humantime::format_rfc3339_seconds(time).to_string()
+    crate::domain::Rfc3339(unix_seconds).to_string()
 }
 
 #[cfg(test)]

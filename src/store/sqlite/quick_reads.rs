@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::Context;
+use rusqlite::types::Type;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::domain::SubscriberStatus;
@@ -92,15 +93,18 @@ impl QuickReads {
         self.with("listing subscribers", |connection| {
             let mut statement = connection.prepare_cached(sql)?;
             let rows = statement.query_map((before, limit), |row| {
-                let status: String = row.get(3)?;
+                // Borrowed from the row: the status only picks one of two values.
+                let status = row.get_ref(3)?.as_str().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(3, Type::Text, Box::new(e))
+                })?;
                 Ok(Subscriber {
                     id: row.get(0)?,
                     email: row.get(1)?,
                     created_at: row.get(2)?,
-                    status: SubscriberStatus::parse(&status).ok_or_else(|| {
+                    status: SubscriberStatus::parse(status).ok_or_else(|| {
                         rusqlite::Error::FromSqlConversionFailure(
                             3,
-                            rusqlite::types::Type::Text,
+                            Type::Text,
                             format!("unknown subscriber status {status:?}").into(),
                         )
                     })?,

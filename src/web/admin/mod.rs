@@ -118,14 +118,8 @@ async fn password_matches(candidate: &str, credential: &AdminCredential) -> anyh
 
 /// RFC 3339 for the `datetime` attribute, and a shorter form for people.
 pub(crate) fn timestamps(unix_seconds: i64) -> (String, String) {
-    let time = std::time::UNIX_EPOCH
-        + std::time::Duration::from_secs(u64::try_from(unix_seconds).unwrap_or(0));
-    let machine = humantime::format_rfc3339_seconds(time).to_string();
-    let human = format!(
-        "{} UTC",
-        machine.replace('T', " ").trim_end_matches('Z').get(..16).unwrap_or(&machine)
-    );
-    (machine, human)
+    let time = crate::domain::Rfc3339(unix_seconds);
+    (time.to_string(), time.for_people())
 }
 
 #[derive(Deserialize)]

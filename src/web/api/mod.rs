@@ -104,7 +104,7 @@ impl From<ApiStatus> for SubscriberStatus {
 }
 
 fn rfc3339(unix_seconds: i64) -> String {
-    super::admin::timestamps(unix_seconds).0
+    crate::domain::Rfc3339(unix_seconds).to_string()
 }
 
 /// The API's routes and the document that describes them.

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::ApiCaller;
 use super::json::ApiJson;
 use super::{ApiStatus, Problem, rfc3339};
-use crate::domain::{Door, SearchTerm, SubscriberEmail};
+use crate::domain::{Door, Rfc3339, SearchTerm, SubscriberEmail};
 use crate::signup::{OwnerAdd, OwnerAdded, owner_add};
 use crate::store::{Subscriber, SubscriberRecord};
 use crate::web::AppState;
@@ -30,8 +30,8 @@ pub struct SubscriberSummary {
     email: String,
     status: ApiStatus,
     /// RFC 3339, UTC.
-    #[schema(format = DateTime)]
-    signed_up_at: String,
+    #[schema(value_type = String, format = DateTime)]
+    signed_up_at: Rfc3339,
 }
 
 impl From<Subscriber> for SubscriberSummary {
@@ -40,7 +40,7 @@ impl From<Subscriber> for SubscriberSummary {
             id: row.id,
             email: row.email,
             status: row.status.into(),
-            signed_up_at: rfc3339(row.created_at),
+            signed_up_at: Rfc3339(row.created_at),
         }
     }
 }
