@@ -585,7 +585,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        if let Err(e) = self.writer.write(WriteOp::Flush).await {
+        if let Err(e) = self.writer.close().await {
             tracing::warn!(error = format!("{e:#}"), "could not flush the SQLite writer");
         }
         let stats = self.writer.stats();

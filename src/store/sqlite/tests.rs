@@ -222,6 +222,36 @@ async fn search_reads_rows_the_index_does_not_hold_yet() {
     assert!(search(&store, &one, None).await.is_empty(), "a deleted row left in the index");
 }
 
+/// After `close` the writer still commits what it is sent but starts nothing of its own: a tool
+/// or test that goes on to write the file must never find it locked by an index step begun
+/// after the close (a blocked caller on a one-thread runtime would wait for its busy timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_writer_starts_no_index_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let store =
+        SqliteStore::open(SqliteConnectOptions::new().filename(&path), limits(), Role::Server)
+            .await
+            .unwrap();
+    add(&store, &SubscriberEmail::parse("before@example.com").unwrap()).await.unwrap();
+    store.close().await;
+    let indexed_at_close = indexed_up_to(&store).await;
+    add(&store, &SubscriberEmail::parse("after@example.com").unwrap()).await.unwrap();
+    // Several of the writer's idle waits: an index step would have run by now.
+    tokio::time::sleep(search_index::IDLE * 6).await;
+    assert_eq!(indexed_up_to(&store).await, indexed_at_close, "an index step ran after close");
+    assert_eq!(count(&store).await, 2, "a write sent after close is still committed");
+    // And nothing holds the write lock: another connection takes it without waiting.
+    let mut other = SqliteConnectOptions::new()
+        .filename(&path)
+        .busy_timeout(Duration::ZERO)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+}
+
 /// The resend limit is kept in the outbox while a row exists and moves under the address's hash
 /// when the visitor withdraws it: grouped requests (many addresses in one commit) and single ones
 /// count the same way, and withdrawing does not reset the count.

@@ -3,7 +3,7 @@
 //! after that commit, so nothing is acknowledged before it is durable.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::anyhow;
@@ -29,6 +29,9 @@ struct Job {
 pub(super) struct Writer {
     jobs: mpsc::Sender<Job>,
     stats: Arc<WriterStats>,
+    /// Set by `close`: from then on the writer still commits what it is sent, but starts no
+    /// work of its own (the search index), so no transaction of its own outlives the close.
+    closed: Arc<AtomicBool>,
 }
 
 /// How well group commit is working: writes per commit is the batching factor.
@@ -47,8 +50,18 @@ impl Writer {
     ) -> Self {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
-        tokio::spawn(write_loop(connection, queue, stats.clone(), cache, index_search));
-        Self { jobs, stats }
+        let closed = Arc::new(AtomicBool::new(false));
+        let idle_work = IdleWork { index_search, closed: closed.clone() };
+        tokio::spawn(write_loop(connection, queue, stats.clone(), cache, idle_work));
+        Self { jobs, stats, closed }
+    }
+
+    /// Commits everything sent so far; afterwards the writer starts nothing by itself. A
+    /// caller that goes on to use the file from elsewhere (a tool, a test) never finds it
+    /// locked by an index step begun after the close.
+    pub(super) async fn close(&self) -> StoreResult<u64> {
+        self.closed.store(true, Ordering::SeqCst);
+        self.write(WriteOp::Flush).await
     }
 
     pub(super) fn stats(&self) -> &WriterStats {
@@ -68,16 +81,28 @@ impl Writer {
     }
 }
 
+/// What the writer does when no write waits: index for search (a server, until closed).
+struct IdleWork {
+    index_search: bool,
+    closed: Arc<AtomicBool>,
+}
+
+impl IdleWork {
+    fn wanted(&self) -> bool {
+        self.index_search && !self.closed.load(Ordering::SeqCst)
+    }
+}
+
 async fn write_loop(
     mut connection: SqliteConnection,
     mut queue: mpsc::Receiver<Job>,
     stats: Arc<WriterStats>,
     cache: Arc<SessionCache>,
-    index_search: bool,
+    idle_work: IdleWork,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // A previous run or an import may have left rows out of the search index.
-    let mut unindexed = index_search;
+    let mut unindexed = idle_work.wanted();
     let mut last_step = Instant::now();
     loop {
         let received = if unindexed {
@@ -85,11 +110,15 @@ async fn write_loop(
                 .await
             {
                 Ok(received) => received,
+                Err(_idle) if !idle_work.wanted() => {
+                    unindexed = false;
+                    continue;
+                }
                 Err(_idle) => {
                     unindexed = index_step(&mut connection).await;
                     last_step = Instant::now();
                     // A full step leaves more to do: carry on while nothing else waits.
-                    while unindexed && queue.is_empty() {
+                    while unindexed && queue.is_empty() && idle_work.wanted() {
                         unindexed = index_step(&mut connection).await;
                     }
                     continue;
@@ -105,7 +134,7 @@ async fn write_loop(
         stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
         stats.commits.fetch_add(1, Ordering::Relaxed);
         commit(&mut connection, &mut batch, &cache).await;
-        unindexed = index_search;
+        unindexed = idle_work.wanted();
         if unindexed && last_step.elapsed() >= search_index::MAX_LAG {
             unindexed = index_step(&mut connection).await;
             last_step = Instant::now();
