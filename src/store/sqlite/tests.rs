@@ -24,6 +24,16 @@ async fn count(store: &SqliteStore) -> u64 {
     store.counts().await.unwrap().on_list()
 }
 
+/// A server's store on a new database file, with the file's path; the file lives as long as
+/// the test holds the directory.
+async fn server_store() -> (tempfile::TempDir, std::path::PathBuf, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let options = SqliteConnectOptions::new().filename(&path);
+    let store = SqliteStore::open(options, limits(), Role::Server).await.unwrap();
+    (dir, path, store)
+}
+
 fn limits() -> PoolLimits {
     PoolLimits {
         pool_size: 2,
@@ -34,9 +44,7 @@ fn limits() -> PoolLimits {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_share_commits_and_all_land() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = SqliteConnectOptions::new().filename(dir.path().join("t.db"));
-    let store = SqliteStore::open(options, limits(), Role::Server).await.unwrap();
+    let (_dir, _, store) = server_store().await;
     let writes: Vec<_> = (0..500)
         .map(|i| {
             let store = store.clone();
@@ -59,12 +67,7 @@ async fn concurrent_writes_share_commits_and_all_land() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_statement_fails_alone_and_the_batch_still_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.db");
-    let store =
-        SqliteStore::open(SqliteConnectOptions::new().filename(&path), limits(), Role::Server)
-            .await
-            .unwrap();
+    let (_dir, path, store) = server_store().await;
     // Make one kind of write fail at statement level, as a constraint would.
     let mut side = SqliteConnectOptions::new().filename(&path).connect().await.unwrap();
     sqlx::query(
@@ -94,9 +97,7 @@ async fn a_failing_statement_fails_alone_and_the_batch_still_commits() {
 
 #[tokio::test]
 async fn counts_are_maintained_and_match_counts_stop_at_the_cap() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = SqliteConnectOptions::new().filename(dir.path().join("t.db"));
-    let store = SqliteStore::open(options, limits(), Role::Server).await.unwrap();
+    let (_dir, _, store) = server_store().await;
     for i in 0..30 {
         let email = SubscriberEmail::parse(&format!("member{i}@club.example")).unwrap();
         add(&store, &email).await.unwrap();
@@ -129,9 +130,7 @@ async fn counts_are_maintained_and_match_counts_stop_at_the_cap() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grouped_inserts_answer_each_write_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = SqliteConnectOptions::new().filename(dir.path().join("t.db"));
-    let store = SqliteStore::open(options, limits(), Role::Server).await.unwrap();
+    let (_dir, _, store) = server_store().await;
     let taken = [9u8; 32];
     store.create_session(&taken, "{}", None, i64::MAX).await.unwrap();
     let writes: Vec<_> = (0..200u8)
@@ -181,9 +180,7 @@ async fn search(store: &SqliteStore, term: &SearchTerm, before: Option<i64>) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_reads_rows_the_index_does_not_hold_yet() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = SqliteConnectOptions::new().filename(dir.path().join("t.db"));
-    let store = SqliteStore::open(options, limits(), Role::Server).await.unwrap();
+    let (_dir, _, store) = server_store().await;
     let address = |i: u32| SubscriberEmail::parse(&format!("member{i}@club.example")).unwrap();
     for i in 0..20 {
         add(&store, &address(i)).await.unwrap();
@@ -227,12 +224,7 @@ async fn search_reads_rows_the_index_does_not_hold_yet() {
 /// after the close (a blocked caller on a one-thread runtime would wait for its busy timeout).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_writer_starts_no_index_step() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.db");
-    let store =
-        SqliteStore::open(SqliteConnectOptions::new().filename(&path), limits(), Role::Server)
-            .await
-            .unwrap();
+    let (_dir, path, store) = server_store().await;
     add(&store, &SubscriberEmail::parse("before@example.com").unwrap()).await.unwrap();
     store.close().await;
     let indexed_at_close = indexed_up_to(&store).await;
@@ -258,9 +250,7 @@ async fn a_closed_writer_starts_no_index_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_confirmation_limit_holds_in_groups_and_across_a_withdrawal() {
     use crate::store::{ConfirmationQueued, ConfirmationRequest};
-    let dir = tempfile::tempdir().unwrap();
-    let options = SqliteConnectOptions::new().filename(dir.path().join("t.db"));
-    let store = SqliteStore::open(options, limits(), Role::Server).await.unwrap();
+    let (_dir, _, store) = server_store().await;
     let ask = |i: u8, now: i64| {
         let store = store.clone();
         tokio::spawn(async move {
