@@ -73,6 +73,7 @@ impl SqliteStore {
         // Before anything else touches the file, so migrations never race either.
         let owner = take_ownership(options.get_filename(), limits.connect_timeout).await?;
         let mut writer = options.connect().await.context("opening the SQLite database")?;
+        prepare_writer(&mut writer).await?;
         sqlx::migrate!("migrations/sqlite")
             .run(&mut writer)
             .await
@@ -102,6 +103,19 @@ impl SqliteStore {
             _owner: Arc::new(owner),
         })
     }
+}
+
+/// The write connection's own settings. A batch of signups is one multi-row INSERT inside the
+/// group commit, and SQLite keeps a statement journal for it (to undo that statement alone);
+/// past 64 KiB it spills to a new temporary file, created, written, closed and deleted again in
+/// nearly every commit under load. In memory instead: W3 about 20% faster, a third fewer write
+/// calls per signup. Only this connection: the readers' sorts stay bounded on disk.
+async fn prepare_writer(writer: &mut sqlx::SqliteConnection) -> anyhow::Result<()> {
+    sqlx::query("PRAGMA temp_store = MEMORY")
+        .execute(writer)
+        .await
+        .context("keeping the writer's statement journals in memory")?;
+    Ok(())
 }
 
 /// Takes the exclusive lock (`flock`, independent of SQLite's own `fcntl` locks) that makes this

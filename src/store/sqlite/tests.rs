@@ -289,3 +289,15 @@ async fn the_confirmation_limit_holds_in_groups_and_across_a_withdrawal() {
     let later = ask(3, 2_000).await.unwrap();
     assert_eq!(later, ConfirmationQueued::Queued);
 }
+
+#[tokio::test]
+async fn the_writer_keeps_statement_journals_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let options =
+        SqliteConnectOptions::new().filename(dir.path().join("t.db")).create_if_missing(true);
+    let mut writer = options.connect().await.unwrap();
+    let before: i64 = sqlx::query_scalar("PRAGMA temp_store").fetch_one(&mut writer).await.unwrap();
+    prepare_writer(&mut writer).await.unwrap();
+    let after: i64 = sqlx::query_scalar("PRAGMA temp_store").fetch_one(&mut writer).await.unwrap();
+    assert_eq!((before, after), (0, 2), "2 is MEMORY: no temporary file per group commit");
+}
