@@ -15,7 +15,7 @@ use super::AppState;
 use super::client_ip::ClientIp;
 use super::error::AppError;
 use super::extract::user_agent;
-use crate::domain::{ClientEvidence, SubscriberStatus};
+use crate::domain::{ClientEvidence, Rfc3339, SubscriberStatus};
 use crate::security::LinkToken;
 use crate::session::{Session, unix_now};
 use crate::store::{ConfirmWrite, Confirmation, Confirmed, LeaveReason, Leaving, SubscriberRecord};
@@ -208,8 +208,8 @@ struct PersonalData {
     list: String,
     address: String,
     status: SubscriberStatus,
-    signed_up_at: String,
-    confirmed_at: Option<String>,
+    signed_up_at: Rfc3339,
+    confirmed_at: Option<Rfc3339>,
     evidence: EvidenceData,
     mails: Vec<MailData>,
 }
@@ -229,8 +229,8 @@ struct MailData {
     purpose: String,
     status: String,
     attempts: i64,
-    queued_at: String,
-    finished_at: Option<String>,
+    queued_at: Rfc3339,
+    finished_at: Option<Rfc3339>,
     server_answer: Option<String>,
 }
 
@@ -241,13 +241,12 @@ pub async fn download(
     let found =
         subscriber(&app, &token).await?.ok_or(AppError::LinkUnknown { page: UNSUBSCRIBE_PAGE })?;
     let mails = app.store.mails_to(found.id).await?;
-    let rfc3339 = |t: i64| crate::domain::Rfc3339(t).to_string();
     let data = PersonalData {
         list: app.signups.list_name.clone(),
         address: found.email,
         status: found.status,
-        signed_up_at: rfc3339(found.created_at),
-        confirmed_at: found.confirmed_at.map(rfc3339),
+        signed_up_at: Rfc3339(found.created_at),
+        confirmed_at: found.confirmed_at.map(Rfc3339),
         evidence: EvidenceData {
             source: found.source,
             signup_network: found.signup_ip,
@@ -262,8 +261,8 @@ pub async fn download(
                 purpose: m.purpose,
                 status: m.status,
                 attempts: m.attempts,
-                queued_at: rfc3339(m.created_at),
-                finished_at: m.sent_at.map(rfc3339),
+                queued_at: Rfc3339(m.created_at),
+                finished_at: m.sent_at.map(Rfc3339),
                 server_answer: m.last_error,
             })
             .collect(),

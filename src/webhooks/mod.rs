@@ -17,6 +17,7 @@ use url::Url;
 pub use destination::{Destination, is_public};
 pub use worker::WebhookWorker;
 
+use crate::domain::Rfc3339;
 use crate::store::{NewEndpoint, QueuedDelivery, Store, StoreError};
 
 /// What a subscriber's row went through.
@@ -226,7 +227,7 @@ pub fn body(delivery: &QueuedDelivery) -> Vec<u8> {
     #[derive(Serialize)]
     struct Body<'a> {
         r#type: &'a str,
-        timestamp: String,
+        timestamp: Rfc3339,
         data: serde_json::Value,
     }
     let data = match delivery.event.as_str() {
@@ -237,16 +238,12 @@ pub fn body(delivery: &QueuedDelivery) -> Vec<u8> {
             "email": delivery.email,
             "status": delivery.status,
             "source": delivery.source,
-            "signed_up_at": delivery.signed_up_at.map(rfc3339),
-            "confirmed_at": delivery.confirmed_at.map(rfc3339),
+            "signed_up_at": delivery.signed_up_at.map(Rfc3339),
+            "confirmed_at": delivery.confirmed_at.map(Rfc3339),
         }),
     };
-    let body = Body { r#type: &delivery.event, timestamp: rfc3339(delivery.occurred_at), data };
+    let body = Body { r#type: &delivery.event, timestamp: Rfc3339(delivery.occurred_at), data };
     serde_json::to_vec(&body).unwrap_or_default()
-}
-
-fn rfc3339(unix_seconds: i64) -> String {
-    crate::domain::Rfc3339(unix_seconds).to_string()
 }
 
 #[cfg(test)]

@@ -7,13 +7,13 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::Problem;
 use super::auth::ApiCaller;
 use super::json::ApiJson;
-use super::{Problem, rfc3339};
 use crate::announce::Progress;
 use crate::domain::{
     AnnouncementAction, AnnouncementState, AnnouncementText, AnnouncementTextError,
-    MAX_SUBJECT_CHARS, SubscriberEmail,
+    MAX_SUBJECT_CHARS, Rfc3339, SubscriberEmail,
 };
 use crate::store::FailureGroup;
 use crate::web::AppState;
@@ -31,12 +31,12 @@ pub struct Announcement {
     id: i64,
     subject: String,
     state: ApiAnnouncementState,
-    #[schema(format = DateTime)]
-    created_at: String,
-    #[schema(format = DateTime)]
-    started_at: Option<String>,
-    #[schema(format = DateTime)]
-    finished_at: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    created_at: Rfc3339,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    started_at: Option<Rfc3339>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    finished_at: Option<Rfc3339>,
     /// Everyone confirmed when sending started.
     audience: i64,
     /// Mails made so far.
@@ -59,9 +59,9 @@ impl From<Progress> for Announcement {
             id: p.id,
             subject: p.subject,
             state: p.state.into(),
-            created_at: rfc3339(p.created_at),
-            started_at: p.started_at.map(rfc3339),
-            finished_at: p.finished_at.map(rfc3339),
+            created_at: Rfc3339(p.created_at),
+            started_at: p.started_at.map(Rfc3339),
+            finished_at: p.finished_at.map(Rfc3339),
             audience: p.audience,
             queued: p.queued,
             sent: p.sent,

@@ -103,10 +103,6 @@ impl From<ApiStatus> for SubscriberStatus {
     }
 }
 
-fn rfc3339(unix_seconds: i64) -> String {
-    crate::domain::Rfc3339(unix_seconds).to_string()
-}
-
 /// The API's routes and the document that describes them.
 fn parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::ApiCaller;
 use super::json::ApiJson;
-use super::{ApiStatus, Problem, rfc3339};
+use super::{ApiStatus, Problem};
 use crate::domain::{Door, Rfc3339, SearchTerm, SubscriberEmail};
 use crate::signup::{OwnerAdd, OwnerAdded, owner_add};
 use crate::store::{Subscriber, SubscriberRecord};
@@ -51,10 +51,10 @@ pub struct SubscriberDetail {
     id: i64,
     email: String,
     status: ApiStatus,
-    #[schema(format = DateTime)]
-    signed_up_at: String,
-    #[schema(format = DateTime)]
-    confirmed_at: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    signed_up_at: Rfc3339,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    confirmed_at: Option<Rfc3339>,
     /// The way in: `form`, `api`, `import` or `admin`.
     source: String,
 }
@@ -65,8 +65,8 @@ impl From<SubscriberRecord> for SubscriberDetail {
             id: record.id,
             email: record.email,
             status: record.status.into(),
-            signed_up_at: rfc3339(record.created_at),
-            confirmed_at: record.confirmed_at.map(rfc3339),
+            signed_up_at: Rfc3339(record.created_at),
+            confirmed_at: record.confirmed_at.map(Rfc3339),
             source: record.source,
         }
     }
