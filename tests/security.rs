@@ -11,6 +11,11 @@ use reqwest::StatusCode;
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// Posts a signup with exactly these fetch-metadata / origin headers.
 async fn signup_with(app: &TestApp, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut request = app.client.post(app.url("/signup")).form(&[("email", "csrf@example.com")]);
@@ -132,7 +137,7 @@ on_both_backends! {
         let value = cookie_pair(&cookie)
             .trim_start_matches("enlist_session=")
             .to_owned();
-        assert_eq!(value.len(), 43, "256 random bits, base64url");
+        assert_eq!(value.len(), 44, "a time stamp and 200 random bits, base64url");
         assert!(!cookie.contains("cookie@example.com") && !cookie.contains("cookie%40"));
         for attribute in ["Path=/", "HttpOnly", "SameSite=Lax", "Max-Age=31536000"] {
             assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
@@ -180,9 +185,11 @@ on_both_backends! {
     async fn unknown_or_malformed_session_ids_are_no_session(backend: Backend) {
         let app = spawn_app(backend).await;
         app.signup("real@example.com").await;
-        let unknown = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let unknown = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let unknown_legacy = &unknown[1..];
         for cookie in [
             format!("enlist_session={unknown}"),
+            format!("enlist_session={unknown_legacy}"),
             "enlist_session=../../etc/passwd".into(),
             "enlist_session=".into(),
             format!("enlist_session={}", "x".repeat(4000)),
@@ -218,6 +225,36 @@ on_both_backends! {
             .unwrap();
         let fresh = session_set_cookie(&adopted).unwrap();
         assert!(!fresh.contains(unknown));
+    }
+
+    async fn sessions_issued_with_the_earlier_ids_still_work(backend: Backend) {
+        use sha2::{Digest, Sha256};
+        let app = spawn_app(backend).await;
+        app.signup("earlier@example.com").await;
+        // An id as the earlier releases issued it (32 random bytes, stored as its SHA-256).
+        let id = [0x5au8; 32];
+        let key: String = Sha256::digest(id).iter().map(|b| format!("{b:02x}")).collect();
+        let key = if app.database.is_postgres() {
+            format!("decode('{key}', 'hex')")
+        } else {
+            format!("X'{key}'")
+        };
+        app.database
+            .execute(&format!(
+                "INSERT INTO sessions (key, data, expires_at) VALUES ({key}, \
+                 '{{\"visitor_email\":\"earlier@example.com\"}}', 4102444800)"
+            ))
+            .await;
+        let cookie = format!("enlist_session={}", base64_url(&id));
+        let response = bare_client()
+            .get(app.url("/"))
+            .header(COOKIE, cookie.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert!(session_set_cookie(&response).is_none(), "the id is kept");
+        let html = response.text().await.unwrap();
+        assert!(html.contains("Thanks for signing up, earlier@example.com!"), "{html}");
     }
 
     async fn a_visitor_is_forgotten_when_their_session_expires(backend: Backend) {

@@ -26,7 +26,6 @@ use crate::domain::SubscriberEmail;
 use crate::security::{AdminCredentials, CredentialCheck, Links, SecretKey};
 use crate::store::{AddressHash, SessionKey, Store, StoreError, StoreResult};
 
-const ID_BYTES: usize = 32;
 const FORM_TOKEN_PURPOSE: &str = "enlist form token v1";
 /// Admin activity is recorded at most this often, so browsing the admin pages is mostly reads.
 const MAX_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
@@ -126,8 +125,21 @@ pub enum AdminStatus {
 pub struct BadFormToken;
 
 /// A session's id, as carried by its cookie. Opaque outside this module.
+///
+/// A new id is the creation time in microseconds (8 bytes, big-endian) and 25 random bytes; its
+/// storage key keeps the time in front of a hash of the random part, so new sessions land at
+/// the end of the key index instead of on a random page of it (one page written per commit for
+/// a burst of signups, not one per signup). Ids issued before that are 32 random bytes whose
+/// key is their SHA-256; they stay valid until they expire.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct SessionId([u8; ID_BYTES]);
+pub enum SessionId {
+    Ordered([u8; ORDERED_BYTES]),
+    Legacy([u8; LEGACY_BYTES]),
+}
+
+const TIME_BYTES: usize = 8;
+const ORDERED_BYTES: usize = TIME_BYTES + 25;
+const LEGACY_BYTES: usize = 32;
 
 // A session id is a bearer credential: never print it.
 impl std::fmt::Debug for SessionId {
@@ -138,30 +150,56 @@ impl std::fmt::Debug for SessionId {
 
 impl SessionId {
     fn generate() -> StoreResult<Self> {
-        let mut id = [0u8; ID_BYTES];
-        getrandom::fill(&mut id)
+        let mut id = [0u8; ORDERED_BYTES];
+        let micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        id[..TIME_BYTES].copy_from_slice(&micros.to_be_bytes());
+        getrandom::fill(&mut id[TIME_BYTES..])
             .map_err(|e| StoreError::from(anyhow::anyhow!("no randomness: {e}")))?;
-        Ok(Self(id))
+        Ok(Self::Ordered(id))
     }
 
+    /// `None` for anything that is not one of ours: 33 bytes are exactly 44 base64 characters,
+    /// a legacy id's 32 bytes exactly 43.
     fn parse(cookie_value: &str) -> Option<Self> {
-        let mut id = [0u8; ID_BYTES];
-        // 32 bytes are exactly 43 base64 characters; anything else is not one of ours.
-        if cookie_value.len() != 43 {
-            return None;
-        }
-        match URL_SAFE_NO_PAD.decode_slice(cookie_value, &mut id) {
-            Ok(ID_BYTES) => Some(Self(id)),
+        match cookie_value.len() {
+            44 => decode_exact(cookie_value).map(Self::Ordered),
+            43 => decode_exact(cookie_value).map(Self::Legacy),
             _ => None,
         }
     }
 
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Ordered(id) => id,
+            Self::Legacy(id) => id,
+        }
+    }
+
     fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(self.0)
+        URL_SAFE_NO_PAD.encode(self.bytes())
     }
 
     fn storage_key(&self) -> SessionKey {
-        Sha256::digest(self.0).into()
+        match self {
+            Self::Ordered(id) => {
+                let (time, secret) = id.split_at(TIME_BYTES);
+                let mut key = [0u8; 32];
+                key[..TIME_BYTES].copy_from_slice(time);
+                key[TIME_BYTES..].copy_from_slice(&Sha256::digest(secret)[..32 - TIME_BYTES]);
+                key
+            }
+            Self::Legacy(id) => Sha256::digest(id).into(),
+        }
+    }
+}
+
+fn decode_exact<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let mut bytes = [0u8; N];
+    match URL_SAFE_NO_PAD.decode_slice(text, &mut bytes) {
+        Ok(n) if n == N => Some(bytes),
+        _ => None,
     }
 }
 
@@ -307,7 +345,7 @@ impl Session {
     }
 
     fn token_for(&self, id: SessionId) -> [u8; 32] {
-        self.0.config.secret.sign(FORM_TOKEN_PURPOSE, &id.0)
+        self.0.config.secret.sign(FORM_TOKEN_PURPOSE, id.bytes())
     }
 
     /// Checks a submitted form token against this session, in constant time.
@@ -487,10 +525,26 @@ mod tests {
     #[test]
     fn ids_round_trip_and_junk_is_rejected() {
         let id = SessionId::generate().unwrap();
-        assert_eq!(SessionId::parse(&id.encode()).map(|p| p.0), Some(id.0));
+        assert_eq!(SessionId::parse(&id.encode()), Some(id));
+        let legacy = SessionId::Legacy([7; 32]);
+        assert_eq!(SessionId::parse(&legacy.encode()), Some(legacy));
         assert!(SessionId::parse("").is_none());
         assert!(SessionId::parse("not-a-session").is_none());
-        assert!(SessionId::parse(&"A".repeat(44)).is_none());
+        assert!(SessionId::parse(&"A".repeat(45)).is_none());
         assert!(SessionId::parse(&"*".repeat(43)).is_none());
+        assert!(SessionId::parse(&"*".repeat(44)).is_none());
+    }
+
+    #[test]
+    fn new_ids_are_keyed_in_creation_order_and_keep_a_secret_part() {
+        let first = SessionId::generate().unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        let second = SessionId::generate().unwrap();
+        assert!(first.storage_key() < second.storage_key());
+        assert_ne!(first.storage_key()[8..], second.storage_key()[8..]);
+        // The key is not the id: a copy of the database does not hand out the cookie.
+        assert_ne!(first.storage_key()[8..], first.bytes()[8..32]);
+        let legacy = SessionId::Legacy([7; 32]);
+        assert_eq!(legacy.storage_key(), <[u8; 32]>::from(Sha256::digest([7; 32])));
     }
 }

@@ -18,8 +18,9 @@ struct Entry {
     expires_at: i64,
 }
 
-/// Keys are SHA-256 outputs of random ids: already uniformly spread, so eight of their bytes are
-/// as good a hash as any (and only sessions that exist ever get in).
+/// Keys end in SHA-256 output of random bytes (a new key starts with its creation time): the XOR
+/// of their 8-byte words is already uniformly spread, as good a hash as any (and only sessions
+/// that exist ever get in).
 #[derive(Default)]
 struct KeyHasher(u64);
 
