@@ -165,7 +165,7 @@ impl Server {
             }
         };
         let signups = SignupPolicy {
-            links: links.clone(),
+            links,
             list_name: settings.list_name.clone(),
             consent: templates.consent_version().to_owned(),
             keep_full_ip: settings.keep_full_ip,
@@ -194,7 +194,6 @@ impl Server {
                 admin_idle_timeout: settings.admin_idle_timeout,
                 admin_absolute_timeout: settings.admin_absolute_timeout,
                 secret,
-                links,
             }),
         };
         let limits = Limits::new(

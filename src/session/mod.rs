@@ -23,8 +23,8 @@ mod cookie;
 pub use cookie::{CookieProblem, SessionLayerState, session_cookie, session_layer};
 
 use crate::domain::SubscriberEmail;
-use crate::security::{AdminCredentials, CredentialCheck, Links, SecretKey};
-use crate::store::{AddressHash, SessionKey, Store, StoreError, StoreResult};
+use crate::security::{AdminCredentials, CredentialCheck, SecretKey};
+use crate::store::{SessionKey, Store, StoreError, StoreResult};
 
 const FORM_TOKEN_PURPOSE: &str = "enlist form token v1";
 /// Admin activity is recorded at most this often, so browsing the admin pages is mostly reads.
@@ -39,8 +39,6 @@ pub struct SessionConfig {
     pub admin_idle_timeout: Duration,
     pub admin_absolute_timeout: Duration,
     pub secret: SecretKey,
-    /// Names the address a visitor session remembers, so leaving can end those sessions.
-    pub links: Links,
 }
 
 impl SessionConfig {
@@ -55,7 +53,8 @@ impl SessionConfig {
     }
 }
 
-/// Everything a session can remember.
+/// Everything a session can remember. The database's `subscriber_sessions_forget` triggers
+/// name the two visitor fields: renaming them needs a migration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 struct SessionData {
@@ -304,11 +303,12 @@ impl Session {
         if !data.is_empty() {
             let json = serde_json::to_string(&data)
                 .map_err(|e| StoreError::from(anyhow::Error::from(e)))?;
-            let owner =
-                data.visitor_email.as_ref().map(|e| self.0.config.links.address_hash(e.key()));
+            let remembers = data.visitor_email.as_ref().map(SubscriberEmail::key);
             match new_id {
-                Some(id) => store.save_session(&id.storage_key(), &json, owner, expires_at).await?,
-                None => new_id = Some(self.create(&json, owner, expires_at).await?),
+                Some(id) => {
+                    store.save_session(&id.storage_key(), &json, remembers, expires_at).await?
+                }
+                None => new_id = Some(self.create(&json, remembers, expires_at).await?),
             }
         }
         let loaded = state.loaded.as_mut().expect("loaded above");
@@ -325,13 +325,13 @@ impl Session {
     async fn create(
         &self,
         json: &str,
-        owner: Option<AddressHash>,
+        remembers: Option<&str>,
         expires_at: i64,
     ) -> StoreResult<SessionId> {
         // 256 random bits do not collide in practice; the loop only makes that a guarantee.
         loop {
             let id = SessionId::generate()?;
-            if self.0.store.create_session(&id.storage_key(), json, owner, expires_at).await? {
+            if self.0.store.create_session(&id.storage_key(), json, remembers, expires_at).await? {
                 return Ok(id);
             }
         }
@@ -397,9 +397,11 @@ impl Session {
         .await
     }
 
-    /// Forgets the visitor's address and leaves a message for the next page.
+    /// Forgets the visitor's address and leaves a message for the next page, under a new id:
+    /// removing the address's row has just made every session that remembered it forget it,
+    /// ending those (like this one, often) that held nothing else.
     pub async fn forget_visitor(&self, notice: Notice) -> StoreResult<()> {
-        self.write(false, |data| {
+        self.write(true, |data| {
             data.visitor_email = None;
             data.awaiting_confirmation = false;
             data.notice = Some(notice);

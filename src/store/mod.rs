@@ -288,20 +288,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// The session's JSON data, unless it is missing or expired.
     async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<String>>;
-    /// Inserts a new session; `false` if the key is already taken. `owner` is the hash of the
-    /// address the session remembers, if any.
+    /// Inserts a new session; `false` if the key is already taken. `remembers` is the key
+    /// (`SubscriberEmail::key`) of the address the session remembers, if any. A session
+    /// remembers an address only while its row exists: without one, `visitor_email` and
+    /// `awaiting_confirmation` are left out of the stored JSON, here and in `save_session`, and
+    /// whatever removes the row later takes them out of every session (ending those with
+    /// nothing else in them).
     async fn create_session(
         &self,
         key: &SessionKey,
         data: &str,
-        owner: Option<AddressHash>,
+        remembers: Option<&str>,
         expires_at: i64,
     ) -> StoreResult<bool>;
     async fn save_session(
         &self,
         key: &SessionKey,
         data: &str,
-        owner: Option<AddressHash>,
+        remembers: Option<&str>,
         expires_at: i64,
     ) -> StoreResult<()>;
     async fn delete_session(&self, key: &SessionKey) -> StoreResult<()>;

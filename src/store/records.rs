@@ -73,9 +73,6 @@ pub enum Confirmed {
 pub struct Leaving {
     pub address_hash: AddressHash,
     pub reason: LeaveReason,
-    /// End every session that remembers the address (not wanted when one of them is the
-    /// session asking, which then forgets the address itself).
-    pub end_sessions: bool,
     pub now: i64,
 }
 

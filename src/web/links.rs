@@ -187,7 +187,6 @@ async fn leave(
     let leaving = Leaving {
         address_hash: app.signups.links.address_hash(&found.email_key),
         reason,
-        end_sessions: true,
         now: unix_now(),
     };
     app.store.remove_subscriber_by_id(found.id, Some(leaving)).await?;

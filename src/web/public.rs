@@ -174,8 +174,6 @@ pub async fn unregister(
         let leaving = Leaving {
             address_hash: app.signups.links.address_hash(email.key()),
             reason: LeaveReason::Unsubscribed,
-            // This session forgets the address below, with the message for its next page.
-            end_sessions: false,
             now: unix_now(),
         };
         if app.store.remove_subscriber(&email, Some(leaving)).await? {

@@ -236,12 +236,12 @@ impl PostgresStore {
                 .bind(leaving.now)
                 .execute(&mut *tx)
                 .await?;
-                if leaving.end_sessions {
-                    sqlx::query("DELETE FROM sessions WHERE owner = $1")
-                        .bind(&leaving.address_hash[..])
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                // The row's sessions forgot it (a trigger); these are sessions written before
+                // `subscriber_id`, which name the address by its hash, and end.
+                sqlx::query("DELETE FROM sessions WHERE owner = $1")
+                    .bind(&leaving.address_hash[..])
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             Ok(removed > 0)

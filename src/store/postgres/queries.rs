@@ -498,16 +498,20 @@ impl Store for PostgresStore {
         &self,
         key: &SessionKey,
         data: &str,
-        owner: Option<AddressHash>,
+        remembers: Option<&str>,
         expires_at: i64,
     ) -> StoreResult<bool> {
         let insert = sqlx::query(
-            "INSERT INTO sessions (key, data, owner, expires_at) VALUES ($1, $2, $3, $4)
+            "INSERT INTO sessions (key, data, subscriber_id, expires_at)
+             SELECT $1, CASE WHEN $3::text IS NULL OR remembered.id IS NOT NULL THEN $2
+                        ELSE ($2::jsonb - 'visitor_email' - 'awaiting_confirmation')::text END,
+                    remembered.id, $4
+             FROM (SELECT (SELECT id FROM subscribers WHERE email_key = $3) AS id) remembered
              ON CONFLICT (key) DO NOTHING",
         )
         .bind(&key[..])
         .bind(data)
-        .bind(owner.as_ref().map(|o| &o[..]))
+        .bind(remembers)
         .bind(expires_at)
         .execute(&self.pool);
         let result = self.bounded("creating a session", insert).await?;
@@ -518,14 +522,19 @@ impl Store for PostgresStore {
         &self,
         key: &SessionKey,
         data: &str,
-        owner: Option<AddressHash>,
+        remembers: Option<&str>,
         expires_at: i64,
     ) -> StoreResult<()> {
+        // A session from before `subscriber_id` moves over to it here (`owner` emptied).
         let update = sqlx::query(
-            "UPDATE sessions SET data = $1, owner = $2, expires_at = $3 WHERE key = $4",
+            "UPDATE sessions SET owner = NULL, expires_at = $3, subscriber_id = remembered.id,
+             data = CASE WHEN $2::text IS NULL OR remembered.id IS NOT NULL THEN $1
+                    ELSE ($1::jsonb - 'visitor_email' - 'awaiting_confirmation')::text END
+             FROM (SELECT (SELECT id FROM subscribers WHERE email_key = $2) AS id) remembered
+             WHERE key = $4",
         )
         .bind(data)
-        .bind(owner.as_ref().map(|o| &o[..]))
+        .bind(remembers)
         .bind(expires_at)
         .bind(&key[..])
         .execute(&self.pool);

@@ -58,7 +58,7 @@ async fn grouped(connection: &mut SqliteConnection, ops: &[&WriteOp]) -> Vec<Out
     if insert_many(connection, ops, &signups, &mut outcomes, subscribers, returning).await {
         lift_suppressions(connection, ops, &signups, &mut outcomes).await;
     }
-    let new_sessions = "INSERT INTO sessions (key, data, owner, expires_at) ";
+    let new_sessions = "INSERT INTO sessions (key, data, subscriber_id, expires_at) ";
     let returning = " ON CONFLICT (key) DO NOTHING RETURNING key";
     insert_many(connection, ops, &sessions, &mut outcomes, new_sessions, returning).await;
     for (i, op) in ops.iter().enumerate() {
@@ -101,10 +101,24 @@ async fn insert_many(
                 .push_bind(evidence.consent.as_str())
                 .push_bind(*now);
         }
-        WriteOp::CreateSession { key, data, owner, expires_at } => {
+        WriteOp::CreateSession { key, data, remembers, expires_at } => {
+            // As `WriteOp::CreateSession` alone does, with the parameters spelled out per row.
+            let remembers = remembers.as_deref();
             row.push_bind(&key[..])
-                .push_bind(data.as_str())
-                .push_bind(owner.as_ref().map(|o| &o[..]))
+                .push("CASE WHEN ")
+                .push_bind_unseparated(remembers)
+                .push_unseparated(
+                    " IS NULL OR EXISTS (SELECT 1 FROM subscribers WHERE email_key = ",
+                )
+                .push_bind_unseparated(remembers)
+                .push_unseparated(") THEN ")
+                .push_bind_unseparated(data.as_str())
+                .push_unseparated(" ELSE json_remove(")
+                .push_bind_unseparated(data.as_str())
+                .push_unseparated(", '$.visitor_email', '$.awaiting_confirmation') END")
+                .push("(SELECT id FROM subscribers WHERE email_key = ")
+                .push_bind_unseparated(remembers)
+                .push_unseparated(")")
                 .push_bind(*expires_at);
         }
         _ => {}
@@ -192,10 +206,18 @@ mod tests {
             leaving: None,
         };
         let remove_by_id = WriteOp::RemoveSubscriber { target: Target::Id(1), leaving: None };
-        let session =
-            WriteOp::CreateSession { key: [1; 32], data: "{}".into(), owner: None, expires_at: 1 };
-        let save_same =
-            WriteOp::SaveSession { key: [1; 32], data: "{}".into(), owner: None, expires_at: 2 };
+        let session = WriteOp::CreateSession {
+            key: [1; 32],
+            data: "{}".into(),
+            remembers: None,
+            expires_at: 1,
+        };
+        let save_same = WriteOp::SaveSession {
+            key: [1; 32],
+            data: "{}".into(),
+            remembers: None,
+            expires_at: 2,
+        };
         let sweep = WriteOp::DeleteExpiredSessions { now: 0 };
         assert!(can_group(&[&a, &b, &session, &WriteOp::Flush]));
         assert!(!can_group(&[&a, &b, &remove_a]), "add then remove of one address keeps its order");

@@ -88,13 +88,15 @@ pub(super) enum WriteOp {
     CreateSession {
         key: SessionKey,
         data: String,
-        owner: Option<AddressHash>,
+        /// The key of the address the session remembers (see `Store::create_session`).
+        remembers: Option<String>,
         expires_at: i64,
     },
     SaveSession {
         key: SessionKey,
         data: String,
-        owner: Option<AddressHash>,
+        /// The key of the address the session remembers (see `Store::create_session`).
+        remembers: Option<String>,
         expires_at: i64,
     },
     DeleteSession {
@@ -194,6 +196,14 @@ impl WriteOp {
     /// Keeps the session cache equal to what was just committed.
     pub(super) fn committed(&self, rows: u64, cache: &SessionCache) {
         match self {
+            // What the database kept of a session that remembers an address depends on whether
+            // its row still exists (see `Store::create_session`): the next read fetches it.
+            Self::CreateSession { key, remembers: Some(_), .. }
+            | Self::SaveSession { key, remembers: Some(_), .. }
+                if rows == 1 =>
+            {
+                cache.forget(key)
+            }
             Self::CreateSession { key, data, expires_at, .. } if rows == 1 => {
                 cache.stored(key, data, *expires_at)
             }
@@ -203,11 +213,22 @@ impl WriteOp {
             // Saving a session that is gone (ended elsewhere) leaves it gone.
             Self::SaveSession { key, .. } | Self::DeleteSession { key } => cache.deleted(key),
             Self::DeleteExpiredSessions { now } => cache.expired(*now),
-            // Sessions were deleted by owner: which ones, only the database knows.
-            Self::RemoveSubscriber { leaving: Some(leaving), .. } if leaving.end_sessions => {
-                cache.forget_all()
-            }
             _ => {}
+        }
+    }
+
+    /// Whether the write removed subscriber rows, and so (by a trigger) changed or ended the
+    /// sessions that remember them: which ones, only the database knows.
+    pub(super) fn ended_sessions(&self, rows: u64) -> bool {
+        match self {
+            // Also sessions named by the address's hash, whether or not a row went.
+            Self::RemoveSubscriber { leaving: Some(_), .. } => true,
+            Self::RemoveSubscriber { .. }
+            | Self::RemovePending { .. }
+            | Self::RemoveIds { .. }
+            | Self::RemoveMatching { .. }
+            | Self::PurgeStale { .. } => rows > 0,
+            _ => false,
         }
     }
 
@@ -262,21 +283,28 @@ impl WriteOp {
             .bind(phc.as_str())
             .bind(*now)
             .bind(expected.as_str()),
-            Self::CreateSession { key, data, owner, expires_at } => sqlx::query(
-                "INSERT INTO sessions (key, data, owner, expires_at) VALUES (?, ?, ?, ?)
+            Self::CreateSession { key, data, remembers, expires_at } => sqlx::query(
+                "INSERT INTO sessions (key, data, subscriber_id, expires_at) VALUES (?1, \
+                 CASE WHEN ?3 IS NULL OR EXISTS (SELECT 1 FROM subscribers WHERE email_key = ?3) \
+                 THEN ?2 ELSE json_remove(?2, '$.visitor_email', '$.awaiting_confirmation') END, \
+                 (SELECT id FROM subscribers WHERE email_key = ?3), ?4) \
                  ON CONFLICT (key) DO NOTHING",
             )
             .bind(&key[..])
             .bind(data.as_str())
-            .bind(owner.as_ref().map(|o| &o[..]))
+            .bind(remembers.as_deref())
             .bind(*expires_at),
-            Self::SaveSession { key, data, owner, expires_at } => {
-                sqlx::query("UPDATE sessions SET data = ?, owner = ?, expires_at = ? WHERE key = ?")
-                    .bind(data.as_str())
-                    .bind(owner.as_ref().map(|o| &o[..]))
-                    .bind(*expires_at)
-                    .bind(&key[..])
-            }
+            // A session from before `subscriber_id` moves over to it here (`owner` emptied).
+            Self::SaveSession { key, data, remembers, expires_at } => sqlx::query(
+                "UPDATE sessions SET owner = NULL, expires_at = ?3, \
+                 data = CASE WHEN ?2 IS NULL OR EXISTS (SELECT 1 FROM subscribers WHERE email_key = ?2) \
+                 THEN ?1 ELSE json_remove(?1, '$.visitor_email', '$.awaiting_confirmation') END, \
+                 subscriber_id = (SELECT id FROM subscribers WHERE email_key = ?2) WHERE key = ?4",
+            )
+            .bind(data.as_str())
+            .bind(remembers.as_deref())
+            .bind(*expires_at)
+            .bind(&key[..]),
             Self::DeleteSession { key } => {
                 sqlx::query("DELETE FROM sessions WHERE key = ?").bind(&key[..])
             }
@@ -509,12 +537,12 @@ impl WriteOp {
                 .bind(leaving.now)
                 .execute(&mut *c)
                 .await?;
-                if leaving.end_sessions {
-                    sqlx::query("DELETE FROM sessions WHERE owner = ?")
-                        .bind(&leaving.address_hash[..])
-                        .execute(&mut *c)
-                        .await?;
-                }
+                // The row's sessions forgot it (a trigger); these are sessions written before
+                // `subscriber_id`, which name the address by its hash, and end.
+                sqlx::query("DELETE FROM sessions WHERE owner = ?")
+                    .bind(&leaving.address_hash[..])
+                    .execute(&mut *c)
+                    .await?;
                 Ok(removed)
             }
             Self::RecordMail { outcomes } => {

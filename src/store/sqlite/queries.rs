@@ -622,10 +622,11 @@ impl Store for SqliteStore {
         &self,
         key: &SessionKey,
         data: &str,
-        owner: Option<AddressHash>,
+        remembers: Option<&str>,
         expires_at: i64,
     ) -> StoreResult<bool> {
-        let op = WriteOp::CreateSession { key: *key, data: data.to_owned(), owner, expires_at };
+        let remembers = remembers.map(str::to_owned);
+        let op = WriteOp::CreateSession { key: *key, data: data.to_owned(), remembers, expires_at };
         Ok(self.writer.write(op).await? == 1)
     }
 
@@ -633,10 +634,11 @@ impl Store for SqliteStore {
         &self,
         key: &SessionKey,
         data: &str,
-        owner: Option<AddressHash>,
+        remembers: Option<&str>,
         expires_at: i64,
     ) -> StoreResult<()> {
-        let op = WriteOp::SaveSession { key: *key, data: data.to_owned(), owner, expires_at };
+        let remembers = remembers.map(str::to_owned);
+        let op = WriteOp::SaveSession { key: *key, data: data.to_owned(), remembers, expires_at };
         self.writer.write(op).await?;
         Ok(())
     }

@@ -165,6 +165,57 @@ async fn grouped_inserts_answer_each_write_exactly() {
     assert_eq!(store.list_subscribers(ListFilter::default(), None, 100).await.unwrap().len(), 50);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_remember_only_addresses_with_a_row_grouped_or_alone() {
+    let (_dir, _, store) = server_store().await;
+    let listed = SubscriberEmail::parse("listed@x.example").unwrap();
+    add(&store, &listed).await.unwrap();
+    let remembering = |email: &str| format!(r#"{{"visitor_email":"{email}","notice":"n"}}"#);
+    // Many at once, so the writer groups them into one INSERT; then one alone.
+    let writes: Vec<_> = (0..64u8)
+        .map(|i| {
+            let store = store.clone();
+            let (email, data) = if i % 2 == 0 {
+                ("listed@x.example", remembering("listed@x.example"))
+            } else {
+                ("missing@x.example", remembering("missing@x.example"))
+            };
+            tokio::spawn(async move { store.create_session(&[i; 32], &data, Some(email), 1).await })
+        })
+        .collect();
+    for write in writes {
+        assert!(write.await.unwrap().unwrap());
+    }
+    let alone = remembering("missing@x.example");
+    assert!(store.create_session(&[200; 32], &alone, Some("missing@x.example"), 1).await.unwrap());
+    let stored: Vec<(Vec<u8>, String, Option<i64>)> =
+        sqlx::query_as("SELECT key, data, subscriber_id FROM sessions ORDER BY key")
+            .fetch_all(&store.readers)
+            .await
+            .unwrap();
+    assert_eq!(stored.len(), 65);
+    for (key, data, subscriber_id) in stored {
+        if key[0] % 2 == 0 && key[0] < 64 {
+            assert_eq!(data, remembering("listed@x.example"));
+            assert_eq!(subscriber_id, Some(1));
+        } else {
+            assert_eq!(data, r#"{"notice":"n"}"#, "no row, so the address is left out");
+            assert_eq!(subscriber_id, None);
+        }
+    }
+    // Saving goes by the same rule; removing the row takes the address out afterwards.
+    store
+        .save_session(&[1; 32], &remembering("missing@x.example"), Some("missing@x.example"), 1)
+        .await
+        .unwrap();
+    assert!(store.remove_subscriber(&listed, None).await.unwrap());
+    let left: Vec<String> = sqlx::query_scalar("SELECT DISTINCT data FROM sessions")
+        .fetch_all(&store.readers)
+        .await
+        .unwrap();
+    assert_eq!(left, [r#"{"notice":"n"}"#]);
+}
+
 async fn indexed_up_to(store: &SqliteStore) -> i64 {
     sqlx::query_scalar("SELECT indexed_up_to FROM search_progress")
         .fetch_one(&store.readers)

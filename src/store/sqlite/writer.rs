@@ -167,10 +167,19 @@ async fn commit(connection: &mut SqliteConnection, batch: &mut Vec<Job>, cache: 
         fail_all(batch, &anyhow!(e).context("committing a write transaction"), cache);
         return;
     }
-    for (job, outcome) in batch.drain(..).zip(outcomes) {
-        if let Ok(rows) = &outcome {
+    let mut ended_sessions = false;
+    for (job, outcome) in batch.iter().zip(&outcomes) {
+        if let Ok(rows) = outcome {
             job.op.committed(*rows, cache);
+            ended_sessions |= job.op.ended_sessions(*rows);
         }
+    }
+    // After the batch's own session writes (one it created may have ended with its row), and
+    // before anyone hears of the commit.
+    if ended_sessions {
+        cache.forget_all();
+    }
+    for (job, outcome) in batch.drain(..).zip(outcomes) {
         let result = outcome.map_err(|e| StoreError(e.context(job.op.describe())));
         let _ = job.reply.send(result);
     }
