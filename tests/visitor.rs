@@ -189,6 +189,29 @@ on_both_backends! {
         assert_eq!(app.count_rows("subscribers").await, 0);
     }
 
+    async fn no_session_remembers_an_address_removed_at_the_same_moment(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let admin = app.other_visitor();
+        admin.login_ok().await;
+        let admin_token = form_token(&admin.get_html("/admin").await).unwrap();
+        for round in 0..20 {
+            let email = format!("race{round}@example.com");
+            app.signup(&email).await;
+            let late = app.other_visitor();
+            // The admin removes the address just as another browser signs it up again.
+            let delete = [("csrf_token", admin_token.as_str()), ("email", email.as_str())];
+            let (deleted, signed_up) =
+                tokio::join!(admin.post_form("/admin/delete", &delete), late.signup(&email));
+            assert_is_redirect_to(&deleted, "/admin");
+            assert_is_redirect_to(&signed_up, "/");
+            // Whichever came first, a browser is thanked only for an address on the list.
+            let listed = app.subscriber_emails().await.contains(&email);
+            let thanked = late.get_html("/").await.contains("Thanks for signing up");
+            assert_eq!(thanked, listed, "round {round}");
+            assert!(!app.get_html("/").await.contains("Thanks for signing up"), "round {round}");
+        }
+    }
+
     async fn a_visitor_can_only_remove_their_own_address(backend: Backend) {
         let app = spawn_app(backend).await;
         let victim = app.other_visitor();

@@ -501,12 +501,15 @@ impl Store for PostgresStore {
         remembers: Option<&str>,
         expires_at: i64,
     ) -> StoreResult<bool> {
+        // The row is locked as a foreign key check would: a delete running at the same moment
+        // waits for this session and then makes it forget the address, or goes first and this
+        // session never names it.
         let insert = sqlx::query(
             "INSERT INTO sessions (key, data, subscriber_id, expires_at)
              SELECT $1, CASE WHEN $3::text IS NULL OR remembered.id IS NOT NULL THEN $2
                         ELSE ($2::jsonb - 'visitor_email' - 'awaiting_confirmation')::text END,
                     remembered.id, $4
-             FROM (SELECT (SELECT id FROM subscribers WHERE email_key = $3) AS id) remembered
+             FROM (SELECT (SELECT id FROM subscribers WHERE email_key = $3 FOR KEY SHARE) AS id) remembered
              ON CONFLICT (key) DO NOTHING",
         )
         .bind(&key[..])
@@ -530,7 +533,7 @@ impl Store for PostgresStore {
             "UPDATE sessions SET owner = NULL, expires_at = $3, subscriber_id = remembered.id,
              data = CASE WHEN $2::text IS NULL OR remembered.id IS NOT NULL THEN $1
                     ELSE ($1::jsonb - 'visitor_email' - 'awaiting_confirmation')::text END
-             FROM (SELECT (SELECT id FROM subscribers WHERE email_key = $2) AS id) remembered
+             FROM (SELECT (SELECT id FROM subscribers WHERE email_key = $2 FOR KEY SHARE) AS id) remembered
              WHERE key = $4",
         )
         .bind(data)
