@@ -81,7 +81,25 @@ pub async fn sign_up(
     policy: &SignupPolicy,
     request: SignupRequest<'_>,
 ) -> Result<SignupOutcome, SignupError> {
-    let outcome = guarded_sign_up(store, limits, policy, request).await;
+    sign_up_remembered(store, limits, policy, request, |_, _| async { Ok(()) }).await
+}
+
+/// [`sign_up`], with the visitor's session remembering the address (`remember` is given it
+/// and whether it awaits confirmation) once every guard has passed. Where the store commits
+/// writes in the order they start, the session's write starts right behind the signup's and
+/// usually shares its commit: one fsync for the request instead of two.
+pub async fn sign_up_remembered<R, F>(
+    store: &dyn Store,
+    limits: &Limits,
+    policy: &SignupPolicy,
+    request: SignupRequest<'_>,
+    remember: R,
+) -> Result<SignupOutcome, SignupError>
+where
+    R: FnOnce(SubscriberEmail, bool) -> F,
+    F: Future<Output = Result<(), StoreError>>,
+{
+    let outcome = guarded_sign_up(store, limits, policy, request, remember).await;
     let counted = match &outcome {
         Ok(SignupOutcome::Listed(_)) => Some(SignupResult::Listed),
         Ok(SignupOutcome::AwaitingConfirmation(_)) => Some(SignupResult::Pending),
@@ -98,12 +116,17 @@ pub async fn sign_up(
     outcome
 }
 
-async fn guarded_sign_up(
+async fn guarded_sign_up<R, F>(
     store: &dyn Store,
     limits: &Limits,
     policy: &SignupPolicy,
     request: SignupRequest<'_>,
-) -> Result<SignupOutcome, SignupError> {
+    remember: R,
+) -> Result<SignupOutcome, SignupError>
+where
+    R: FnOnce(SubscriberEmail, bool) -> F,
+    F: Future<Output = Result<(), StoreError>>,
+{
     let now = Instant::now();
     // Counted before validation, so floods of junk (and of bots) are limited too.
     limits.signup_from(request.client, now).map_err(SignupError::ClientLimit)?;
@@ -128,13 +151,35 @@ async fn guarded_sign_up(
                 address_hash: policy.links.address_hash(email.key()),
                 now: unix_now(),
             };
-            store.add_subscriber(new).await?;
+            let remembered = remember(email.clone(), false);
+            write_then(store, store.add_subscriber(new), remembered).await?;
             Ok(SignupOutcome::Listed(email))
         }
         Some(opt_in) => {
-            queue_confirmation(store, policy, opt_in, &email, &evidence).await?;
+            let queued = queue_confirmation(store, policy, opt_in, &email, &evidence);
+            write_then(store, queued, remember(email.clone(), true)).await?;
             Ok(SignupOutcome::AwaitingConfirmation(email))
         }
+    }
+}
+
+/// Runs `write`, then `then`, which names the row `write` adds: started together where the
+/// store commits in start order (`write` is polled first, so it starts first), else one after
+/// the other. Either way both are durable when this answers.
+async fn write_then<T>(
+    store: &dyn Store,
+    write: impl Future<Output = Result<T, StoreError>>,
+    then: impl Future<Output = Result<(), StoreError>>,
+) -> Result<T, StoreError> {
+    if store.commits_in_start_order() {
+        let (written, after) = tokio::join!(write, then);
+        let written = written?;
+        after?;
+        Ok(written)
+    } else {
+        let written = write.await?;
+        then.await?;
+        Ok(written)
     }
 }
 

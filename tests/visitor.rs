@@ -189,6 +189,24 @@ on_both_backends! {
         assert_eq!(app.count_rows("subscribers").await, 0);
     }
 
+    async fn visitors_signing_up_at_the_same_moment_are_each_remembered(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let visitors: Vec<_> = (0..48).map(|_| app.other_visitor()).collect();
+        // All at once, so signups and sessions from different visitors share commits.
+        let signups = visitors
+            .iter()
+            .enumerate()
+            .map(|(i, visitor)| async move { visitor.signup(&format!("crowd{i}@example.com")).await });
+        for response in futures_util::future::join_all(signups).await {
+            assert_is_redirect_to(&response, "/");
+        }
+        for (i, visitor) in visitors.iter().enumerate() {
+            let html = visitor.get_html("/").await;
+            assert!(html.contains(&format!("Thanks for signing up, crowd{i}@example.com!")), "{i}");
+        }
+        assert_eq!(app.count_rows("subscribers").await, 48);
+    }
+
     async fn no_session_remembers_an_address_removed_at_the_same_moment(backend: Backend) {
         let app = spawn_app(backend).await;
         let admin = app.other_visitor();

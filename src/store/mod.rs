@@ -115,6 +115,13 @@ pub const SEARCH_INDEX_STEP: i64 = 5_000;
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Whether writes commit in the order they are started, so that a write naming another's
+    /// row (a signup's session) may start before that one answers and share its commit. True
+    /// for SQLite's single writer; on PostgreSQL each write has a connection of its own.
+    fn commits_in_start_order(&self) -> bool {
+        false
+    }
+
     /// Answers when the database does.
     async fn ping(&self) -> StoreResult<()>;
 

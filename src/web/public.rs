@@ -18,7 +18,9 @@ use super::extract::{Form, user_agent};
 use super::{AppState, messages};
 use crate::domain::{ClientEvidence, Door, Evidence, SubscriberEmail};
 use crate::session::{Notice, Session, unix_now};
-use crate::signup::{SignupError, SignupOutcome, SignupRequest, queue_confirmation, sign_up};
+use crate::signup::{
+    SignupError, SignupOutcome, SignupRequest, queue_confirmation, sign_up_remembered,
+};
 use crate::store::{LeaveReason, Leaving};
 
 #[derive(Deserialize)]
@@ -84,15 +86,12 @@ pub async fn signup(
     // form is neither a membership oracle nor a way to learn about the trap.
     let back =
         Url::parse(form.redirect.trim()).ok().filter(|url| app.cross_origin.may_redirect_to(url));
-    let status = match sign_up(app.store.as_ref(), &app.limits, &app.signups, request).await {
-        Ok(SignupOutcome::Listed(email)) => {
-            session.remember_visitor(email, false).await?;
-            "ok"
-        }
-        Ok(SignupOutcome::AwaitingConfirmation(email)) => {
-            session.remember_visitor(email, true).await?;
-            "pending"
-        }
+    let remember = |email, awaiting| session.remember_visitor(email, awaiting);
+    let signed_up =
+        sign_up_remembered(app.store.as_ref(), &app.limits, &app.signups, request, remember);
+    let status = match signed_up.await {
+        Ok(SignupOutcome::Listed(_)) => "ok",
+        Ok(SignupOutcome::AwaitingConfirmation(_)) => "pending",
         Ok(SignupOutcome::Trapped) if app.signups.double_opt_in.is_some() => "pending",
         Ok(SignupOutcome::Trapped) => "ok",
         Err(SignupError::Storage(e)) => return Err(AppError::Unavailable(e)),

@@ -1,8 +1,8 @@
 //! Running one group commit's statements. Most batches under load are many signups: their
 //! subscriber rows go in as one multi-row INSERT and their new sessions as another, instead of a
-//! round trip to SQLite per row, and double opt-in signups likewise (`confirm_batch`). The
-//! batch's other writes then run one at a time in arrival
-//! order. Batches where two writes touch the same row, or that hold writes acting on many rows,
+//! round trip to SQLite per row, and double opt-in signups likewise (`confirm_batch`). New rows
+//! always go in before new sessions, which may name them. The batch's other writes then run one
+//! at a time in arrival order. Batches where two writes touch the same row, or that hold writes acting on many rows,
 //! run everything in arrival order, so the last write still wins.
 
 use std::collections::HashSet;
@@ -57,6 +57,15 @@ async fn grouped(connection: &mut SqliteConnection, ops: &[&WriteOp]) -> Vec<Out
     let returning = " ON CONFLICT (email_key) DO NOTHING RETURNING CAST(email_key AS BLOB)";
     if insert_many(connection, ops, &signups, &mut outcomes, subscribers, returning).await {
         lift_suppressions(connection, ops, &signups, &mut outcomes).await;
+    }
+    // A new session names its address by the row (see `WriteOp::CreateSession`), and a
+    // signup's session may arrive in the same batch: every new row goes in before the sessions.
+    for (i, op) in ops.iter().enumerate() {
+        let adds_a_row =
+            matches!(op, WriteOp::AddSubscriber { .. } | WriteOp::RequestConfirmation { .. });
+        if adds_a_row && outcomes[i].is_none() {
+            outcomes[i] = Some(op.run(connection).await);
+        }
     }
     let new_sessions = "INSERT INTO sessions (key, data, subscriber_id, expires_at) ";
     let returning = " ON CONFLICT (key) DO NOTHING RETURNING key";
@@ -196,6 +205,36 @@ mod tests {
             },
             address_hash: [0; 32],
         }
+    }
+
+    #[tokio::test]
+    async fn a_lone_signup_goes_in_before_the_grouped_sessions_that_name_it() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let mut connection = SqliteConnection::connect(&url).await.unwrap();
+        sqlx::migrate!("migrations/sqlite").run(&mut connection).await.unwrap();
+        let session = |key: u8, remembers: &str| WriteOp::CreateSession {
+            key: [key; 32],
+            data: format!(r#"{{"visitor_email":"{remembers}"}}"#),
+            remembers: Some(remembers.into()),
+            expires_at: 1,
+        };
+        // One signup (too few to group) behind two sessions (grouped), one of which names it.
+        let (first, signup, second) =
+            (session(1, "a@example.com"), add("a@example.com"), session(2, "b@example.com"));
+        let ops = [&first, &signup, &second];
+        assert!(can_group(&ops));
+        connection.execute("BEGIN").await.unwrap();
+        for outcome in run(&mut connection, &ops).await {
+            assert_eq!(outcome.unwrap(), 1);
+        }
+        connection.execute("COMMIT").await.unwrap();
+        let kept: Vec<String> = sqlx::query_scalar("SELECT data FROM sessions ORDER BY key")
+            .fetch_all(&mut connection)
+            .await
+            .unwrap();
+        assert_eq!(kept, [r#"{"visitor_email":"a@example.com"}"#, "{}"]);
     }
 
     #[test]

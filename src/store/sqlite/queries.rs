@@ -46,6 +46,11 @@ const SUBSCRIBER_COLUMNS: &str = "id, email, created_at, status";
 
 #[async_trait]
 impl Store for SqliteStore {
+    // One queue, one writer: a write started later lands in the same commit or a later one.
+    fn commits_in_start_order(&self) -> bool {
+        true
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.readers).await.context("pinging SQLite")?;
         Ok(())
