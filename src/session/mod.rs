@@ -328,7 +328,7 @@ impl Session {
         remembers: Option<&str>,
         expires_at: i64,
     ) -> StoreResult<SessionId> {
-        // 256 random bits do not collide in practice; the loop only makes that a guarantee.
+        // 200 random bits do not collide in practice; the loop only makes that a guarantee.
         loop {
             let id = SessionId::generate()?;
             if self.0.store.create_session(&id.storage_key(), json, remembers, expires_at).await? {
