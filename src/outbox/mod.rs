@@ -26,8 +26,6 @@ const LEASE: Duration = Duration::from_secs(2 * SEND_TIMEOUT.as_secs());
 const CLAIM: usize = 64;
 /// How often to look for due mail nobody told us about (other instances, retries).
 const POLL: Duration = Duration::from_secs(1);
-/// This many requests in progress at once means visitors are waiting on this instance.
-pub(crate) const BUSY: usize = 16;
 const BUSY_PAUSE: Duration = Duration::from_millis(50);
 /// Transient failures are retried for this long after the mail was queued.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -116,7 +114,7 @@ impl OutboxWorker {
                 maybe_due = claimed.len() == wanted;
                 lanes.lease(claimed.into_iter().map(|mail| (mail, lease_until)));
             }
-            let busy = worker.visitors.current() >= BUSY;
+            let busy = worker.visitors.busy();
             let connections = if busy { 1 } else { CONNECTIONS as usize };
             lanes.start(connections, SEND_TIMEOUT, busy, |mail| {
                 let worker = worker.clone();

@@ -105,19 +105,59 @@ pub struct AppState {
     pub public_archive: bool,
 }
 
-/// How many requests are being answered right now: background work (the outbox) yields while
-/// visitors are waiting.
-#[derive(Debug, Clone, Default)]
-pub struct RequestGauge(Arc<std::sync::atomic::AtomicUsize>);
+/// How many requests are being answered right now: background work (the outbox, webhooks)
+/// yields while visitors are waiting.
+#[derive(Debug, Clone)]
+pub struct RequestGauge(Arc<Gauge>);
+
+#[derive(Debug)]
+struct Gauge {
+    now: std::sync::atomic::AtomicUsize,
+    /// When the count last reached [`RequestGauge::BUSY`], in milliseconds since `epoch`.
+    busy_at: std::sync::atomic::AtomicU64,
+    epoch: std::time::Instant,
+}
+
+impl Default for RequestGauge {
+    fn default() -> Self {
+        Self(Arc::new(Gauge {
+            now: Default::default(),
+            busy_at: Default::default(),
+            epoch: std::time::Instant::now(),
+        }))
+    }
+}
 
 impl RequestGauge {
-    pub fn current(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+    /// This many requests in progress at once means visitors are waiting on this instance.
+    pub const BUSY: usize = 16;
+    /// How long a moment at [`Self::BUSY`] counts as busy. Requests waiting on a group commit
+    /// are all answered at once, and background work that wakes on that same commit would
+    /// otherwise look at the count just then, find it low, and never see the load.
+    const BUSY_SPELL: std::time::Duration = std::time::Duration::from_millis(250);
+
+    fn current(&self) -> usize {
+        self.0.now.load(Ordering::Relaxed)
+    }
+
+    /// Whether visitors are waiting, or were within the last [`Self::BUSY_SPELL`].
+    pub fn busy(&self) -> bool {
+        let busy_at = self.0.busy_at.load(Ordering::Relaxed);
+        self.current() >= Self::BUSY
+            || (busy_at != 0
+                && self.millis().saturating_sub(busy_at) < Self::BUSY_SPELL.as_millis() as u64)
+    }
+
+    /// Milliseconds since the gauge was made; never zero, which `busy_at` keeps for "never".
+    fn millis(&self) -> u64 {
+        u64::try_from(self.0.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
     }
 
     /// Counts one more request until the guard drops.
     fn enter(&self) -> InFlight {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        if self.0.now.fetch_add(1, Ordering::Relaxed) + 1 >= Self::BUSY {
+            self.0.busy_at.store(self.millis(), Ordering::Relaxed);
+        }
         InFlight(self.clone())
     }
 }
@@ -126,7 +166,7 @@ struct InFlight(RequestGauge);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        (self.0).0.fetch_sub(1, Ordering::Relaxed);
+        (self.0).0.now.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -255,4 +295,24 @@ pub fn metrics_app(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics_on_own_listener))
         .layer(from_fn_with_state(state.templates.clone(), error::render_error_pages))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RequestGauge;
+
+    #[test]
+    fn busy_while_many_wait_and_for_a_spell_after() {
+        let gauge = RequestGauge::default();
+        assert!(!gauge.busy(), "a new instance is idle");
+        let few: Vec<_> = (0..RequestGauge::BUSY - 1).map(|_| gauge.enter()).collect();
+        assert!(!gauge.busy(), "fewer than BUSY requests is not busy");
+        let one_more = gauge.enter();
+        assert!(gauge.busy());
+        drop((few, one_more));
+        assert_eq!(gauge.current(), 0);
+        assert!(gauge.busy(), "all answered at once by one commit: still busy for a moment");
+        std::thread::sleep(RequestGauge::BUSY_SPELL + std::time::Duration::from_millis(50));
+        assert!(!gauge.busy(), "quiet for a spell: idle again");
+    }
 }

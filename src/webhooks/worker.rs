@@ -11,7 +11,7 @@ use url::Url;
 use super::destination::{Destination, ScreeningResolver};
 use super::{WebhookPolicy, body, message_id, sign};
 use crate::metrics::{Metrics, WebhookResult};
-use crate::outbox::{BUSY, Lanes, backoff, lease_owner};
+use crate::outbox::{Lanes, backoff, lease_owner};
 use crate::session::unix_now;
 use crate::store::{DeliveryOutcome, DeliveryResult, QueuedDelivery, Store};
 use crate::web::RequestGauge;
@@ -72,7 +72,7 @@ impl WebhookWorker {
             if lanes.queued() < PARALLEL {
                 lanes.lease(worker.claim(CLAIM - lanes.queued()).await);
             }
-            let busy = worker.visitors.current() >= BUSY;
+            let busy = worker.visitors.busy();
             let parallel = if busy { 1 } else { PARALLEL };
             // Room on the lease for the attempt and its record.
             lanes.start(parallel, SEND_TIMEOUT + RECORD_ROOM, busy, |delivery| {
