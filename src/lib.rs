@@ -40,7 +40,9 @@ use crate::security::{AdminCredentials, Limits, Links, SecretKey, resolve_admin_
 use crate::session::{SessionConfig, SessionLayerState, unix_now};
 use crate::signup::{CONFIRMATION_WINDOW, DoubleOptIn, SignupPolicy};
 use crate::store::{PoolLimits, SEARCH_INDEX_STEP, Store};
-use crate::web::{AppState, CrossOrigin, MetricsAccess, RequestGauge, Templates, TrustedProxies};
+use crate::web::{
+    AppParts, AppState, CrossOrigin, MetricsAccess, RequestGauge, Templates, TrustedProxies,
+};
 use crate::webhooks::WebhookWorker;
 
 const EXPIRED_SESSION_SWEEP: Duration = Duration::from_secs(10 * 60);
@@ -212,7 +214,7 @@ impl Server {
             public_url: public_url.clone(),
             outbox: double_opt_in_bell(&signups),
         };
-        let state = AppState {
+        let state = AppState::new(AppParts {
             announcements: Arc::new(announcements),
             public_archive: settings.public_archive,
             limits: Arc::new(limits),
@@ -230,7 +232,7 @@ impl Server {
                 token: settings.metrics_token.as_deref().map(Arc::from),
                 separate_listener: settings.metrics_bind.is_some(),
             },
-        };
+        });
         let metrics_listener = match settings.metrics_bind {
             None => None,
             Some(address) => {

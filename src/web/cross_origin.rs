@@ -63,7 +63,12 @@ impl CrossOrigin {
     }
 }
 
-pub async fn check(State(policy): State<CrossOrigin>, request: Request, next: Next) -> Response {
+/// Takes the policy behind an `Arc`: `from_fn_with_state` clones its state for every request.
+pub async fn check(
+    State(policy): State<Arc<CrossOrigin>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let path = request.uri().path();
     let cors = path == CORS_PATH;
     let layer = if EMBEDDABLE.contains(&path) { &policy.embeddable } else { &policy.strict };
