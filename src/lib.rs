@@ -217,6 +217,7 @@ impl Server {
         let state = AppState::new(AppParts {
             announcements: Arc::new(announcements),
             public_archive: settings.public_archive,
+            rendered_pages: Default::default(),
             limits: Arc::new(limits),
             store: store.clone(),
             templates,

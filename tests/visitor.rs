@@ -51,6 +51,37 @@ on_both_backends! {
         );
     }
 
+    async fn pages_kept_as_rendered_follow_each_visitors_session(backend: Backend) {
+        let app = spawn_app(backend).await;
+        let other = app.other_visitor();
+        app.signup("first@example.com").await;
+        other.signup("second@example.com").await;
+        let (mine, theirs) = (app.get_html("/").await, other.get_html("/").await);
+        assert!(mine.contains("first@example.com") && !mine.contains("second@example.com"));
+        assert!(theirs.contains("second@example.com") && !theirs.contains("first@example.com"));
+        let my_token = form_token(&mine).expect("a token on the thanks page");
+        assert_ne!(Some(&my_token), form_token(&theirs).as_ref(), "each session has its own token");
+        assert_eq!(app.get_html("/").await, mine, "the same session, the same page");
+
+        assert_is_redirect_to(&app.unregister().await, "/");
+        let after = app.get_html("/").await;
+        assert!(after.contains("We have removed first@example.com from the list!"));
+        let again = app.get_html("/").await;
+        assert!(!again.contains("We have removed") && !again.contains("first@example.com"));
+        assert!(again.contains(r#"action="/signup""#) && !again.contains("Unregister"));
+
+        app.signup("third@example.com").await;
+        let back = app.get_html("/").await;
+        assert!(back.contains("Thanks for signing up, third@example.com!"), "{back}");
+        assert!(!back.contains("first@example.com"));
+        let token = form_token(&back).expect("a token");
+        assert_is_redirect_to(&app.post_form("/unregister", &[("csrf_token", &token)]).await, "/");
+        assert_eq!(app.subscriber_emails().await, vec!["second@example.com"]);
+        let newcomer = app.other_visitor().get("/").await;
+        assert!(session_set_cookie(&newcomer).is_none());
+        assert!(!newcomer.text().await.unwrap().contains("Unregister"));
+    }
+
     async fn the_address_is_never_shown_to_another_visitor(backend: Backend) {
         let app = spawn_app(backend).await;
         app.signup("private@example.com").await;

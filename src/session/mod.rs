@@ -130,7 +130,7 @@ pub struct BadFormToken;
 /// the end of the key index instead of on a random page of it (one page written per commit for
 /// a burst of signups, not one per signup). Ids issued before that are 32 random bytes whose
 /// key is their SHA-256; they stay valid until they expire.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SessionId {
     Ordered([u8; ORDERED_BYTES]),
     Legacy([u8; LEGACY_BYTES]),
@@ -202,6 +202,14 @@ fn decode_exact<const N: usize>(text: &str) -> Option<[u8; N]> {
     }
 }
 
+#[cfg(test)]
+impl SessionVersion {
+    /// The `n`th version of one session.
+    pub fn for_test(n: usize) -> Self {
+        Self(Some((SessionId::Legacy([7; LEGACY_BYTES]), Arc::from(n.to_string()))))
+    }
+}
+
 /// What the response must do with the cookie.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum CookieChange {
@@ -214,7 +222,15 @@ struct Loaded {
     /// `None` while nothing is stored.
     id: Option<SessionId>,
     data: SessionData,
+    /// `data` as stored: what [`SessionVersion`] compares.
+    stored: Arc<str>,
 }
+
+/// Everything a page rendered from a session depends on: its id and all that is stored under
+/// it. Equal versions render equal pages, so a rendered page can be kept under its version;
+/// every session with nothing stored has the same version.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SessionVersion(Option<(SessionId, Arc<str>)>);
 
 struct RequestState {
     loaded: Option<Loaded>,
@@ -257,7 +273,7 @@ impl Session {
     }
 
     async fn load(&self) -> StoreResult<Loaded> {
-        let empty = Loaded { id: None, data: SessionData::default() };
+        let empty = Loaded { id: None, data: SessionData::default(), stored: Arc::from("") };
         let Some(id) = self.0.incoming else {
             return Ok(empty);
         };
@@ -265,7 +281,7 @@ impl Session {
             return Ok(empty);
         };
         match serde_json::from_str(&json) {
-            Ok(data) => Ok(Loaded { id: Some(id), data }),
+            Ok(data) => Ok(Loaded { id: Some(id), data, stored: Arc::from(json) }),
             Err(e) => {
                 tracing::warn!(error = %e, "unreadable session record; starting afresh");
                 Ok(empty)
@@ -300,6 +316,7 @@ impl Session {
             store.delete_session(&id.storage_key()).await?;
             new_id = None;
         }
+        let mut stored = String::new();
         if !data.is_empty() {
             let json = serde_json::to_string(&data)
                 .map_err(|e| StoreError::from(anyhow::Error::from(e)))?;
@@ -310,10 +327,12 @@ impl Session {
                 }
                 None => new_id = Some(self.create(&json, remembers, expires_at).await?),
             }
+            stored = json;
         }
         let loaded = state.loaded.as_mut().expect("loaded above");
         loaded.id = new_id;
         loaded.data = data;
+        loaded.stored = Arc::from(stored);
         state.cookie = match new_id {
             Some(id) => CookieChange::Set(id),
             None if self.0.incoming.is_some() || old_id.is_some() => CookieChange::Clear,
@@ -335,6 +354,15 @@ impl Session {
                 return Ok(id);
             }
         }
+    }
+
+    /// What a page rendered from this session depends on (see [`SessionVersion`]).
+    pub async fn version(&self) -> StoreResult<SessionVersion> {
+        self.with_loaded(|state| {
+            let loaded = state.loaded.as_ref().expect("loaded above");
+            SessionVersion(loaded.id.map(|id| (id, loaded.stored.clone())))
+        })
+        .await
     }
 
     /// The token every form rendered inside this session carries. `None` before anything is

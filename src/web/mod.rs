@@ -11,6 +11,7 @@ mod headers;
 mod links;
 mod messages;
 mod metrics;
+mod pages;
 mod public;
 mod render;
 
@@ -121,6 +122,7 @@ pub struct AppParts {
     pub announcements: Arc<crate::announce::Announcements>,
     /// `--public-archive`: sent announcements at `/archive`.
     pub public_archive: bool,
+    pub rendered_pages: pages::RenderedPages,
 }
 
 /// How many requests are being answered right now: background work (the outbox, webhooks)

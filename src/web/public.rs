@@ -5,6 +5,7 @@ use crate::metrics::UnsubscribeDoor;
 use std::time::Instant;
 
 use axum::Extension;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -52,8 +53,17 @@ struct HomePage<'a> {
     form_token: Option<String>,
 }
 
-pub async fn home(State(app): State<AppState>, session: Session) -> Result<Html<String>, AppError> {
+/// The page only changes with what the session stores, so it is rendered once per version of
+/// the session (all new visitors share one) unless a one-time notice is shown.
+pub async fn home(State(app): State<AppState>, session: Session) -> Result<Html<Bytes>, AppError> {
     let notice = session.take_notice().await?;
+    let version = match notice {
+        Some(_) => None,
+        None => Some(session.version().await?),
+    };
+    if let Some(page) = version.as_ref().and_then(|version| app.rendered_pages.get(version)) {
+        return Ok(Html(page));
+    }
     let email = session.visitor_email().await?;
     let (form_token, awaiting_confirmation) = match email {
         Some(_) => (session.form_token().await?, session.visitor_awaits_confirmation().await?),
@@ -65,7 +75,11 @@ pub async fn home(State(app): State<AppState>, session: Session) -> Result<Html<
         notice,
         form_token,
     };
-    Ok(Html(app.templates.render("home.html", page)?))
+    let page = Bytes::from(app.templates.render("home.html", page)?);
+    if let Some(version) = version {
+        app.rendered_pages.keep(version, page.clone());
+    }
+    Ok(Html(page))
 }
 
 pub async fn signup(
