@@ -3,7 +3,9 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::http::HeaderValue;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -114,7 +116,7 @@ pub async fn list(
     State(app): State<AppState>,
     _caller: ApiCaller,
     Query(params): Query<ListParams>,
-) -> Result<Json<SubscriberPage>, AppError> {
+) -> Result<Response, AppError> {
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(AppError::BadRequest(format!("limit is 1 to {MAX_LIMIT}.")));
@@ -129,10 +131,15 @@ pub async fn list(
     let search = SearchTerm::parse(q)?;
     let status = params.status.map(Into::into);
     let found = find(&app, search.as_ref(), status, params.before, limit as usize).await?;
-    Ok(Json(SubscriberPage {
+    let page = SubscriberPage {
         subscribers: found.rows.into_iter().map(Into::into).collect(),
         next_before: found.next_before,
-    }))
+    };
+    // About 110 bytes a row: one buffer of the right size, not one doubled from 128 bytes seven
+    // times over as a page of 100 is written.
+    let mut body = Vec::with_capacity(64 + 128 * page.subscribers.len());
+    serde_json::to_writer(&mut body, &page).map_err(anyhow::Error::from)?;
+    Ok(([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
 }
 
 #[utoipa::path(
