@@ -3,7 +3,9 @@
 #[macro_use]
 mod common;
 
-use common::{Backend, assert_is_redirect_to, browser, form_token, session_set_cookie, spawn_app};
+use common::{
+    Backend, assert_is_redirect_to, browser, cookie_pair, form_token, session_set_cookie, spawn_app,
+};
 use reqwest::StatusCode;
 
 on_both_backends! {
@@ -80,6 +82,30 @@ on_both_backends! {
         let newcomer = app.other_visitor().get("/").await;
         assert!(session_set_cookie(&newcomer).is_none());
         assert!(!newcomer.text().await.unwrap().contains("Unregister"));
+    }
+
+    async fn an_unreadable_session_record_is_forgotten_on_every_visit(backend: Backend) {
+        let mut app = spawn_app(backend).await;
+        let signed_up = app.signup("kept@example.com").await;
+        let cookie = cookie_pair(&session_set_cookie(&signed_up).expect("a session cookie"));
+        assert!(app.get_html("/").await.contains("kept@example.com"));
+        app.stop().await;
+        app.database.execute("UPDATE sessions SET data = 'not json'").await;
+        app.restart().await;
+        // Twice: the form shown for the unreadable record must not be kept under it.
+        for visit in 1..=2 {
+            let response = browser()
+                .get(app.url("/"))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let cleared = session_set_cookie(&response).unwrap_or_default();
+            assert!(cleared.contains("Max-Age=0"), "visit {visit}: {cleared:?}");
+            let html = response.text().await.unwrap();
+            assert!(html.contains(r#"action="/signup""#) && !html.contains("kept@example.com"));
+        }
     }
 
     async fn the_address_is_never_shown_to_another_visitor(backend: Backend) {

@@ -233,6 +233,8 @@ struct Loaded {
 pub struct SessionVersion(Option<(SessionId, Arc<str>)>);
 
 struct RequestState {
+    /// What storage held under the incoming id (`Some(None)`: nothing), before it is read.
+    fetched: Option<Option<(SessionId, Arc<str>)>>,
     loaded: Option<Loaded>,
     cookie: CookieChange,
 }
@@ -255,16 +257,20 @@ impl Session {
             store,
             config,
             incoming,
-            state: Mutex::new(RequestState { loaded: None, cookie: CookieChange::Keep }),
+            state: Mutex::new(RequestState {
+                fetched: None,
+                loaded: None,
+                cookie: CookieChange::Keep,
+            }),
         }))
     }
 
     async fn with_loaded<R>(&self, f: impl FnOnce(&mut RequestState) -> R) -> StoreResult<R> {
         let mut state = self.0.state.lock().await;
         if state.loaded.is_none() {
-            let loaded = self.load().await?;
+            let loaded = Self::parse(self.fetch(&mut state).await?);
             if self.0.incoming.is_some() && loaded.id.is_none() {
-                // Unknown, expired or ended elsewhere: tell the browser to forget it.
+                // Unknown, expired, ended elsewhere or unreadable: tell the browser to forget it.
                 state.cookie = CookieChange::Clear;
             }
             state.loaded = Some(loaded);
@@ -272,19 +278,37 @@ impl Session {
         Ok(f(&mut state))
     }
 
-    async fn load(&self) -> StoreResult<Loaded> {
+    /// What storage holds under the incoming id, asked once per request.
+    async fn fetch(&self, state: &mut RequestState) -> StoreResult<Option<(SessionId, Arc<str>)>> {
+        if let Some(fetched) = &state.fetched {
+            return Ok(fetched.clone());
+        }
+        let fetched = match self.0.incoming {
+            Some(id) => self
+                .0
+                .store
+                .load_session(&id.storage_key(), unix_now())
+                .await?
+                .map(|json| (id, Arc::from(json))),
+            None => None,
+        };
+        if self.0.incoming.is_some() && fetched.is_none() {
+            state.cookie = CookieChange::Clear;
+        }
+        state.fetched = Some(fetched.clone());
+        Ok(fetched)
+    }
+
+    fn parse(fetched: Option<(SessionId, Arc<str>)>) -> Loaded {
         let empty = Loaded { id: None, data: SessionData::default(), stored: Arc::from("") };
-        let Some(id) = self.0.incoming else {
-            return Ok(empty);
+        let Some((id, stored)) = fetched else {
+            return empty;
         };
-        let Some(json) = self.0.store.load_session(&id.storage_key(), unix_now()).await? else {
-            return Ok(empty);
-        };
-        match serde_json::from_str(&json) {
-            Ok(data) => Ok(Loaded { id: Some(id), data, stored: Arc::from(json) }),
+        match serde_json::from_str(&stored) {
+            Ok(data) => Loaded { id: Some(id), data, stored },
             Err(e) => {
                 tracing::warn!(error = %e, "unreadable session record; starting afresh");
-                Ok(empty)
+                empty
             }
         }
     }
@@ -356,7 +380,18 @@ impl Session {
         }
     }
 
-    /// What a page rendered from this session depends on (see [`SessionVersion`]).
+    /// The version as stored, without reading what is stored: enough to find a page rendered
+    /// from this very text before. (Text that cannot be read never has a page kept under it:
+    /// pages are kept under [`Self::version`].)
+    pub async fn stored_version(&self) -> StoreResult<SessionVersion> {
+        let mut state = self.0.state.lock().await;
+        if let Some(loaded) = &state.loaded {
+            return Ok(SessionVersion(loaded.id.map(|id| (id, loaded.stored.clone()))));
+        }
+        Ok(SessionVersion(self.fetch(&mut state).await?))
+    }
+
+    /// What a page rendered from this session depends on (see [`SessionVersion`]), once read.
     pub async fn version(&self) -> StoreResult<SessionVersion> {
         self.with_loaded(|state| {
             let loaded = state.loaded.as_ref().expect("loaded above");

@@ -54,16 +54,15 @@ struct HomePage<'a> {
 }
 
 /// The page only changes with what the session stores, so it is rendered once per version of
-/// the session (all new visitors share one) unless a one-time notice is shown.
+/// the session (all new visitors share one) and kept, unless a one-time notice is shown.
 pub async fn home(State(app): State<AppState>, session: Session) -> Result<Html<Bytes>, AppError> {
-    let notice = session.take_notice().await?;
-    let version = match notice {
-        Some(_) => None,
-        None => Some(session.version().await?),
-    };
-    if let Some(page) = version.as_ref().and_then(|version| app.rendered_pages.get(version)) {
+    // Pages are kept only when there was no notice to show: a kept page needs no reading of
+    // the session at all.
+    if let Some(page) = app.rendered_pages.get(&session.stored_version().await?) {
         return Ok(Html(page));
     }
+    let notice = session.take_notice().await?;
+    let shows_notice = notice.is_some();
     let email = session.visitor_email().await?;
     let (form_token, awaiting_confirmation) = match email {
         Some(_) => (session.form_token().await?, session.visitor_awaits_confirmation().await?),
@@ -76,8 +75,8 @@ pub async fn home(State(app): State<AppState>, session: Session) -> Result<Html<
         form_token,
     };
     let page = Bytes::from(app.templates.render("home.html", page)?);
-    if let Some(version) = version {
-        app.rendered_pages.keep(version, page.clone());
+    if !shows_notice {
+        app.rendered_pages.keep(session.version().await?, page.clone());
     }
     Ok(Html(page))
 }
