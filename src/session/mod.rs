@@ -226,6 +226,12 @@ struct Loaded {
     stored: Arc<str>,
 }
 
+impl Loaded {
+    fn version(&self) -> SessionVersion {
+        SessionVersion(self.id.map(|id| (id, self.stored.clone())))
+    }
+}
+
 /// Everything a page rendered from a session depends on: its id and all that is stored under
 /// it. Equal versions render equal pages, so a rendered page can be kept under its version;
 /// every session with nothing stored has the same version.
@@ -386,18 +392,14 @@ impl Session {
     pub async fn stored_version(&self) -> StoreResult<SessionVersion> {
         let mut state = self.0.state.lock().await;
         if let Some(loaded) = &state.loaded {
-            return Ok(SessionVersion(loaded.id.map(|id| (id, loaded.stored.clone()))));
+            return Ok(loaded.version());
         }
         Ok(SessionVersion(self.fetch(&mut state).await?))
     }
 
     /// What a page rendered from this session depends on (see [`SessionVersion`]), once read.
     pub async fn version(&self) -> StoreResult<SessionVersion> {
-        self.with_loaded(|state| {
-            let loaded = state.loaded.as_ref().expect("loaded above");
-            SessionVersion(loaded.id.map(|id| (id, loaded.stored.clone())))
-        })
-        .await
+        self.with_loaded(|state| state.loaded.as_ref().expect("loaded above").version()).await
     }
 
     /// The token every form rendered inside this session carries. `None` before anything is
