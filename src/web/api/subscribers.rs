@@ -84,6 +84,53 @@ pub struct SubscriberPage {
     next_before: Option<i64>,
 }
 
+impl SubscriberPage {
+    /// The page as JSON, byte for byte what its derived `Serialize` writes (a test holds the two
+    /// equal), with the keys written as they are and an address copied whole when it needs no
+    /// escape: serde_json checks every byte of every key and value, a tenth of the list's time.
+    fn to_json(&self) -> Vec<u8> {
+        // About 110 bytes a row: one buffer of the right size, not one doubled from 128 bytes.
+        let mut out = Vec::with_capacity(64 + 128 * self.subscribers.len());
+        let mut digits = itoa::Buffer::new();
+        out.extend_from_slice(br#"{"subscribers":["#);
+        for (i, row) in self.subscribers.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(br#"{"id":"#);
+            out.extend_from_slice(digits.format(row.id).as_bytes());
+            out.extend_from_slice(br#","email":"#);
+            json_string(&mut out, &row.email);
+            let status: &[u8] = match row.status {
+                ApiStatus::Pending => br#","status":"pending","signed_up_at":""#,
+                ApiStatus::Confirmed => br#","status":"confirmed","signed_up_at":""#,
+            };
+            out.extend_from_slice(status);
+            out.extend_from_slice(&row.signed_up_at.bytes());
+            out.extend_from_slice(br#""}"#);
+        }
+        out.extend_from_slice(br#"],"next_before":"#);
+        match self.next_before {
+            Some(id) => out.extend_from_slice(digits.format(id).as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+/// `text` as a JSON string. Only quotes, backslashes and control characters need escapes.
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    } else if serde_json::to_writer(&mut *out, text).is_err() {
+        // Writing a string into a Vec cannot fail; were it to, the page must still be JSON.
+        out.extend_from_slice(b"null");
+    }
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
@@ -135,11 +182,8 @@ pub async fn list(
         subscribers: found.rows.into_iter().map(Into::into).collect(),
         next_before: found.next_before,
     };
-    // About 110 bytes a row: one buffer of the right size, not one doubled from 128 bytes seven
-    // times over as a page of 100 is written.
-    let mut body = Vec::with_capacity(64 + 128 * page.subscribers.len());
-    serde_json::to_writer(&mut body, &page).map_err(anyhow::Error::from)?;
-    Ok(([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
+    Ok(([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], page.to_json())
+        .into_response())
 }
 
 #[utoipa::path(
@@ -285,4 +329,49 @@ pub async fn stats(
 /// Ids in paths are read here, so a bad one is a problem document like every other error.
 pub(super) fn parse_id(raw: &str) -> Result<i64, AppError> {
     raw.parse().map_err(|_| AppError::BadRequest("The id is a whole number.".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, email: &str, status: ApiStatus, at: i64) -> SubscriberSummary {
+        SubscriberSummary { id, email: email.into(), status, signed_up_at: Rfc3339(at) }
+    }
+
+    #[test]
+    fn the_written_page_is_what_serde_writes() {
+        let awkward = [
+            "plain@example.com",
+            "\"quoted local\"@example.com",
+            "back\\slash@example.com",
+            "tab\there@example.com",
+            "nul\u{0}@example.com",
+            "unit\u{1f}separator@example.com",
+            "del\u{7f}@example.com",
+            "ünïcødé@bücher.example",
+            "",
+        ];
+        let statuses = [ApiStatus::Pending, ApiStatus::Confirmed];
+        let rows: Vec<_> = awkward
+            .iter()
+            .enumerate()
+            .map(|(i, email)| row(i as i64 * 7919 - 3, email, statuses[i % 2], i as i64 * 86_399))
+            .collect();
+        let pages = [
+            SubscriberPage { subscribers: rows, next_before: Some(i64::MAX) },
+            SubscriberPage {
+                subscribers: vec![row(i64::MIN, "a@b.c", ApiStatus::Pending, -1)],
+                next_before: None,
+            },
+            SubscriberPage { subscribers: Vec::new(), next_before: None },
+        ];
+        for page in pages {
+            let expected = serde_json::to_vec(&page).unwrap();
+            assert_eq!(
+                String::from_utf8(page.to_json()).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
+    }
 }
