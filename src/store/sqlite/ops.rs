@@ -13,7 +13,6 @@ use super::import_batch::{self, OwnedImportRow};
 use super::session_cache::SessionCache;
 use super::webhooks::WebhookOp;
 use crate::store::ImportCounts;
-use crate::store::records::admit_request;
 
 /// A dry-run import undoes its writes by failing its savepoint on purpose.
 #[derive(Debug, thiserror::Error)]
@@ -178,10 +177,6 @@ const REMOVE_MATCHING: &str = concat!(
     " ORDER BY id DESC LIMIT ?4)"
 );
 
-const INSERT_SUBSCRIBER: &str = "INSERT INTO subscribers
-    (email, email_key, created_at, status, source, signup_ip, signup_agent, consent, confirmed_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (email_key) DO NOTHING";
-
 impl WriteOp {
     /// The address or session this write is about, for deciding what a batch may reorder.
     pub(super) fn address_key(&self) -> Option<&str> {
@@ -283,31 +278,6 @@ impl WriteOp {
             .bind(phc.as_str())
             .bind(*now)
             .bind(expected.as_str()),
-            Self::CreateSession { key, data, remembers, expires_at } => sqlx::query(
-                "INSERT INTO sessions (key, data, subscriber_id, expires_at) VALUES (?1, \
-                 CASE WHEN ?3 IS NULL OR EXISTS (SELECT 1 FROM subscribers WHERE email_key = ?3) \
-                 THEN ?2 ELSE json_remove(?2, '$.visitor_email', '$.awaiting_confirmation') END, \
-                 (SELECT id FROM subscribers WHERE email_key = ?3), ?4) \
-                 ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(&key[..])
-            .bind(data.as_str())
-            .bind(remembers.as_deref())
-            .bind(*expires_at),
-            // A session from before `subscriber_id` moves over to it here (`owner` emptied).
-            Self::SaveSession { key, data, remembers, expires_at } => sqlx::query(
-                "UPDATE sessions SET owner = NULL, expires_at = ?3, \
-                 data = CASE WHEN ?2 IS NULL OR EXISTS (SELECT 1 FROM subscribers WHERE email_key = ?2) \
-                 THEN ?1 ELSE json_remove(?1, '$.visitor_email', '$.awaiting_confirmation') END, \
-                 subscriber_id = (SELECT id FROM subscribers WHERE email_key = ?2) WHERE key = ?4",
-            )
-            .bind(data.as_str())
-            .bind(remembers.as_deref())
-            .bind(*expires_at)
-            .bind(&key[..]),
-            Self::DeleteSession { key } => {
-                sqlx::query("DELETE FROM sessions WHERE key = ?").bind(&key[..])
-            }
             Self::DeleteExpiredSessions { now } => {
                 sqlx::query("DELETE FROM sessions WHERE expires_at <= ?").bind(*now)
             }
@@ -336,10 +306,7 @@ impl WriteOp {
                     .bind(*now)
                     .bind(*id)
             }
-            Self::Flush => sqlx::query("SELECT 1"),
-            Self::AddSubscriber { .. }
-            | Self::RequestConfirmation { .. }
-            | Self::Confirm { .. }
+            Self::Confirm { .. }
             | Self::RemoveSubscriber { leaving: Some(_), .. }
             | Self::RemovePending { .. }
             | Self::LeaseMail { .. }
@@ -348,80 +315,18 @@ impl WriteOp {
             | Self::Import { .. }
             | Self::Webhook(_)
             | Self::Announcement(_) => return None,
+            // Run on SQLite's handle: see `direct`.
+            Self::AddSubscriber { .. }
+            | Self::RequestConfirmation { .. }
+            | Self::CreateSession { .. }
+            | Self::SaveSession { .. }
+            | Self::DeleteSession { .. }
+            | Self::Flush => return None,
         })
     }
 
     async fn compound(&self, c: &mut SqliteConnection) -> anyhow::Result<u64> {
         match self {
-            Self::AddSubscriber { email, key, now, evidence, address_hash } => {
-                let added = sqlx::query(INSERT_SUBSCRIBER)
-                    .bind(email.as_str())
-                    .bind(key.as_str())
-                    .bind(*now)
-                    .bind("confirmed")
-                    .bind(evidence.source)
-                    .bind(evidence.ip.as_str())
-                    .bind(evidence.agent.as_deref())
-                    .bind(evidence.consent.as_str())
-                    .bind(*now)
-                    .execute(&mut *c)
-                    .await?
-                    .rows_affected();
-                // A signup on the form is new consent: a suppression of the address is lifted.
-                sqlx::query("DELETE FROM suppressions WHERE address_hash = ?")
-                    .bind(&address_hash[..])
-                    .execute(&mut *c)
-                    .await?;
-                Ok(added)
-            }
-            Self::RequestConfirmation {
-                email,
-                key,
-                now,
-                evidence,
-                address_hash,
-                nonce,
-                expires_at,
-                limit,
-                window_start,
-            } => {
-                sqlx::query(INSERT_SUBSCRIBER)
-                    .bind(email.as_str())
-                    .bind(key.as_str())
-                    .bind(*now)
-                    .bind("pending")
-                    .bind(evidence.source)
-                    .bind(evidence.ip.as_str())
-                    .bind(evidence.agent.as_deref())
-                    .bind(evidence.consent.as_str())
-                    .bind(None::<i64>)
-                    .execute(&mut *c)
-                    .await?;
-                let (id, status): (i64, String) =
-                    sqlx::query_as("SELECT id, status FROM subscribers WHERE email_key = ?")
-                        .bind(key.as_str())
-                        .fetch_one(&mut *c)
-                        .await?;
-                if status == "confirmed" {
-                    return Ok(answer::ALREADY);
-                }
-                let sent: Option<String> = sqlx::query_scalar(
-                    "SELECT coalesce((SELECT times FROM confirmation_limits WHERE address_hash = ?1),
-                                     '')
-                            || ' ' || coalesce((SELECT group_concat(created_at, ' ') FROM outbox
-                                                WHERE subscriber_id = ?2 AND purpose = 'confirm'),
-                                               '')",
-                )
-                .bind(&address_hash[..])
-                .bind(id)
-                .fetch_one(&mut *c)
-                .await?;
-                if admit_request(sent.as_deref(), *window_start, *limit, *now).is_none() {
-                    return Ok(answer::REFUSED);
-                }
-                queue_mail(c, "confirm", id, Some((&nonce[..], *expires_at)), *now).await?;
-                Ok(answer::DONE)
-            }
             Self::Confirm { confirmation_id, now, ip, agent, address_hash, welcome } => {
                 let found: Option<(i64, i64, String)> = sqlx::query_as(
                     "SELECT o.subscriber_id, o.expires_at, s.status
@@ -590,7 +495,9 @@ impl WriteOp {
             }
             Self::Webhook(op) => op.run(c).await,
             Self::Announcement(op) => op.run(c).await,
-            _ => unreachable!("single-statement writes run in `run`"),
+            // The writes of a signup and its session run on the handle (`direct`); the rest
+            // are single statements, run in `run`.
+            other => Err(anyhow::anyhow!("{} does not run through sqlx", other.describe())),
         }
     }
 
@@ -651,6 +558,12 @@ where
     Ok(())
 }
 
+/// A mail to a subscriber: purpose, subscriber id, the link's nonce and expiry (a confirmation
+/// mail's), due and created when queued.
+pub(super) const QUEUE_MAIL: &str = "INSERT INTO outbox
+    (purpose, priority, subscriber_id, nonce, expires_at, next_attempt_at, created_at)
+    VALUES (?, 0, ?, ?, ?, ?, ?)";
+
 /// Queues a mail to the subscriber; a confirmation mail carries its link's nonce and expiry.
 async fn queue_mail(
     c: &mut SqliteConnection,
@@ -659,20 +572,16 @@ async fn queue_mail(
     link: Option<(&[u8], i64)>,
     now: i64,
 ) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO outbox (purpose, priority, subscriber_id, nonce, expires_at, next_attempt_at,
-                             created_at)
-         VALUES (?, 0, ?, ?, ?, ?, ?)",
-    )
-    .bind(purpose)
-    .bind(subscriber_id)
-    .bind(link.map(|(nonce, _)| nonce))
-    .bind(link.map(|(_, expires_at)| expires_at))
-    .bind(now)
-    .bind(now)
-    .execute(&mut *c)
-    .await
-    .context("queuing a mail")?;
+    sqlx::query(QUEUE_MAIL)
+        .bind(purpose)
+        .bind(subscriber_id)
+        .bind(link.map(|(nonce, _)| nonce))
+        .bind(link.map(|(_, expires_at)| expires_at))
+        .bind(now)
+        .bind(now)
+        .execute(&mut *c)
+        .await
+        .context("queuing a mail")?;
     Ok(())
 }
 

@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use anyhow::anyhow;
 use sqlx::{Executor, SqliteConnection};
+
+use super::direct::WriteConnection;
 use tokio::sync::{mpsc, oneshot};
 
 pub(super) use super::ops::WriteOp;
@@ -52,6 +54,7 @@ impl Writer {
         let stats = Arc::new(WriterStats::default());
         let closed = Arc::new(AtomicBool::new(false));
         let idle_work = IdleWork { index_search, closed: closed.clone() };
+        let connection = WriteConnection::new(connection);
         tokio::spawn(write_loop(connection, queue, stats.clone(), cache, idle_work));
         Self { jobs, stats, closed }
     }
@@ -94,7 +97,7 @@ impl IdleWork {
 }
 
 async fn write_loop(
-    mut connection: SqliteConnection,
+    mut connection: WriteConnection,
     mut queue: mpsc::Receiver<Job>,
     stats: Arc<WriterStats>,
     cache: Arc<SessionCache>,
@@ -115,11 +118,11 @@ async fn write_loop(
                     continue;
                 }
                 Err(_idle) => {
-                    unindexed = index_step(&mut connection).await;
+                    unindexed = index_step(connection.sqlx()).await;
                     last_step = Instant::now();
                     // A full step leaves more to do: carry on while nothing else waits.
                     while unindexed && queue.is_empty() && idle_work.wanted() {
-                        unindexed = index_step(&mut connection).await;
+                        unindexed = index_step(connection.sqlx()).await;
                     }
                     continue;
                 }
@@ -129,6 +132,7 @@ async fn write_loop(
         };
         // Ends when every sender is gone, after the last batch is committed and answered.
         if received == 0 {
+            connection.close().await;
             return;
         }
         stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -136,7 +140,7 @@ async fn write_loop(
         commit(&mut connection, &mut batch, &cache).await;
         unindexed = idle_work.wanted();
         if unindexed && last_step.elapsed() >= search_index::MAX_LAG {
-            unindexed = index_step(&mut connection).await;
+            unindexed = index_step(connection.sqlx()).await;
             last_step = Instant::now();
         }
     }
@@ -154,16 +158,16 @@ async fn index_step(connection: &mut SqliteConnection) -> bool {
     }
 }
 
-async fn commit(connection: &mut SqliteConnection, batch: &mut Vec<Job>, cache: &SessionCache) {
-    if let Err(e) = connection.execute("BEGIN IMMEDIATE").await {
+async fn commit(connection: &mut WriteConnection, batch: &mut Vec<Job>, cache: &SessionCache) {
+    if let Err(e) = connection.sqlx().execute("BEGIN IMMEDIATE").await {
         fail_all(batch, &anyhow!(e).context("starting a write transaction"), cache);
         return;
     }
     let ops: Vec<&WriteOp> = batch.iter().map(|job| &job.op).collect();
     let outcomes = batch::run(connection, &ops).await;
-    if let Err(e) = connection.execute("COMMIT").await {
+    if let Err(e) = connection.sqlx().execute("COMMIT").await {
         // Whatever went wrong, nothing in this batch may be reported as written.
-        let _ = connection.execute("ROLLBACK").await;
+        let _ = connection.sqlx().execute("ROLLBACK").await;
         fail_all(batch, &anyhow!(e).context("committing a write transaction"), cache);
         return;
     }

@@ -1,0 +1,243 @@
+//! The writer's connection, and the writes of a visitor's signup run on SQLite's handle itself.
+//!
+//! sqlx runs each statement on its connection's own thread and passes the statement there and
+//! every row back. A group commit of double opt-in signups is a dozen short statements one after
+//! another, and on busy cores each of those hand-offs waits for a thread to be scheduled: with
+//! mail and webhooks on, the writer spent more time handing statements over than in SQLite. So
+//! while the writer holds the handle (`lock_handle`, one hand-off for a run of writes), these
+//! writes run on the writer's own thread, with their prepared statements kept between batches.
+//! `BEGIN` and `COMMIT` stay on sqlx's thread: they are the statements that may wait (for another
+//! process's lock, for the disk), and waiting there holds up no thread of the runtime.
+
+use anyhow::{Context, anyhow};
+use rusqlite::params;
+use sqlx::SqliteConnection;
+
+use super::ops::{QUEUE_MAIL, WriteOp, answer};
+use crate::store::records::admit_request;
+
+/// Rows affected by one write, or one of [`answer`].
+pub(super) type Outcome = Result<u64, anyhow::Error>;
+
+/// Enough for every statement below, with room to spare.
+const STATEMENTS: usize = 16;
+
+pub(super) struct WriteConnection {
+    /// Only used while `sqlx`'s handle is locked. Declared first so that it is dropped first:
+    /// its prepared statements are finalized before sqlx closes the handle they belong to.
+    direct: Option<rusqlite::Connection>,
+    sqlx: SqliteConnection,
+}
+
+impl WriteConnection {
+    pub(super) fn new(sqlx: SqliteConnection) -> Self {
+        Self { direct: None, sqlx }
+    }
+
+    /// For the writes (and the writer's own work) that go through sqlx.
+    pub(super) fn sqlx(&mut self) -> &mut SqliteConnection {
+        &mut self.sqlx
+    }
+
+    /// Runs `ops` in the order given by `order` (indexes into `ops`); each write's outcome, in
+    /// the order of `ops`. Consecutive writes that run on the handle share one lock of it.
+    pub(super) async fn run(&mut self, ops: &[&WriteOp], order: &[usize]) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = ops.iter().map(|_| None).collect();
+        let mut rest = order;
+        while let Some(&first) = rest.first() {
+            if !runs_direct(ops[first]) {
+                outcomes[first] = Some(ops[first].run(&mut self.sqlx).await);
+                rest = &rest[1..];
+                continue;
+            }
+            let run_length = rest.iter().position(|&i| !runs_direct(ops[i])).unwrap_or(rest.len());
+            let (run, after) = rest.split_at(run_length);
+            let ran = self
+                .with_handle(|direct| {
+                    for &i in run {
+                        outcomes[i] = Some(run_direct(direct, ops[i]));
+                    }
+                })
+                .await;
+            if let Err(e) = ran {
+                for &i in run {
+                    outcomes[i] = Some(Err(anyhow!("{e:#}")));
+                }
+            }
+            rest = after;
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(anyhow!("write was not run"))))
+            .collect()
+    }
+
+    /// Finalizes the prepared statements while the handle is still open and locked: the
+    /// writer's last act, before sqlx closes the connection.
+    pub(super) async fn close(mut self) {
+        if self.direct.is_some()
+            && let Ok(handle) = self.sqlx.lock_handle().await
+        {
+            self.direct = None;
+            drop(handle);
+        }
+    }
+
+    async fn with_handle<T>(
+        &mut self,
+        work: impl FnOnce(&rusqlite::Connection) -> T,
+    ) -> anyhow::Result<T> {
+        let mut handle =
+            self.sqlx.lock_handle().await.context("taking SQLite's handle from its thread")?;
+        let direct = match &mut self.direct {
+            Some(direct) => direct,
+            empty => {
+                // SAFETY: the pointer is sqlx's open connection. `direct` is used only while
+                // the handle is locked, so no other thread makes calls on it meanwhile, and it
+                // is dropped before `sqlx` (field order, and `close`), so never after the handle
+                // is closed. A connection made this way never closes the handle itself.
+                let direct =
+                    unsafe { rusqlite::Connection::from_handle(handle.as_raw_handle().as_ptr()) }
+                        .context("using SQLite's handle")?;
+                direct.set_prepared_statement_cache_capacity(STATEMENTS);
+                empty.insert(direct)
+            }
+        };
+        let result = work(direct);
+        drop(handle);
+        Ok(result)
+    }
+}
+
+/// The writes of a visitor's signup and session, and the flush.
+fn runs_direct(op: &WriteOp) -> bool {
+    matches!(
+        op,
+        WriteOp::AddSubscriber { .. }
+            | WriteOp::RequestConfirmation { .. }
+            | WriteOp::CreateSession { .. }
+            | WriteOp::SaveSession { .. }
+            | WriteOp::DeleteSession { .. }
+            | WriteOp::Flush
+    )
+}
+
+const INSERT_SUBSCRIBER: &str = "INSERT INTO subscribers
+    (email, email_key, created_at, status, source, signup_ip, signup_agent, consent, confirmed_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (email_key) DO NOTHING";
+
+fn run_direct(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
+    let rows = match op {
+        WriteOp::CreateSession { key, data, remembers, expires_at } => c
+            .prepare_cached(
+                "INSERT INTO sessions (key, data, subscriber_id, expires_at) VALUES (?1, \
+                 CASE WHEN ?3 IS NULL OR EXISTS (SELECT 1 FROM subscribers WHERE email_key = ?3) \
+                 THEN ?2 ELSE json_remove(?2, '$.visitor_email', '$.awaiting_confirmation') END, \
+                 (SELECT id FROM subscribers WHERE email_key = ?3), ?4) \
+                 ON CONFLICT (key) DO NOTHING",
+            )?
+            .execute(params![&key[..], data, remembers, expires_at])?,
+        // A session from before `subscriber_id` moves over to it here (`owner` emptied).
+        WriteOp::SaveSession { key, data, remembers, expires_at } => c
+            .prepare_cached(
+                "UPDATE sessions SET owner = NULL, expires_at = ?3, \
+                 data = CASE WHEN ?2 IS NULL OR EXISTS (SELECT 1 FROM subscribers WHERE email_key = ?2) \
+                 THEN ?1 ELSE json_remove(?1, '$.visitor_email', '$.awaiting_confirmation') END, \
+                 subscriber_id = (SELECT id FROM subscribers WHERE email_key = ?2) WHERE key = ?4",
+            )?
+            .execute(params![data, remembers, expires_at, &key[..]])?,
+        WriteOp::DeleteSession { key } => {
+            c.prepare_cached("DELETE FROM sessions WHERE key = ?")?.execute([&key[..]])?
+        }
+        WriteOp::Flush => 0,
+        compound => return in_savepoint(c, || run_compound(c, compound)),
+    };
+    Ok(rows as u64)
+}
+
+/// A write of several statements is all or nothing, and leaves the batch's others alone.
+fn in_savepoint(c: &rusqlite::Connection, write: impl FnOnce() -> Outcome) -> Outcome {
+    c.prepare_cached("SAVEPOINT write_op")?.execute([])?;
+    let outcome = write();
+    if outcome.is_err() {
+        c.prepare_cached("ROLLBACK TO write_op")?.execute([])?;
+    }
+    c.prepare_cached("RELEASE write_op")?.execute([])?;
+    outcome
+}
+
+fn run_compound(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
+    match op {
+        WriteOp::AddSubscriber { email, key, now, evidence, address_hash } => {
+            let added = c.prepare_cached(INSERT_SUBSCRIBER)?.execute(params![
+                email,
+                key,
+                now,
+                "confirmed",
+                evidence.source,
+                evidence.ip,
+                evidence.agent,
+                evidence.consent,
+                now,
+            ])?;
+            // A signup on the form is new consent: a suppression of the address is lifted.
+            c.prepare_cached("DELETE FROM suppressions WHERE address_hash = ?")?
+                .execute([&address_hash[..]])?;
+            Ok(added as u64)
+        }
+        WriteOp::RequestConfirmation {
+            email,
+            key,
+            now,
+            evidence,
+            address_hash,
+            nonce,
+            expires_at,
+            limit,
+            window_start,
+        } => {
+            c.prepare_cached(INSERT_SUBSCRIBER)?.execute(params![
+                email,
+                key,
+                now,
+                "pending",
+                evidence.source,
+                evidence.ip,
+                evidence.agent,
+                evidence.consent,
+                None::<i64>,
+            ])?;
+            let (id, confirmed) = c
+                .prepare_cached(
+                    "SELECT id, status = 'confirmed' FROM subscribers WHERE email_key = ?",
+                )?
+                .query_row([key], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, bool>(1)?)))?;
+            if confirmed {
+                return Ok(answer::ALREADY);
+            }
+            // See `ops::carry_mail_limit`: the outbox holds the count while the row exists.
+            let sent: Option<String> = c
+                .prepare_cached(
+                    "SELECT coalesce((SELECT times FROM confirmation_limits WHERE address_hash = ?1),
+                                     '')
+                            || ' ' || coalesce((SELECT group_concat(created_at, ' ') FROM outbox
+                                                WHERE subscriber_id = ?2 AND purpose = 'confirm'),
+                                               '')",
+                )?
+                .query_row(params![&address_hash[..], id], |row| row.get(0))?;
+            if admit_request(sent.as_deref(), *window_start, *limit, *now).is_none() {
+                return Ok(answer::REFUSED);
+            }
+            c.prepare_cached(QUEUE_MAIL)?.execute(params![
+                "confirm",
+                id,
+                &nonce[..],
+                expires_at,
+                now,
+                now
+            ])?;
+            Ok(answer::DONE)
+        }
+        other => Err(anyhow!("{} is not a write of a signup", other.describe())),
+    }
+}
