@@ -239,6 +239,52 @@ on_both_backends! {
         assert_eq!(smtp.to("known@example.com").len(), 1);
     }
 
+    async fn browsers_asking_at_the_same_moment_get_one_row_and_at_most_three_mails(backend: Backend) {
+        let smtp = SmtpServer::start().await;
+        let app = app_with_mail(backend, &smtp, &[]).await;
+        const SHARED: usize = 6;
+        const OWN: usize = 6;
+        const ROUNDS: usize = 5;
+        for round in 0..ROUNDS {
+            // In each round six browsers ask for one address while six others each sign up
+            // their own, all released at once: the same address meets itself in one commit,
+            // and different addresses share commits.
+            let start = std::sync::Arc::new(tokio::sync::Barrier::new(SHARED + OWN));
+            let mut asks = tokio::task::JoinSet::new();
+            for i in 0..SHARED + OWN {
+                let (visitor, start) = (stranger(&app), start.clone());
+                let email = if i < SHARED {
+                    format!("crowd{round}@example.com")
+                } else {
+                    format!("own{round}-{i}@example.com")
+                };
+                asks.spawn(async move {
+                    start.wait().await;
+                    let response = visitor.signup(&email).await;
+                    assert_is_redirect_to(&response, "/");
+                    let page = visitor.get_html("/").await;
+                    assert!(
+                        page.contains(&format!("We sent a confirmation link to <strong>{email}</strong>")),
+                        "{email}: {page}"
+                    );
+                });
+            }
+            while let Some(asked) = asks.join_next().await {
+                asked.unwrap();
+            }
+            smtp.wait_for((round + 1) * (3 + OWN), WAIT).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(smtp.messages().len(), ROUNDS * (3 + OWN), "no mail beyond the limit");
+        for round in 0..ROUNDS {
+            assert_eq!(smtp.to(&format!("crowd{round}@example.com")).len(), 3, "round {round}");
+            for i in SHARED..SHARED + OWN {
+                assert_eq!(smtp.to(&format!("own{round}-{i}@example.com")).len(), 1, "round {round}");
+            }
+        }
+        assert_eq!(app.count_rows("subscribers").await, (ROUNDS * (1 + OWN)) as i64);
+    }
+
     async fn a_relay_that_is_down_gets_the_mail_once_it_is_back(backend: Backend) {
         let smtp = SmtpServer::start().await;
         smtp.set_mode(SmtpMode::Refuse);
