@@ -10,7 +10,7 @@
 //! process's lock, for the disk), and waiting there holds up no thread of the runtime.
 
 use anyhow::{Context, anyhow};
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use sqlx::SqliteConnection;
 
 use super::ops::{QUEUE_MAIL, WriteOp, answer};
@@ -122,9 +122,17 @@ fn runs_direct(op: &WriteOp) -> bool {
     )
 }
 
-const INSERT_SUBSCRIBER: &str = "INSERT INTO subscribers
-    (email, email_key, created_at, status, source, signup_ip, signup_agent, consent, confirmed_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (email_key) DO NOTHING";
+macro_rules! insert_subscriber {
+    () => {
+        "INSERT INTO subscribers (email, email_key, created_at, status, source, signup_ip,
+                                  signup_agent, consent, confirmed_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (email_key) DO NOTHING"
+    };
+}
+const INSERT_SUBSCRIBER: &str = insert_subscriber!();
+/// A pending row, answering with its id if it is new.
+const INSERT_PENDING: &str = concat!(insert_subscriber!(), " RETURNING id");
+
 
 fn run_direct(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
     let rows = match op {
@@ -196,35 +204,61 @@ fn run_compound(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
             limit,
             window_start,
         } => {
-            c.prepare_cached(INSERT_SUBSCRIBER)?.execute(params![
-                email,
-                key,
-                now,
-                "pending",
-                evidence.source,
-                evidence.ip,
-                evidence.agent,
-                evidence.consent,
-                None::<i64>,
-            ])?;
-            let (id, confirmed) = c
-                .prepare_cached(
-                    "SELECT id, status = 'confirmed' FROM subscribers WHERE email_key = ?",
-                )?
-                .query_row([key], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, bool>(1)?)))?;
-            if confirmed {
-                return Ok(answer::ALREADY);
-            }
-            // See `ops::carry_mail_limit`: the outbox holds the count while the row exists.
-            let sent: Option<String> = c
-                .prepare_cached(
-                    "SELECT coalesce((SELECT times FROM confirmation_limits WHERE address_hash = ?1),
-                                     '')
-                            || ' ' || coalesce((SELECT group_concat(created_at, ' ') FROM outbox
-                                                WHERE subscriber_id = ?2 AND purpose = 'confirm'),
-                                               '')",
-                )?
-                .query_row(params![&address_hash[..], id], |row| row.get(0))?;
+            let inserted: Option<i64> = c
+                .prepare_cached(INSERT_PENDING)?
+                .query_row(
+                    params![
+                        email,
+                        key,
+                        now,
+                        "pending",
+                        evidence.source,
+                        evidence.ip,
+                        evidence.agent,
+                        evidence.consent,
+                        None::<i64>,
+                    ],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let (id, sent): (i64, Option<String>) = match inserted {
+                // A new row (ids are never reused): no mail is queued for it yet, so only an
+                // earlier row's carried count can limit it.
+                Some(id) => {
+                    let carried = c
+                        .prepare_cached(
+                            "SELECT times FROM confirmation_limits WHERE address_hash = ?",
+                        )?
+                        .query_row([&address_hash[..]], |row| row.get(0))
+                        .optional()?;
+                    (id, carried)
+                }
+                None => {
+                    let (id, confirmed) = c
+                        .prepare_cached(
+                            "SELECT id, status = 'confirmed' FROM subscribers WHERE email_key = ?",
+                        )?
+                        .query_row([key], |row| {
+                            Ok((row.get::<_, i64>(0)?, row.get::<_, bool>(1)?))
+                        })?;
+                    if confirmed {
+                        return Ok(answer::ALREADY);
+                    }
+                    // See `ops::carry_mail_limit`: the outbox holds the count while the row
+                    // exists.
+                    let sent = c
+                        .prepare_cached(
+                            "SELECT coalesce((SELECT times FROM confirmation_limits
+                                              WHERE address_hash = ?1), '')
+                                    || ' ' || coalesce((SELECT group_concat(created_at, ' ')
+                                                        FROM outbox
+                                                        WHERE subscriber_id = ?2
+                                                          AND purpose = 'confirm'), '')",
+                        )?
+                        .query_row(params![&address_hash[..], id], |row| row.get(0))?;
+                    (id, sent)
+                }
+            };
             if admit_request(sent.as_deref(), *window_start, *limit, *now).is_none() {
                 return Ok(answer::REFUSED);
             }
