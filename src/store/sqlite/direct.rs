@@ -5,7 +5,7 @@
 //! another, and on busy cores each of those hand-offs waits for a thread to be scheduled: with
 //! mail and webhooks on, the writer spent more time handing statements over than in SQLite. So
 //! while the writer holds the handle (`lock_handle`, one hand-off for a run of writes), these
-//! writes run on the writer's own thread, with their prepared statements kept between batches.
+//! writes run in the writer task itself, with their prepared statements kept between batches.
 //! `BEGIN` and `COMMIT` stay on sqlx's thread: they are the statements that may wait (for another
 //! process's lock, for the disk), and waiting there holds up no thread of the runtime.
 
@@ -73,7 +73,7 @@ impl WriteConnection {
     }
 
     /// Finalizes the prepared statements while the handle is still open and locked: the
-    /// writer's last act, before sqlx closes the connection.
+    /// writer's last act, before sqlx closes the connection (`Drop` does the same, blocking).
     pub(super) async fn close(mut self) {
         if self.direct.is_some()
             && let Ok(handle) = self.sqlx.lock_handle().await
@@ -109,6 +109,24 @@ impl WriteConnection {
     }
 }
 
+impl Drop for WriteConnection {
+    /// A writer dropped without `close` (its runtime shutting down mid-await) may leave sqlx's
+    /// thread in the middle of a statement on this connection: the statements are finalized
+    /// under the lock all the same, waiting for that statement to finish.
+    fn drop(&mut self) {
+        let Some(direct) = self.direct.take() else { return };
+        match futures_executor::block_on(self.sqlx.lock_handle()) {
+            Ok(handle) => {
+                drop(direct);
+                drop(handle);
+            }
+            // sqlx's thread is gone and the handle may be closed: finalizing could touch freed
+            // memory, so the statements are left as they are.
+            Err(_) => std::mem::forget(direct),
+        }
+    }
+}
+
 /// The writes of a visitor's signup and session, and the flush.
 fn runs_direct(op: &WriteOp) -> bool {
     matches!(
@@ -132,7 +150,6 @@ macro_rules! insert_subscriber {
 const INSERT_SUBSCRIBER: &str = insert_subscriber!();
 /// A pending row, answering with its id if it is new.
 const INSERT_PENDING: &str = concat!(insert_subscriber!(), " RETURNING id");
-
 
 fn run_direct(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
     let rows = match op {
