@@ -18,6 +18,10 @@ const SETTING_ERROR: u8 = 2;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // SAFETY: the first thing the process does, on its only thread, before SQLite is used.
+    if let Err(code) = unsafe { enlist::store::use_global_allocator() } {
+        eprintln!("SQLite kept its own allocator (code {code})");
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::ValueValidation | ErrorKind::InvalidValue) => {

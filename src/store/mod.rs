@@ -24,7 +24,7 @@ pub use records::{
     MailRecord, MailResult, NewSubscriber, NewToken, QueuedMail, Selection, SubscriberRecord,
     TokenRecord,
 };
-pub use sqlite::{DatabaseInUse, SqliteStore, copy_database};
+pub use sqlite::{DatabaseInUse, SqliteStore, copy_database, use_global_allocator};
 pub use webhook_records::{
     ATTEMPTS_KEPT, AttemptRecord, DeliveryOutcome, DeliveryResult, EndpointRecord, NewEndpoint,
     QueuedDelivery,

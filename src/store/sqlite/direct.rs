@@ -140,16 +140,10 @@ fn runs_direct(op: &WriteOp) -> bool {
     )
 }
 
-macro_rules! insert_subscriber {
-    () => {
-        "INSERT INTO subscribers (email, email_key, created_at, status, source, signup_ip,
-                                  signup_agent, consent, confirmed_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (email_key) DO NOTHING"
-    };
-}
-const INSERT_SUBSCRIBER: &str = insert_subscriber!();
-/// A pending row, answering with its id if it is new.
-const INSERT_PENDING: &str = concat!(insert_subscriber!(), " RETURNING id");
+const INSERT_SUBSCRIBER: &str =
+    "INSERT INTO subscribers (email, email_key, created_at, status, source, signup_ip,
+                              signup_agent, consent, confirmed_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (email_key) DO NOTHING";
 
 fn run_direct(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
     let rows = match op {
@@ -221,23 +215,21 @@ fn run_compound(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
             limit,
             window_start,
         } => {
-            let inserted: Option<i64> = c
-                .prepare_cached(INSERT_PENDING)?
-                .query_row(
-                    params![
-                        email,
-                        key,
-                        now,
-                        "pending",
-                        evidence.source,
-                        evidence.ip,
-                        evidence.agent,
-                        evidence.consent,
-                        None::<i64>,
-                    ],
-                    |row| row.get(0),
-                )
-                .optional()?;
+            let added = c.prepare_cached(INSERT_SUBSCRIBER)?.execute(params![
+                email,
+                key,
+                now,
+                "pending",
+                evidence.source,
+                evidence.ip,
+                evidence.agent,
+                evidence.consent,
+                None::<i64>,
+            ])?;
+            // The statement's own row: the rows its triggers add do not count in `changes`,
+            // and their ids are not left in `last_insert_rowid`. (`RETURNING` would collect
+            // the one id in a temporary table opened and closed for each signup.)
+            let inserted = (added == 1).then(|| c.last_insert_rowid());
             let (id, sent): (i64, Option<String>) = match inserted {
                 // A new row (ids are never reused): no mail is queued for it yet, so only an
                 // earlier row's carried count can limit it.

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod allocator;
 mod announcements;
 mod backup;
 mod batch;
@@ -24,6 +25,7 @@ use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, SqlitePool};
 
+pub use self::allocator::use_global_allocator;
 pub use self::backup::copy_database;
 use self::quick_reads::QuickReads;
 use self::session_cache::SessionCache;
