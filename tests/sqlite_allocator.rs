@@ -58,9 +58,8 @@ fn sqlite_works_on_the_global_allocator_and_the_setting_is_taken_only_first() {
     assert_eq!((rows, bytes), (4_500, expected_bytes));
 
     // A value grown far past its first block (SQLite reallocates as it goes).
-    let joined: String = c
-        .query_row("SELECT group_concat(id, ',') FROM t", [], |r| r.get(0))
-        .expect("joining");
+    let joined: String =
+        c.query_row("SELECT group_concat(id, ',') FROM t", [], |r| r.get(0)).expect("joining");
     assert_eq!(joined.split(',').count(), 4_500);
     assert!(joined.starts_with("0,1,2,3,4,5,6,7,8,10,"));
 
