@@ -1,6 +1,8 @@
 //! Webhook endpoints, deliveries and attempts in SQLite. The events themselves are queued by
 //! triggers (see the migration), in the same commit as the change.
 
+use std::sync::{Arc, Mutex};
+
 use anyhow::Context;
 use sqlx::SqliteConnection;
 
@@ -14,11 +16,30 @@ use crate::store::{
 
 /// The webhook writes the writer task runs, each in its own savepoint.
 pub(super) enum WebhookOp {
-    CreateEndpoint { url: String, secret: String, events: u32, now: i64 },
-    RemoveEndpoint { id: i64 },
-    QueuePing { endpoint_id: i64, now: i64 },
-    Lease { now: i64, until: i64, owner: i64, limit: u32 },
-    Record { outcomes: Vec<DeliveryOutcome> },
+    CreateEndpoint {
+        url: String,
+        secret: String,
+        events: u32,
+        now: i64,
+    },
+    RemoveEndpoint {
+        id: i64,
+    },
+    QueuePing {
+        endpoint_id: i64,
+        now: i64,
+    },
+    Lease {
+        now: i64,
+        until: i64,
+        owner: i64,
+        limit: u32,
+        /// Filled in with the ids the lease took.
+        leased: Arc<Mutex<Vec<i64>>>,
+    },
+    Record {
+        outcomes: Vec<DeliveryOutcome>,
+    },
 }
 
 impl WebhookOp {
@@ -65,92 +86,120 @@ impl WebhookOp {
             .execute(&mut *c)
             .await?
             .rows_affected()),
-            Self::Lease { now, until, owner, limit } => Ok(sqlx::query(
-                "UPDATE webhook_deliveries SET lease_until = ?1, lease_owner = ?2
-                 WHERE id IN (SELECT id FROM webhook_deliveries
-                              WHERE next_attempt_at <= ?3 AND lease_until <= ?3
-                              ORDER BY next_attempt_at, id LIMIT ?4)",
-            )
-            .bind(*until)
-            .bind(*owner)
-            .bind(*now)
-            .bind(*limit)
-            .execute(&mut *c)
-            .await?
-            .rows_affected()),
+            Self::Lease { now, until, owner, limit, leased } => {
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "UPDATE webhook_deliveries SET lease_until = ?1, lease_owner = ?2
+                     WHERE id IN (SELECT id FROM webhook_deliveries
+                                  WHERE next_attempt_at <= ?3 AND lease_until <= ?3
+                                  ORDER BY next_attempt_at, id LIMIT ?4)
+                     RETURNING id",
+                )
+                .bind(*until)
+                .bind(*owner)
+                .bind(*now)
+                .bind(*limit)
+                .fetch_all(&mut *c)
+                .await?;
+                let count = ids.len() as u64;
+                *leased.lock().unwrap_or_else(|p| p.into_inner()) = ids;
+                Ok(count)
+            }
             Self::Record { outcomes } => {
-                for outcome in outcomes {
-                    record_one(c, outcome).await?;
-                }
-                let mut endpoints: Vec<i64> = outcomes.iter().map(|o| o.endpoint_id).collect();
-                endpoints.sort_unstable();
-                endpoints.dedup();
-                for endpoint_id in endpoints {
-                    sqlx::query(
-                        "DELETE FROM webhook_attempts WHERE endpoint_id = ?1 AND id <=
-                         (SELECT id FROM webhook_attempts WHERE endpoint_id = ?1
-                          ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-                    )
-                    .bind(endpoint_id)
-                    .bind(ATTEMPTS_KEPT)
-                    .execute(&mut *c)
-                    .await?;
-                }
+                record(c, outcomes).await?;
                 Ok(outcomes.len() as u64)
             }
         }
     }
 }
 
-async fn record_one(c: &mut SqliteConnection, outcome: &DeliveryOutcome) -> anyhow::Result<()> {
+/// A batch's outcomes in a fixed handful of statements, whatever its size: after a burst of
+/// signups the worker records hundreds at a time, and a pair of statements per delivery (each a
+/// hand-off to sqlx's thread) was most of the writer's work in the drain.
+async fn record(c: &mut SqliteConnection, outcomes: &[DeliveryOutcome]) -> anyhow::Result<()> {
+    let attempts: Vec<_> = outcomes
+        .iter()
+        .map(|o| {
+            let result = &o.result;
+            let http_status = o.http_status;
+            (
+                o.endpoint_id,
+                o.delivery_id,
+                &o.event,
+                o.at,
+                http_status,
+                o.duration_ms,
+                result.as_str(),
+                result.error(),
+            )
+        })
+        .collect();
+    // In the batch's order, so the attempts' ids keep the order they ended in.
     sqlx::query(
         "INSERT INTO webhook_attempts
          (endpoint_id, delivery_id, event, at, http_status, duration_ms, outcome, error)
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
-         WHERE EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = ?1)",
+         SELECT a.value ->> 0, a.value ->> 1, a.value ->> 2, a.value ->> 3, a.value ->> 4,
+                a.value ->> 5, a.value ->> 6, a.value ->> 7
+         FROM json_each(?) AS a
+         WHERE EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = a.value ->> 0)
+         ORDER BY a.key",
     )
-    .bind(outcome.endpoint_id)
-    .bind(outcome.delivery_id)
-    .bind(outcome.event.as_str())
-    .bind(outcome.at)
-    .bind(outcome.http_status.map(i64::from))
-    .bind(outcome.duration_ms)
-    .bind(outcome.result.as_str())
-    .bind(outcome.result.error())
+    .bind(serde_json::to_string(&attempts).context("listing attempts")?)
     .execute(&mut *c)
     .await?;
-    match &outcome.result {
-        DeliveryResult::Delivered | DeliveryResult::Failed { .. } => {
-            sqlx::query("DELETE FROM webhook_deliveries WHERE id = ?")
+    let finished: Vec<i64> = outcomes
+        .iter()
+        .filter(|o| matches!(o.result, DeliveryResult::Delivered | DeliveryResult::Failed { .. }))
+        .map(|o| o.delivery_id)
+        .collect();
+    if !finished.is_empty() {
+        sqlx::query("DELETE FROM webhook_deliveries WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(serde_json::to_string(&finished).context("listing deliveries")?)
+            .execute(&mut *c)
+            .await?;
+    }
+    for outcome in outcomes {
+        match &outcome.result {
+            DeliveryResult::Delivered | DeliveryResult::Failed { .. } => {}
+            DeliveryResult::Retry { at, .. } => {
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ?,
+                     lease_until = 0 WHERE id = ?",
+                )
+                .bind(*at)
                 .bind(outcome.delivery_id)
                 .execute(&mut *c)
                 .await?;
-        }
-        DeliveryResult::Retry { at, .. } => {
-            sqlx::query(
-                "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ?,
-                 lease_until = 0 WHERE id = ?",
-            )
-            .bind(*at)
-            .bind(outcome.delivery_id)
-            .execute(&mut *c)
-            .await?;
-        }
-        DeliveryResult::Gone => {
-            sqlx::query(
-                "UPDATE webhook_endpoints SET disabled_at = ?, disabled_reason = ?
-                 WHERE id = ? AND disabled_at IS NULL",
-            )
-            .bind(outcome.at)
-            .bind("the receiver answered 410 Gone")
-            .bind(outcome.endpoint_id)
-            .execute(&mut *c)
-            .await?;
-            sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = ?")
+            }
+            DeliveryResult::Gone => {
+                sqlx::query(
+                    "UPDATE webhook_endpoints SET disabled_at = ?, disabled_reason = ?
+                     WHERE id = ? AND disabled_at IS NULL",
+                )
+                .bind(outcome.at)
+                .bind("the receiver answered 410 Gone")
                 .bind(outcome.endpoint_id)
                 .execute(&mut *c)
                 .await?;
+                sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = ?")
+                    .bind(outcome.endpoint_id)
+                    .execute(&mut *c)
+                    .await?;
+            }
         }
+    }
+    let mut endpoints: Vec<i64> = outcomes.iter().map(|o| o.endpoint_id).collect();
+    endpoints.sort_unstable();
+    endpoints.dedup();
+    for endpoint_id in endpoints {
+        sqlx::query(
+            "DELETE FROM webhook_attempts WHERE endpoint_id = ?1 AND id <=
+             (SELECT id FROM webhook_attempts WHERE endpoint_id = ?1
+              ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        )
+        .bind(endpoint_id)
+        .bind(ATTEMPTS_KEPT)
+        .execute(&mut *c)
+        .await?;
     }
     Ok(())
 }
@@ -211,16 +260,20 @@ impl SqliteStore {
         if due.is_none() {
             return Ok(Vec::new());
         }
-        if self.webhook_write(WebhookOp::Lease { now, until, owner, limit }).await? == 0 {
+        let leased = Arc::new(Mutex::new(Vec::new()));
+        let lease = WebhookOp::Lease { now, until, owner, limit, leased: leased.clone() };
+        if self.webhook_write(lease).await? == 0 {
             return Ok(Vec::new());
         }
+        let ids = std::mem::take(&mut *leased.lock().unwrap_or_else(|p| p.into_inner()));
+        // By id: nothing indexes the lease's owner, and reading by it scanned the whole queue
+        // for every claim, which made a long drain quadratic.
         let leased = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries AS d
              JOIN webhook_endpoints AS e ON e.id = d.endpoint_id
-             WHERE d.lease_owner = ? AND d.lease_until = ? ORDER BY d.next_attempt_at, d.id"
+             WHERE d.id IN (SELECT value FROM json_each(?)) ORDER BY d.next_attempt_at, d.id"
         )))
-        .bind(owner)
-        .bind(until)
+        .bind(serde_json::to_string(&ids).context("listing leased deliveries")?)
         .fetch_all(&self.readers)
         .await
         .context("reading leased webhook deliveries")?;
