@@ -16,6 +16,7 @@ use common::webhook::{
 use common::{
     Backend, TestApp, Visitor, assert_is_redirect_to, browser, form_token, spawn_app_with,
 };
+use enlist::store::ATTEMPTS_KEPT;
 use reqwest::StatusCode;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -214,6 +215,53 @@ on_both_backends! {
                 assert_eq!(events.get(&(email.to_owned(), event.to_owned())), Some(&1), "{email} {event}: {events:?}");
             }
         }
+    }
+
+    /// More deliveries than one claim takes, some failing first: each arrives, and the
+    /// batches of outcomes are recorded row by row, with only the newest attempts kept.
+    async fn a_backlog_larger_than_a_claim_drains_once_each(backend: Backend) {
+        let receiver = Receiver::start().await;
+        receiver.reply_next(&[Reply::Status(500), Reply::Status(200), Reply::Status(503)]);
+        let app = spawn_app_with(backend, &args(&[])).await;
+        let (id, secret) = add_endpoint(&app, &receiver.url, &[]).await;
+        let admin = stranger(&app);
+        admin.login_ok().await;
+        let rows: Vec<String> = (0..200).map(|i| format!("backlog{i}@example.com")).collect();
+        let page = common::unescape(&import_file(&admin, &format!("email\n{}\n", rows.join("\n"))).await);
+        assert!(page.contains("<dt>Added</dt><dd>200</dd>"), "{page}");
+
+        // 400 events, and the two answered with an error go once more.
+        let got = receiver.wait_for(402, Duration::from_secs(60)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let got = if receiver.received().len() > got.len() { receiver.received() } else { got };
+        assert_eq!(got.len(), 402, "each once, and the two failures twice");
+        verified_by_standardwebhooks(&secret, &got);
+        let mut by_id: HashMap<&str, Vec<&Delivery>> = HashMap::new();
+        for delivery in &got {
+            by_id.entry(delivery.id.as_str()).or_default().push(delivery);
+        }
+        assert_eq!(by_id.len(), 400, "one webhook-id per event");
+        let twice: Vec<_> = by_id.values().filter(|d| d.len() == 2).collect();
+        assert_eq!(twice.len(), 2);
+        for pair in twice {
+            assert!(matches!(pair[0].answered, Reply::Status(500 | 503)));
+            assert_eq!(pair[0].body, pair[1].body, "a retry sends the same event");
+        }
+        for email in &rows {
+            for event in ["subscriber.created", "subscriber.confirmed"] {
+                let n = got.iter().filter(|d| d.json["data"]["email"] == email.as_str() && d.event() == event);
+                assert!(n.count() >= 1, "{email} {event}");
+            }
+        }
+
+        assert_eq!(app.count_rows("webhook_deliveries").await, 0, "nothing left queued");
+        assert_eq!(app.count_rows("webhook_attempts").await, ATTEMPTS_KEPT);
+        let kept = app.database.strings(&format!(
+            "SELECT outcome || ' ' || coalesce(CAST(http_status AS TEXT), '-') FROM webhook_attempts \
+             WHERE endpoint_id = {id}"
+        )).await;
+        assert!(kept.iter().all(|k| k == "delivered 200" || k == "retry 500" || k == "retry 503"), "{kept:?}");
+        assert!(kept.iter().filter(|k| *k == "delivered 200").count() >= ATTEMPTS_KEPT as usize - 2);
     }
 
     async fn a_delivery_that_fails_is_retried_once_more_not_twice(backend: Backend) {

@@ -96,9 +96,7 @@ impl PostgresStore {
         }
         let work = async {
             let mut tx = self.pool.begin().await?;
-            for outcome in outcomes {
-                record_one(&mut tx, outcome).await?;
-            }
+            record_all(&mut tx, outcomes).await?;
             let mut endpoints: Vec<i64> = outcomes.iter().map(|o| o.endpoint_id).collect();
             endpoints.sort_unstable();
             endpoints.dedup();
@@ -132,57 +130,82 @@ impl PostgresStore {
     }
 }
 
-async fn record_one(
+/// A batch's outcomes in a fixed handful of statements, whatever its size: a round trip per
+/// delivery made a long drain wait on the database more than on the receivers.
+async fn record_all(
     tx: &mut Transaction<'_, Postgres>,
-    outcome: &DeliveryOutcome,
+    outcomes: &[DeliveryOutcome],
 ) -> Result<(), sqlx::Error> {
+    let endpoint_ids: Vec<i64> = outcomes.iter().map(|o| o.endpoint_id).collect();
+    let delivery_ids: Vec<i64> = outcomes.iter().map(|o| o.delivery_id).collect();
+    let events: Vec<&str> = outcomes.iter().map(|o| o.event.as_str()).collect();
+    let ats: Vec<i64> = outcomes.iter().map(|o| o.at).collect();
+    let statuses: Vec<Option<i32>> =
+        outcomes.iter().map(|o| o.http_status.map(i32::from)).collect();
+    let durations: Vec<i64> = outcomes.iter().map(|o| o.duration_ms).collect();
+    let results: Vec<&str> = outcomes.iter().map(|o| o.result.as_str()).collect();
+    let errors: Vec<Option<&str>> = outcomes.iter().map(|o| o.result.error()).collect();
     sqlx::query(
         "INSERT INTO webhook_attempts
          (endpoint_id, delivery_id, event, at, http_status, duration_ms, outcome, error)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8
-         WHERE EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = $1)",
+         SELECT a.endpoint_id, a.delivery_id, a.event, a.at, a.http_status, a.duration_ms,
+                a.outcome, a.error
+         FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::int[],
+                     $6::bigint[], $7::text[], $8::text[])
+              WITH ORDINALITY AS a(endpoint_id, delivery_id, event, at, http_status,
+                                   duration_ms, outcome, error, n)
+         WHERE EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = a.endpoint_id)
+         ORDER BY a.n",
     )
-    .bind(outcome.endpoint_id)
-    .bind(outcome.delivery_id)
-    .bind(outcome.event.as_str())
-    .bind(outcome.at)
-    .bind(outcome.http_status.map(i32::from))
-    .bind(outcome.duration_ms)
-    .bind(outcome.result.as_str())
-    .bind(outcome.result.error())
+    .bind(&endpoint_ids)
+    .bind(&delivery_ids)
+    .bind(&events)
+    .bind(&ats)
+    .bind(&statuses)
+    .bind(&durations)
+    .bind(&results)
+    .bind(&errors)
     .execute(&mut **tx)
     .await?;
-    match &outcome.result {
-        DeliveryResult::Delivered | DeliveryResult::Failed { .. } => {
-            sqlx::query("DELETE FROM webhook_deliveries WHERE id = $1")
+    let finished: Vec<i64> = outcomes
+        .iter()
+        .filter(|o| matches!(o.result, DeliveryResult::Delivered | DeliveryResult::Failed { .. }))
+        .map(|o| o.delivery_id)
+        .collect();
+    if !finished.is_empty() {
+        sqlx::query("DELETE FROM webhook_deliveries WHERE id = ANY($1)")
+            .bind(&finished)
+            .execute(&mut **tx)
+            .await?;
+    }
+    for outcome in outcomes {
+        match &outcome.result {
+            DeliveryResult::Delivered | DeliveryResult::Failed { .. } => {}
+            DeliveryResult::Retry { at, .. } => {
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $1,
+                     lease_until = 0 WHERE id = $2",
+                )
+                .bind(*at)
                 .bind(outcome.delivery_id)
                 .execute(&mut **tx)
                 .await?;
-        }
-        DeliveryResult::Retry { at, .. } => {
-            sqlx::query(
-                "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = $1,
-                 lease_until = 0 WHERE id = $2",
-            )
-            .bind(*at)
-            .bind(outcome.delivery_id)
-            .execute(&mut **tx)
-            .await?;
-        }
-        DeliveryResult::Gone => {
-            sqlx::query(
-                "UPDATE webhook_endpoints SET disabled_at = $1, disabled_reason = $2
-                 WHERE id = $3 AND disabled_at IS NULL",
-            )
-            .bind(outcome.at)
-            .bind("the receiver answered 410 Gone")
-            .bind(outcome.endpoint_id)
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1")
+            }
+            DeliveryResult::Gone => {
+                sqlx::query(
+                    "UPDATE webhook_endpoints SET disabled_at = $1, disabled_reason = $2
+                     WHERE id = $3 AND disabled_at IS NULL",
+                )
+                .bind(outcome.at)
+                .bind("the receiver answered 410 Gone")
                 .bind(outcome.endpoint_id)
                 .execute(&mut **tx)
                 .await?;
+                sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1")
+                    .bind(outcome.endpoint_id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
         }
     }
     Ok(())
