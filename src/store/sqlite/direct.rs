@@ -284,3 +284,97 @@ fn run_compound(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
         other => Err(anyhow!("{} is not a write of a signup", other.describe())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+    use std::time::{Duration, Instant};
+
+    use sqlx::Connection;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
+
+    use super::WriteConnection;
+
+    async fn open(path: &Path) -> sqlx::SqliteConnection {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let mut connection = sqlx::SqliteConnection::connect_with(&options).await.expect("open");
+        sqlx::query("CREATE TABLE t (v INTEGER)").execute(&mut connection).await.expect("table");
+        connection
+    }
+
+    /// A connection with a statement prepared and kept on its handle, as the writer leaves it.
+    async fn with_kept_statement(path: &Path) -> WriteConnection {
+        let mut connection = WriteConnection::new(open(path).await);
+        connection
+            .with_handle(|direct| direct.prepare_cached("INSERT INTO t VALUES (1)")?.execute([]))
+            .await
+            .expect("handle")
+            .expect("insert");
+        connection
+    }
+
+    /// SQLite removes the WAL file when the last connection to the database closes; sqlx's
+    /// thread closes it after the connection is dropped, and cannot while a statement of it is
+    /// left unfinalized (its close panics on that thread and the handle stays open).
+    fn wait_until_closed(database: &Path) -> bool {
+        let wal = PathBuf::from(format!("{}-wal", database.display()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !wal.exists() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn rows(database: &Path) -> i64 {
+        let reader = rusqlite::Connection::open(database).expect("reopen");
+        reader.query_row("SELECT count(*) FROM t", [], |row| row.get(0)).expect("count")
+    }
+
+    #[tokio::test]
+    async fn close_finalizes_the_kept_statements_so_the_handle_really_closes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database = dir.path().join("close.db");
+        with_kept_statement(&database).await.close().await;
+        assert!(wait_until_closed(&database), "the database is still open after close");
+        assert_eq!(rows(&database), 1);
+    }
+
+    #[tokio::test]
+    async fn a_drop_without_close_still_finalizes_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database = dir.path().join("drop.db");
+        drop(with_kept_statement(&database).await);
+        assert!(wait_until_closed(&database), "the database is still open after the drop");
+        assert_eq!(rows(&database), 1);
+    }
+
+    /// What `Drop` is for: the runtime shuts down while the writer waits, and drops it there.
+    #[test]
+    fn a_runtime_shut_down_mid_await_drops_it_cleanly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database = dir.path().join("shutdown.db");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (ready, prepared) = std::sync::mpsc::channel();
+        let path = database.clone();
+        runtime.spawn(async move {
+            let connection = with_kept_statement(&path).await;
+            let _ = ready.send(());
+            std::future::pending::<()>().await;
+            drop(connection);
+        });
+        prepared.recv_timeout(Duration::from_secs(10)).expect("the task prepared its statement");
+        drop(runtime);
+        assert!(wait_until_closed(&database), "the database is still open after the shutdown");
+        assert_eq!(rows(&database), 1);
+    }
+}
