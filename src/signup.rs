@@ -1,7 +1,7 @@
 //! Adding an address to the list, with every guard a signup must pass, whatever door it came
 //! through (the form today; an API or an embedded form later): the honeypot, the per-client and
 //! per-address limits, validation, the evidence of consent, and the durable write. With mail
-//! configured the signup waits for confirmation, and its confirmation mail is queued in the
+//! configured the signup waits for confirmation, and its confirmation mail is recorded in the
 //! same commit.
 
 use std::net::IpAddr;

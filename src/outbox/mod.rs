@@ -1,7 +1,8 @@
 //! The durable outbox's worker: one per instance. It leases due mails (so instances sharing a
 //! database never send the same one), sends each with a bound on the whole attempt, and records
 //! what happened: sent, retry later with exponential backoff, or failed for good. Handlers never
-//! send anything themselves; they queue in the same commit as the change that causes the mail.
+//! send anything themselves; they queue in the same commit as the change that causes the mail
+//! (on SQLite a new address's confirmation is kept in its pending row, and the lease queues it).
 
 mod announcer;
 mod lanes;

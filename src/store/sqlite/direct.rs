@@ -142,8 +142,9 @@ fn runs_direct(op: &WriteOp) -> bool {
 
 const INSERT_SUBSCRIBER: &str =
     "INSERT INTO subscribers (email, email_key, created_at, status, source, signup_ip,
-                              signup_agent, consent, confirmed_at)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (email_key) DO NOTHING";
+                              signup_agent, consent, confirmed_at, confirm_nonce,
+                              confirm_expires_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (email_key) DO NOTHING";
 
 fn run_direct(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
     let rows = match op {
@@ -198,6 +199,8 @@ fn run_compound(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
                 evidence.agent,
                 evidence.consent,
                 now,
+                None::<&[u8]>,
+                None::<i64>,
             ])?;
             // A signup on the form is new consent: a suppression of the address is lifted.
             c.prepare_cached("DELETE FROM suppressions WHERE address_hash = ?")?
@@ -225,6 +228,8 @@ fn run_compound(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
                 evidence.agent,
                 evidence.consent,
                 None::<i64>,
+                &nonce[..],
+                expires_at,
             ])?;
             // The statement's own row: the rows its triggers add do not count in `changes`,
             // and their ids are not left in `last_insert_rowid`. (`RETURNING` would collect
@@ -254,7 +259,7 @@ fn run_compound(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
                         return Ok(answer::ALREADY);
                     }
                     // See `ops::carry_mail_limit`: the outbox holds the count while the row
-                    // exists.
+                    // exists, and the row itself holds its first mail until that is queued.
                     let sent = c
                         .prepare_cached(
                             "SELECT coalesce((SELECT times FROM confirmation_limits
@@ -262,23 +267,41 @@ fn run_compound(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
                                     || ' ' || coalesce((SELECT group_concat(created_at, ' ')
                                                         FROM outbox
                                                         WHERE subscriber_id = ?2
-                                                          AND purpose = 'confirm'), '')",
+                                                          AND purpose = 'confirm'), '')
+                                    || ' ' || coalesce((SELECT created_at FROM subscribers
+                                                        WHERE id = ?2
+                                                          AND confirm_nonce IS NOT NULL
+                                                          AND id > (SELECT up_to
+                                                                    FROM confirmations_queued)),
+                                                       '')",
                         )?
                         .query_row(params![&address_hash[..], id], |row| row.get(0))?;
                     (id, sent)
                 }
             };
             if admit_request(sent.as_deref(), *window_start, *limit, *now).is_none() {
+                if inserted.is_some() {
+                    // The row stays, as a refused request's row always has, but no mail.
+                    c.prepare_cached(
+                        "UPDATE subscribers SET confirm_nonce = NULL, confirm_expires_at = NULL
+                         WHERE id = ?",
+                    )?
+                    .execute([id])?;
+                }
                 return Ok(answer::REFUSED);
             }
-            c.prepare_cached(QUEUE_MAIL)?.execute(params![
-                "confirm",
-                id,
-                &nonce[..],
-                expires_at,
-                now,
-                now
-            ])?;
+            // A new row's mail is queued from the row itself, by the next mail lease
+            // (`ops::QUEUE_CONFIRMATIONS`), in a commit of its own.
+            if inserted.is_none() {
+                c.prepare_cached(QUEUE_MAIL)?.execute(params![
+                    "confirm",
+                    id,
+                    &nonce[..],
+                    expires_at,
+                    now,
+                    now
+                ])?;
+            }
             Ok(answer::DONE)
         }
         other => Err(anyhow!("{} is not a write of a signup", other.describe())),

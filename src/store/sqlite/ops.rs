@@ -368,6 +368,9 @@ impl WriteOp {
                 Ok(answer::DONE)
             }
             Self::LeaseMail { now, until, owner, limit, leased } => {
+                for statement in QUEUE_CONFIRMATIONS {
+                    sqlx::query(statement).bind(*limit).execute(&mut *c).await?;
+                }
                 let ids: Vec<i64> = sqlx::query_scalar(
                     // Numbered throughout: sqlx counts a bare `?` apart from `?N`.
                     // A paused announcement's mails wait where they are.
@@ -529,7 +532,8 @@ impl WriteOp {
 }
 
 /// The resend limit's record: while a subscriber row exists, the confirmation mails queued for
-/// it in the outbox are the record (no write of its own on a signup's path); when the row goes,
+/// it in the outbox are the record (no write of its own on a signup's path), with the row's own
+/// first mail until a lease queues it (`QUEUE_CONFIRMATIONS`); when the row goes,
 /// their times move to `confirmation_limits` under the address's keyed hash, so that removing
 /// and signing up again does not reset the count. `row` names the subscriber with `?2`.
 async fn carry_mail_limit<'q, T>(
@@ -543,8 +547,13 @@ where
 {
     let carry = format!(
         "INSERT INTO confirmation_limits (address_hash, newest, times)
-         SELECT ?1, max(created_at), group_concat(created_at, ' ') FROM outbox
-         WHERE purpose = 'confirm' AND subscriber_id IN (SELECT id FROM subscribers WHERE {row})
+         SELECT ?1, max(sent), group_concat(sent, ' ') FROM (
+             SELECT created_at AS sent FROM outbox
+             WHERE purpose = 'confirm' AND subscriber_id IN (SELECT id FROM subscribers WHERE {row})
+             UNION ALL
+             SELECT created_at FROM subscribers
+             WHERE {row} AND confirm_nonce IS NOT NULL
+               AND id > (SELECT up_to FROM confirmations_queued))
          HAVING count(*) > 0
          ON CONFLICT (address_hash) DO UPDATE SET newest = max(newest, excluded.newest),
                                                   times = times || ' ' || excluded.times"
@@ -557,6 +566,27 @@ where
         .context("keeping the count of confirmation mails")?;
     Ok(())
 }
+
+/// A new address's confirmation mail, queued from its pending row by the mail lease (see the
+/// migration `confirmations_from_rows`): at most `?1` rows past the cursor, and the cursor moved
+/// past them in the same commit. Rows without a nonce (imported ones queue their own mail, a
+/// refused request has none) are passed over all the same.
+const QUEUE_CONFIRMATIONS: [&str; 2] = [
+    "INSERT INTO outbox
+         (purpose, priority, subscriber_id, nonce, expires_at, next_attempt_at, created_at)
+     SELECT 'confirm', 0, id, confirm_nonce, confirm_expires_at, created_at, created_at
+     FROM (SELECT id, confirm_nonce, confirm_expires_at, created_at FROM subscribers
+           WHERE status = 'pending' AND id > (SELECT up_to FROM confirmations_queued)
+           ORDER BY id LIMIT ?1)
+     WHERE confirm_nonce IS NOT NULL
+     ORDER BY id",
+    "UPDATE confirmations_queued SET up_to = coalesce(
+         (SELECT max(id) FROM (SELECT id FROM subscribers
+                               WHERE status = 'pending'
+                                 AND id > (SELECT up_to FROM confirmations_queued)
+                               ORDER BY id LIMIT ?1)),
+         up_to)",
+];
 
 /// A mail to a subscriber: purpose, subscriber id, the link's nonce and expiry (a confirmation
 /// mail's), due and created when queued.

@@ -405,3 +405,107 @@ async fn a_new_row_queues_created_then_confirmed_for_each_endpoint_that_wants_th
     .unwrap();
     assert_eq!(counts, [("confirmed".to_owned(), 1), ("pending".to_owned(), 1)]);
 }
+
+async fn ask_confirmation(
+    store: &SqliteStore,
+    address: &str,
+    now: i64,
+) -> crate::store::ConfirmationQueued {
+    let email = SubscriberEmail::parse(address).unwrap();
+    let evidence = evidence();
+    let hash = [address.len() as u8; 32];
+    let subscriber = NewSubscriber { email: &email, evidence: &evidence, address_hash: hash, now };
+    let request = crate::store::ConfirmationRequest {
+        subscriber,
+        nonce: [address.len() as u8; 16],
+        expires_at: now + 100,
+        limit: 3,
+        window_start: now - 1_000,
+    };
+    store.request_confirmation(request).await.unwrap()
+}
+
+fn outbox_rows(path: &std::path::Path) -> i64 {
+    let reader = rusqlite::Connection::open(path).unwrap();
+    reader.query_row("SELECT count(*) FROM outbox", [], |row| row.get(0)).unwrap()
+}
+
+/// A new address's confirmation is not queued in its signup's commit: the next mail lease
+/// queues it from the pending row, with the nonce and expiry the request gave, exactly once.
+#[tokio::test]
+async fn a_new_addresss_confirmation_is_queued_from_its_row_by_the_lease_once() {
+    use crate::store::ConfirmationQueued;
+    let (_dir, path, store) = server_store().await;
+    assert_eq!(ask_confirmation(&store, "new@example.com", 50).await, ConfirmationQueued::Queued);
+    assert_eq!(outbox_rows(&path), 0, "queued in the signup's commit");
+    let backlog = store.outbox_backlog().await.unwrap();
+    assert_eq!(backlog, vec![("confirm".to_owned(), 1, 50)], "counted as queued meanwhile");
+
+    let mails = store.claim_mail(60, 120, 1, 64).await.unwrap();
+    assert_eq!(mails.len(), 1);
+    let mail = &mails[0];
+    assert_eq!((mail.purpose.as_str(), mail.email.as_str()), ("confirm", "new@example.com"));
+    assert_eq!((mail.nonce.as_deref(), mail.created_at), (Some(&[15u8; 16][..]), 50));
+    let link = store.confirmation(mail.id).await.unwrap().expect("a confirmation row");
+    assert_eq!((link.expires_at, link.used_at), (150, None));
+
+    // Leased: not claimed again while the lease lasts, and never queued a second time.
+    assert!(store.claim_mail(61, 121, 2, 64).await.unwrap().is_empty());
+    let again = store.claim_mail(200, 260, 3, 64).await.unwrap();
+    assert_eq!(again.iter().map(|m| m.id).collect::<Vec<_>>(), vec![mail.id], "the lease ran out");
+    assert_eq!(outbox_rows(&path), 1);
+    assert_eq!(store.outbox_backlog().await.unwrap(), vec![("confirm".to_owned(), 1, 50)]);
+}
+
+/// A row withdrawn before its turn gets no mail, nor does a new row whose request the limit
+/// refused; the lease passes over both and queues the rows after them, each once.
+#[tokio::test]
+async fn rows_without_a_mail_due_are_passed_over() {
+    use crate::store::ConfirmationQueued::{LimitReached, Queued};
+    let (_dir, path, store) = server_store().await;
+    let gone = SubscriberEmail::parse("gone@example.com").unwrap();
+    assert_eq!(ask_confirmation(&store, gone.as_str(), 10).await, Queued);
+    assert!(store.remove_pending(&gone, [16; 32]).await.unwrap());
+    // "limit@example.com": its first ask is still in its row, unqueued, and counts.
+    let limited = SubscriberEmail::parse("limit@example.com").unwrap();
+    for now in [11, 12, 13] {
+        assert_eq!(ask_confirmation(&store, limited.as_str(), now).await, Queued);
+    }
+    assert_eq!(ask_confirmation(&store, limited.as_str(), 14).await, LimitReached);
+    // Withdrawing carries all three, the unqueued one too: a new row is refused.
+    assert!(store.remove_pending(&limited, [17; 32]).await.unwrap());
+    assert_eq!(ask_confirmation(&store, limited.as_str(), 15).await, LimitReached);
+    assert_eq!(ask_confirmation(&store, "kept@example.com", 16).await, Queued);
+
+    let mails = store.claim_mail(20, 80, 1, 64).await.unwrap();
+    let to: Vec<&str> = mails.iter().map(|m| m.email.as_str()).collect();
+    assert_eq!(to, vec!["kept@example.com"]);
+    let again: Vec<i64> =
+        store.claim_mail(100, 160, 2, 64).await.unwrap().iter().map(|m| m.id).collect();
+    assert_eq!(again, vec![mails[0].id], "the same mail once its lease ran out");
+    let rows_for_kept = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM outbox AS o JOIN subscribers AS s ON s.id = o.subscriber_id
+             WHERE s.email_key = 'kept@example.com'",
+            [],
+            |row| row.get::<_, i64>(0),
+        )
+        .unwrap();
+    assert_eq!(rows_for_kept, 1);
+}
+
+/// The signup's commit is the only record of its mail until a lease queues it: a restart
+/// in between loses nothing.
+#[tokio::test]
+async fn a_confirmation_not_yet_queued_survives_a_restart() {
+    let (_dir, path, store) = server_store().await;
+    ask_confirmation(&store, "restart@example.com", 30).await;
+    store.close().await;
+    drop(store);
+    let options = SqliteConnectOptions::new().filename(&path);
+    let reopened = SqliteStore::open(options, limits(), Role::Server).await.unwrap();
+    let mails = reopened.claim_mail(40, 100, 1, 64).await.unwrap();
+    let to: Vec<&str> = mails.iter().map(|m| m.email.as_str()).collect();
+    assert_eq!(to, vec!["restart@example.com"]);
+}
