@@ -291,7 +291,7 @@ fn run_compound(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
                 return Ok(answer::REFUSED);
             }
             // A new row's mail is queued from the row itself, by the next mail lease
-            // (`ops::QUEUE_CONFIRMATIONS`), in a commit of its own.
+            // (`ops::queue_confirmations`), in a commit of its own.
             if inserted.is_none() {
                 c.prepare_cached(QUEUE_MAIL)?.execute(params![
                     "confirm",

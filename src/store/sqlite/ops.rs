@@ -368,9 +368,7 @@ impl WriteOp {
                 Ok(answer::DONE)
             }
             Self::LeaseMail { now, until, owner, limit, leased } => {
-                for statement in QUEUE_CONFIRMATIONS {
-                    sqlx::query(statement).bind(*limit).execute(&mut *c).await?;
-                }
+                queue_confirmations(c, *limit).await?;
                 let ids: Vec<i64> = sqlx::query_scalar(
                     // Numbered throughout: sqlx counts a bare `?` apart from `?N`.
                     // A paused announcement's mails wait where they are.
@@ -533,7 +531,7 @@ impl WriteOp {
 
 /// The resend limit's record: while a subscriber row exists, the confirmation mails queued for
 /// it in the outbox are the record (no write of its own on a signup's path), with the row's own
-/// first mail until a lease queues it (`QUEUE_CONFIRMATIONS`); when the row goes,
+/// first mail until a lease queues it (`queue_confirmations`); when the row goes,
 /// their times move to `confirmation_limits` under the address's keyed hash, so that removing
 /// and signing up again does not reset the count. `row` names the subscriber with `?2`.
 async fn carry_mail_limit<'q, T>(
@@ -567,26 +565,49 @@ where
     Ok(())
 }
 
-/// A new address's confirmation mail, queued from its pending row by the mail lease (see the
-/// migration `confirmations_from_rows`): at most `?1` rows past the cursor, and the cursor moved
-/// past them in the same commit. Rows without a nonce (imported ones queue their own mail, a
-/// refused request has none) are passed over all the same.
-const QUEUE_CONFIRMATIONS: [&str; 2] = [
-    "INSERT INTO outbox
-         (purpose, priority, subscriber_id, nonce, expires_at, next_attempt_at, created_at)
-     SELECT 'confirm', 0, id, confirm_nonce, confirm_expires_at, created_at, created_at
-     FROM (SELECT id, confirm_nonce, confirm_expires_at, created_at FROM subscribers
-           WHERE status = 'pending' AND id > (SELECT up_to FROM confirmations_queued)
-           ORDER BY id LIMIT ?1)
-     WHERE confirm_nonce IS NOT NULL
-     ORDER BY id",
-    "UPDATE confirmations_queued SET up_to = coalesce(
-         (SELECT max(id) FROM (SELECT id FROM subscribers
-                               WHERE status = 'pending'
-                                 AND id > (SELECT up_to FROM confirmations_queued)
-                               ORDER BY id LIMIT ?1)),
-         up_to)",
-];
+/// Queues the confirmation mails of new addresses from their pending rows (see the migration
+/// `confirmations_from_rows`): the first `limit` rows past the cursor that carry a nonce, and
+/// the cursor moved past them in the same commit. Pending rows without one (imported rows queue
+/// their own mail; a refused request has none) are passed over in the same step however many
+/// there are, so an import of a million pending rows delays no signup's mail behind it.
+async fn queue_confirmations(c: &mut SqliteConnection, limit: u32) -> anyhow::Result<()> {
+    let due: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM subscribers
+         WHERE status = 'pending' AND confirm_nonce IS NOT NULL
+           AND id > (SELECT up_to FROM confirmations_queued)
+         ORDER BY id LIMIT ?",
+    )
+    .bind(limit)
+    .fetch_all(&mut *c)
+    .await
+    .context("finding confirmations to queue")?;
+    if let (Some(first), Some(last)) = (due.first(), due.last()) {
+        sqlx::query(
+            "INSERT INTO outbox
+                 (purpose, priority, subscriber_id, nonce, expires_at, next_attempt_at, created_at)
+             SELECT 'confirm', 0, id, confirm_nonce, confirm_expires_at, created_at, created_at
+             FROM subscribers
+             WHERE status = 'pending' AND confirm_nonce IS NOT NULL AND id BETWEEN ?1 AND ?2
+             ORDER BY id",
+        )
+        .bind(first)
+        .bind(last)
+        .execute(&mut *c)
+        .await
+        .context("queuing confirmations")?;
+    }
+    // Fewer than asked for: none is left past the cursor, so it may go to the newest row.
+    let up_to = match due.last() {
+        Some(&last) if due.len() == limit as usize => Some(last),
+        _ => sqlx::query_scalar("SELECT max(id) FROM subscribers").fetch_one(&mut *c).await?,
+    };
+    sqlx::query("UPDATE confirmations_queued SET up_to = max(up_to, ?)")
+        .bind(up_to.unwrap_or(0))
+        .execute(&mut *c)
+        .await
+        .context("moving the confirmation cursor")?;
+    Ok(())
+}
 
 /// A mail to a subscriber: purpose, subscriber id, the link's nonce and expiry (a confirmation
 /// mail's), due and created when queued.

@@ -400,7 +400,7 @@ impl Store for SqliteStore {
     async fn outbox_backlog(&self) -> StoreResult<Vec<(String, u64, i64)>> {
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
             // A new address's confirmation waits in its pending row until a mail lease
-            // queues it (`ops::QUEUE_CONFIRMATIONS`): it is counted as queued from the start.
+            // queues it (`ops::queue_confirmations`): it is counted as queued from the start.
             "SELECT purpose, sum(n), min(oldest) FROM (
                  SELECT purpose, count(*) AS n, min(created_at) AS oldest FROM outbox
                  WHERE status = 'queued' GROUP BY purpose

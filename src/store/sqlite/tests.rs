@@ -509,3 +509,27 @@ async fn a_confirmation_not_yet_queued_survives_a_restart() {
     let to: Vec<&str> = mails.iter().map(|m| m.email.as_str()).collect();
     assert_eq!(to, vec!["restart@example.com"]);
 }
+
+/// Imported pending rows queue their own mail and carry no nonce: however many lie past the
+/// cursor, the next lease passes over all of them and queues the signup behind them.
+#[tokio::test]
+async fn a_signup_behind_many_imported_pending_rows_is_queued_by_the_next_lease() {
+    let (_dir, path, store) = server_store().await;
+    let writer = rusqlite::Connection::open(&path).unwrap();
+    writer.busy_timeout(Duration::from_secs(5)).unwrap();
+    writer
+        .execute_batch(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+             INSERT INTO subscribers (email, email_key, created_at, status, source, consent)
+             SELECT 'imported' || i || '@example.com', 'imported' || i || '@example.com', 5,
+                    'pending', 'import', 'test'
+             FROM n",
+        )
+        .unwrap();
+    drop(writer);
+    ask_confirmation(&store, "behind@example.com", 40).await;
+    let mails = store.claim_mail(50, 110, 1, 64).await.unwrap();
+    let to: Vec<&str> = mails.iter().map(|m| m.email.as_str()).collect();
+    assert_eq!(to, vec!["behind@example.com"]);
+    assert_eq!(outbox_rows(&path), 1, "an imported row was queued by the lease");
+}
