@@ -106,10 +106,13 @@ pub struct AttemptRecord {
     pub error: Option<String>,
 }
 
-/// The columns of an [`EndpointRecord`], the same on both backends.
-pub(crate) const ENDPOINT_COLUMNS: &str = "e.id, e.url, e.events, e.created_at, e.disabled_at, \
-    e.disabled_reason, (SELECT count(*) FROM webhook_deliveries AS d WHERE d.endpoint_id = e.id) \
-    AS queued";
+/// The columns of an [`EndpointRecord`] but `queued`, the same on both backends.
+pub(crate) const ENDPOINT_FIELDS: &str =
+    "e.id, e.url, e.events, e.created_at, e.disabled_at, e.disabled_reason";
+
+/// The deliveries queued for endpoint `e`.
+pub(crate) const ENDPOINT_QUEUED: &str =
+    "(SELECT count(*) FROM webhook_deliveries AS d WHERE d.endpoint_id = e.id)";
 
 /// The columns of a [`QueuedDelivery`] (deliveries `d` joined to endpoints `e`).
 pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.endpoint_id, e.url, e.secret, d.event, \

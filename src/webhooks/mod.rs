@@ -1,6 +1,7 @@
 //! Outgoing webhooks, signed as the Standard Webhooks specification says: which events exist,
 //! which URLs may receive them, the secret and the signature. Events are queued by the database
-//! in the same commit as the change; [`WebhookWorker`] delivers them.
+//! in the same commit as the change (on SQLite a new row's are made from the row by the lease);
+//! [`WebhookWorker`] delivers them.
 
 mod destination;
 mod worker;

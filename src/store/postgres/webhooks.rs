@@ -4,7 +4,7 @@
 use sqlx::{Postgres, Transaction};
 
 use super::PostgresStore;
-use crate::store::webhook_records::{DELIVERY_COLUMNS, ENDPOINT_COLUMNS};
+use crate::store::webhook_records::{DELIVERY_COLUMNS, ENDPOINT_FIELDS, ENDPOINT_QUEUED};
 use crate::store::{
     ATTEMPTS_KEPT, AttemptRecord, DeliveryOutcome, DeliveryResult, EndpointRecord, NewEndpoint,
     QueuedDelivery, StoreResult,
@@ -26,7 +26,7 @@ impl PostgresStore {
 
     pub(super) async fn all_endpoints(&self) -> StoreResult<Vec<EndpointRecord>> {
         let select = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints AS e ORDER BY e.id"
+            "SELECT {ENDPOINT_FIELDS}, {ENDPOINT_QUEUED} AS queued FROM webhook_endpoints AS e ORDER BY e.id"
         )))
         .fetch_all(&self.pool);
         self.bounded("listing webhook endpoints", select).await
@@ -34,7 +34,7 @@ impl PostgresStore {
 
     pub(super) async fn one_endpoint(&self, id: i64) -> StoreResult<Option<EndpointRecord>> {
         let select = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints AS e WHERE e.id = $1"
+            "SELECT {ENDPOINT_FIELDS}, {ENDPOINT_QUEUED} AS queued FROM webhook_endpoints AS e WHERE e.id = $1"
         )))
         .bind(id)
         .fetch_optional(&self.pool);

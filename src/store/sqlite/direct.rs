@@ -268,12 +268,9 @@ fn run_compound(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
                                                         FROM outbox
                                                         WHERE subscriber_id = ?2
                                                           AND purpose = 'confirm'), '')
-                                    || ' ' || coalesce((SELECT created_at FROM subscribers
-                                                        WHERE id = ?2
-                                                          AND confirm_nonce IS NOT NULL
-                                                          AND id > (SELECT up_to
-                                                                    FROM confirmations_queued)),
-                                                       '')",
+                                    || ' ' || coalesce((SELECT created_at
+                                                        FROM confirmations_unqueued
+                                                        WHERE id = ?2), '')",
                         )?
                         .query_row(params![&address_hash[..], id], |row| row.get(0))?;
                     (id, sent)

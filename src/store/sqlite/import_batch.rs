@@ -41,20 +41,12 @@ macro_rules! insert_batch {
 const INSERT: &str = insert_batch!();
 const INSERT_RETURNING_KEYS: &str = concat!(insert_batch!(), " RETURNING CAST(email_key AS BLOB)");
 
-/// Imported rows skip the per-row insert trigger; their webhook events are queued here, for
-/// every row of the batch in one statement, in the order the trigger would have queued them.
-const QUEUE_WEBHOOKS: &str = "
-    INSERT INTO webhook_deliveries (endpoint_id, event, occurred_at, subscriber_id, email, status,
-                                    source, signed_up_at, confirmed_at, next_attempt_at)
-    SELECT e.id, k.event, unixepoch(), s.id, s.email, s.status, s.source, s.created_at,
-           s.confirmed_at, unixepoch()
-    FROM subscribers AS s, webhook_endpoints AS e,
-         (SELECT 'subscriber.created' AS event, 1 AS bit
-          UNION ALL SELECT 'subscriber.confirmed', 2) AS k
-    WHERE EXISTS (SELECT 1 FROM webhook_endpoints WHERE disabled_at IS NULL)
-      AND s.id > ?1 AND (k.bit = 1 OR s.status = 'confirmed')
-      AND e.disabled_at IS NULL AND (e.events & k.bit) <> 0
-    ORDER BY s.id, k.bit, e.id";
+/// A batch's webhook events are queued in the batch, not left to the webhook lease a claim at a
+/// time: this moves the events cursor (migration `created_events_from_rows`) to the newest row,
+/// which queues the events of every row it passes, the batch's last, in id order.
+const QUEUE_WEBHOOKS: &str =
+    "UPDATE created_events_queued SET up_to = (SELECT max(id) FROM subscribers)
+    WHERE up_to < (SELECT max(id) FROM subscribers)";
 
 pub(super) async fn run(
     c: &mut SqliteConnection,
@@ -119,10 +111,6 @@ pub(super) async fn run(
         })
         .collect();
     let addresses = serde_json::to_string(&addresses).context("listing the batch")?;
-    let newest_before: i64 = sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM subscribers")
-        .fetch_one(&mut *c)
-        .await
-        .context("finding the newest subscriber")?;
     let insert = if want_keys { INSERT_RETURNING_KEYS } else { INSERT };
     let insert = sqlx::query(insert)
         .bind(addresses)
@@ -142,15 +130,16 @@ pub(super) async fn run(
     }
     counts.existing += keep.len() as u64 - counts.added;
     if source == "import" && counts.added > 0 {
-        // The insert trigger leaves imported rows to these (migration `one_insert_trigger`).
+        // The insert trigger leaves imported rows to this (migration `one_insert_trigger`).
         sqlx::query("UPDATE subscriber_counts SET n = n + ?1 WHERE status = ?2")
             .bind(i64::try_from(counts.added).context("counting added rows")?)
             .bind(status)
             .execute(&mut *c)
             .await
             .context("counting added subscribers")?;
+    }
+    if counts.added > 0 {
         sqlx::query(QUEUE_WEBHOOKS)
-            .bind(newest_before)
             .execute(&mut *c)
             .await
             .context("queuing webhook events for the batch")?;

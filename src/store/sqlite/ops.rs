@@ -549,9 +549,8 @@ where
              SELECT created_at AS sent FROM outbox
              WHERE purpose = 'confirm' AND subscriber_id IN (SELECT id FROM subscribers WHERE {row})
              UNION ALL
-             SELECT created_at FROM subscribers
-             WHERE {row} AND confirm_nonce IS NOT NULL
-               AND id > (SELECT up_to FROM confirmations_queued))
+             SELECT created_at FROM confirmations_unqueued
+             WHERE id IN (SELECT id FROM subscribers WHERE {row}))
          HAVING count(*) > 0
          ON CONFLICT (address_hash) DO UPDATE SET newest = max(newest, excluded.newest),
                                                   times = times || ' ' || excluded.times"
@@ -571,23 +570,18 @@ where
 /// their own mail; a refused request has none) are passed over in the same step however many
 /// there are, so an import of a million pending rows delays no signup's mail behind it.
 async fn queue_confirmations(c: &mut SqliteConnection, limit: u32) -> anyhow::Result<()> {
-    let due: Vec<i64> = sqlx::query_scalar(
-        "SELECT id FROM subscribers
-         WHERE status = 'pending' AND confirm_nonce IS NOT NULL
-           AND id > (SELECT up_to FROM confirmations_queued)
-         ORDER BY id LIMIT ?",
-    )
-    .bind(limit)
-    .fetch_all(&mut *c)
-    .await
-    .context("finding confirmations to queue")?;
+    let due: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM confirmations_unqueued ORDER BY id LIMIT ?")
+            .bind(limit)
+            .fetch_all(&mut *c)
+            .await
+            .context("finding confirmations to queue")?;
     if let (Some(first), Some(last)) = (due.first(), due.last()) {
         sqlx::query(
             "INSERT INTO outbox
                  (purpose, priority, subscriber_id, nonce, expires_at, next_attempt_at, created_at)
              SELECT 'confirm', 0, id, confirm_nonce, confirm_expires_at, created_at, created_at
-             FROM subscribers
-             WHERE status = 'pending' AND confirm_nonce IS NOT NULL AND id BETWEEN ?1 AND ?2
+             FROM confirmations_unqueued WHERE id BETWEEN ?1 AND ?2
              ORDER BY id",
         )
         .bind(first)

@@ -399,19 +399,22 @@ impl Store for SqliteStore {
 
     async fn outbox_backlog(&self) -> StoreResult<Vec<(String, u64, i64)>> {
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            // A new address's confirmation waits in its pending row until a mail lease
-            // queues it (`ops::queue_confirmations`): it is counted as queued from the start.
+            // A new address's confirmation and its webhook events wait in its row until a
+            // lease queues them (migrations `confirmations_from_rows`,
+            // `created_events_from_rows`): they are counted as queued from the start.
             "SELECT purpose, sum(n), min(oldest) FROM (
                  SELECT purpose, count(*) AS n, min(created_at) AS oldest FROM outbox
                  WHERE status = 'queued' GROUP BY purpose
                  UNION ALL
-                 SELECT 'confirm', count(*), min(created_at) FROM subscribers
-                 WHERE status = 'pending' AND confirm_nonce IS NOT NULL
-                   AND id > (SELECT up_to FROM confirmations_queued)
+                 SELECT 'confirm', count(*), min(created_at) FROM confirmations_unqueued
+                 HAVING count(*) > 0
+                 UNION ALL
+                 SELECT 'webhook', count(*), min(occurred_at) FROM webhook_deliveries
+                 HAVING count(*) > 0
+                 UNION ALL
+                 SELECT 'webhook', count(*), min(occurred_at) FROM created_events_unqueued
                  HAVING count(*) > 0)
              GROUP BY purpose
-             UNION ALL
-             SELECT 'webhook', count(*), min(occurred_at) FROM webhook_deliveries HAVING count(*) > 0
              ORDER BY 1",
         )
         .fetch_all(&self.readers)

@@ -5,6 +5,8 @@ use super::*;
 use crate::domain::{ClientEvidence, Door, Evidence, SearchTerm, SubscriberEmail};
 use crate::store::{ListFilter, NewSubscriber, Role, Store};
 
+mod created_events;
+
 fn evidence() -> Evidence {
     Evidence {
         door: Door::Form,
@@ -351,59 +353,6 @@ async fn the_writer_keeps_statement_journals_in_memory() {
     prepare_writer(&mut writer).await.unwrap();
     let after: i64 = sqlx::query_scalar("PRAGMA temp_store").fetch_one(&mut writer).await.unwrap();
     assert_eq!((before, after), (0, 2), "2 is MEMORY: no temporary file per group commit");
-}
-
-#[tokio::test]
-async fn a_new_row_queues_created_then_confirmed_for_each_endpoint_that_wants_them() {
-    use sqlx::{Connection, SqliteConnection};
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-    let mut c = SqliteConnection::connect(&url).await.unwrap();
-    sqlx::migrate!("migrations/sqlite").run(&mut c).await.unwrap();
-    // Bits: 1 created, 2 confirmed. The third endpoint is disabled.
-    sqlx::query(
-        "INSERT INTO webhook_endpoints (url, secret, events, created_at, disabled_at) VALUES
-         ('http://a', 's', 3, 0, NULL), ('http://b', 's', 1, 0, NULL),
-         ('http://c', 's', 3, 0, 1), ('http://d', 's', 2, 0, NULL)",
-    )
-    .execute(&mut c)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO subscribers (email, email_key, created_at, status, source, signup_ip, consent,
-                                  confirmed_at) VALUES
-         ('in@x.example', 'in@x.example', 5, 'confirmed', 'form', '-', '-', 5),
-         ('pending@x.example', 'pending@x.example', 6, 'pending', 'form', '-', '-', NULL),
-         ('imported@x.example', 'imported@x.example', 7, 'confirmed', 'import', '-', '-', 7)",
-    )
-    .execute(&mut c)
-    .await
-    .unwrap();
-    let queued: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT email, event, endpoint_id FROM webhook_deliveries ORDER BY id")
-            .fetch_all(&mut c)
-            .await
-            .unwrap();
-    let queued: Vec<_> = queued.iter().map(|(e, k, id)| (e.as_str(), k.as_str(), *id)).collect();
-    assert_eq!(
-        queued,
-        [
-            ("in@x.example", "subscriber.created", 1),
-            ("in@x.example", "subscriber.created", 2),
-            ("in@x.example", "subscriber.confirmed", 1),
-            ("in@x.example", "subscriber.confirmed", 4),
-            ("pending@x.example", "subscriber.created", 1),
-            ("pending@x.example", "subscriber.created", 2),
-        ],
-        "imports queue their events in their own batch statement, not here"
-    );
-    let counts: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT status, n FROM subscriber_counts WHERE status <> 'left' ORDER BY status",
-    )
-    .fetch_all(&mut c)
-    .await
-    .unwrap();
-    assert_eq!(counts, [("confirmed".to_owned(), 1), ("pending".to_owned(), 1)]);
 }
 
 async fn ask_confirmation(

@@ -1,5 +1,6 @@
 //! Webhook endpoints, deliveries and attempts in SQLite. The events themselves are queued by
-//! triggers (see the migration), in the same commit as the change.
+//! triggers (see the migration `webhooks`), in the same commit as the change; a new row's by
+//! the lease, from the row itself (migration `created_events_from_rows`).
 
 use std::sync::{Arc, Mutex};
 
@@ -8,7 +9,7 @@ use sqlx::SqliteConnection;
 
 use super::SqliteStore;
 use super::ops::WriteOp;
-use crate::store::webhook_records::{DELIVERY_COLUMNS, ENDPOINT_COLUMNS};
+use crate::store::webhook_records::{DELIVERY_COLUMNS, ENDPOINT_FIELDS, ENDPOINT_QUEUED};
 use crate::store::{
     ATTEMPTS_KEPT, AttemptRecord, DeliveryOutcome, DeliveryResult, EndpointRecord, NewEndpoint,
     QueuedDelivery, StoreResult,
@@ -87,6 +88,7 @@ impl WebhookOp {
             .await?
             .rows_affected()),
             Self::Lease { now, until, owner, limit, leased } => {
+                queue_created_events(c, *limit).await?;
                 let ids: Vec<i64> = sqlx::query_scalar(
                     "UPDATE webhook_deliveries SET lease_until = ?1, lease_owner = ?2
                      WHERE id IN (SELECT id FROM webhook_deliveries
@@ -110,6 +112,32 @@ impl WebhookOp {
             }
         }
     }
+}
+
+/// Queues the events of up to `limit` new rows (the claim's worth, at least one delivery
+/// each) by moving the cursor past them: its trigger makes the deliveries.
+async fn queue_created_events(c: &mut SqliteConnection, limit: u32) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE created_events_queued
+         SET up_to = coalesce((SELECT id FROM subscribers WHERE id > up_to
+                               ORDER BY id LIMIT 1 OFFSET ?1 - 1),
+                              (SELECT max(id) FROM subscribers))
+         WHERE up_to < (SELECT max(id) FROM subscribers)",
+    )
+    .bind(limit.max(1))
+    .execute(&mut *c)
+    .await
+    .context("queuing new rows' webhook events")?;
+    Ok(())
+}
+
+/// The columns of an [`EndpointRecord`]: its queue holds the new rows' events not yet made
+/// into deliveries as well.
+fn endpoint_columns() -> String {
+    format!(
+        "{ENDPOINT_FIELDS}, {ENDPOINT_QUEUED}
+         + (SELECT count(*) FROM created_events_unqueued AS u WHERE u.endpoint_id = e.id) AS queued"
+    )
 }
 
 /// A batch's outcomes in a fixed handful of statements, whatever its size: two statements per
@@ -216,7 +244,8 @@ impl SqliteStore {
 
     pub(super) async fn all_endpoints(&self) -> StoreResult<Vec<EndpointRecord>> {
         let endpoints = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints AS e ORDER BY e.id"
+            "SELECT {} FROM webhook_endpoints AS e ORDER BY e.id",
+            endpoint_columns()
         )))
         .fetch_all(&self.readers)
         .await
@@ -226,7 +255,8 @@ impl SqliteStore {
 
     pub(super) async fn one_endpoint(&self, id: i64) -> StoreResult<Option<EndpointRecord>> {
         let endpoint = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints AS e WHERE e.id = ?"
+            "SELECT {} FROM webhook_endpoints AS e WHERE e.id = ?",
+            endpoint_columns()
         )))
         .bind(id)
         .fetch_optional(&self.readers)
@@ -249,6 +279,7 @@ impl SqliteStore {
         // Most looks find nothing due: answer those from a reader, not through the writer.
         let due: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM webhook_deliveries WHERE next_attempt_at <= ?1 AND lease_until <= ?1
+             UNION ALL SELECT 0 FROM created_events_unqueued
              LIMIT 1",
         )
         .bind(now)
