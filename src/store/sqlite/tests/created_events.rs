@@ -279,3 +279,89 @@ async fn an_import_queues_the_events_of_the_rows_before_it_and_its_own() {
     let order: Vec<String> = claimed.iter().filter_map(|d| d.email.clone()).collect();
     assert_eq!(order, ["signup@example.com", "a@example.com", "b@example.com"]);
 }
+
+/// Signups, removals and leases started at once, round after round: every row added is heard
+/// of exactly once as created, and before anything else about it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signups_removals_and_leases_at_once_queue_each_created_once_and_first() {
+    const ROUNDS: usize = 20;
+    const PER_ROUND: usize = 30;
+    let (_dir, path, store) = server_store().await;
+    endpoint(&store, ALL_EVENTS).await;
+    let address = |round: usize, i: usize| format!("r{round}-{i}@example.com");
+    for round in 0..ROUNDS {
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(3));
+        let (s, b) = (store.clone(), start.clone());
+        let signups = tokio::spawn(async move {
+            b.wait().await;
+            for i in 0..PER_ROUND {
+                add(&s, &SubscriberEmail::parse(&address(round, i)).unwrap()).await.unwrap();
+            }
+        });
+        let (s, b) = (store.clone(), start.clone());
+        let removals = tokio::spawn(async move {
+            b.wait().await;
+            // Every third address of this round, whether or not its signup has landed yet.
+            for i in (0..PER_ROUND).step_by(3) {
+                let email = SubscriberEmail::parse(&address(round, i)).unwrap();
+                let reason = [LeaveReason::Unsubscribed, LeaveReason::Erased][i % 2];
+                let leaving =
+                    (i % 4 != 0).then_some(Leaving { address_hash: [3; 32], reason, now: 5 });
+                s.remove_subscriber(&email, leaving).await.unwrap();
+            }
+        });
+        let (s, b) = (store.clone(), start.clone());
+        let leases = tokio::spawn(async move {
+            b.wait().await;
+            for owner in 0..10 {
+                s.claim_deliveries(10, 20, owner, 7).await.unwrap();
+            }
+        });
+        for task in [signups, removals, leases] {
+            task.await.unwrap();
+        }
+    }
+    // One last lease long enough to pass every row left.
+    store.claim_deliveries(10, 20, 99, 10_000).await.unwrap();
+
+    let rows: Vec<(i64, String)> = rusqlite::Connection::open(&path)
+        .unwrap()
+        .prepare("SELECT subscriber_id, event FROM webhook_deliveries ORDER BY id")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut heard: std::collections::HashMap<i64, Vec<&str>> = Default::default();
+    for (id, event) in &rows {
+        heard.entry(*id).or_default().push(event.as_str());
+    }
+    let erased: std::collections::HashSet<i64> =
+        rows.iter().filter(|(_, e)| e == "subscriber.erased").map(|(id, _)| *id).collect();
+    for (id, events) in &heard {
+        if erased.contains(id) {
+            assert_eq!(events, &["subscriber.erased"], "row {id}: an erased row left more");
+            continue;
+        }
+        let first_two = events.get(..2);
+        assert_eq!(
+            first_two,
+            Some(&["subscriber.created", "subscriber.confirmed"][..]),
+            "row {id}"
+        );
+        assert!(
+            events.len() == 2
+                || events[2..] == ["subscriber.unsubscribed"]
+                || events[2..] == ["subscriber.deleted"],
+            "row {id}: {events:?}"
+        );
+    }
+    let added = heard.len();
+    let on_list: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM subscribers", [], |row| row.get(0))
+        .unwrap();
+    let removed = heard.values().filter(|events| events.len() != 2).count();
+    assert_eq!(added - removed, usize::try_from(on_list).unwrap(), "a row was never heard of");
+    assert_eq!(added, ROUNDS * PER_ROUND, "rows heard of");
+}
