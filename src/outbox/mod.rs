@@ -8,6 +8,7 @@ mod announcer;
 mod lanes;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,16 +34,32 @@ const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
 /// A way to tell the worker that something was queued, so it need not wait for its next look.
+/// Rings between two claims are one: during a burst of double opt-in signups the worker is
+/// woken once, not once a signup.
 #[derive(Debug, Clone, Default)]
-pub struct OutboxBell(Arc<Notify>);
+pub struct OutboxBell(Arc<Bell>);
+
+#[derive(Debug, Default)]
+struct Bell {
+    notify: Notify,
+    /// Rung since the worker last began a claim.
+    rung: AtomicBool,
+}
 
 impl OutboxBell {
     pub fn ring(&self) {
-        self.0.notify_one();
+        if !self.0.rung.swap(true, Ordering::AcqRel) {
+            self.0.notify.notify_one();
+        }
     }
 
     async fn heard(&self) {
-        self.0.notified().await;
+        self.0.notify.notified().await;
+    }
+
+    /// Called just before a claim: what is queued after this point rings again.
+    fn claiming(&self) {
+        self.0.rung.store(false, Ordering::Release);
     }
 }
 
@@ -111,6 +128,7 @@ impl OutboxWorker {
         loop {
             if maybe_due && lanes.queued() < CONNECTIONS as usize {
                 let wanted = CLAIM - lanes.queued();
+                worker.bell.claiming();
                 let (claimed, lease_until) = worker.claim(wanted).await;
                 maybe_due = claimed.len() == wanted;
                 lanes.lease(claimed.into_iter().map(|mail| (mail, lease_until)));
@@ -233,5 +251,25 @@ mod tests {
         assert_eq!(backoff(base, 3), Duration::from_secs(240));
         assert_eq!(backoff(base, 10), MAX_BACKOFF);
         assert_eq!(backoff(base, 1000), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn rings_before_a_claim_wake_the_waiting_worker_once_and_a_ring_after_it_again() {
+        use futures_util::FutureExt;
+        let bell = OutboxBell::default();
+        // The worker waits as it does in its loop: registered, then woken or not.
+        let mut waiting = Box::pin(bell.heard());
+        assert!((&mut waiting).now_or_never().is_none(), "not rung yet");
+        bell.ring();
+        assert!(waiting.now_or_never().is_some(), "rung");
+        // Woken, it found no room for a claim and waits again: more signups ring.
+        let mut waiting = Box::pin(bell.heard());
+        assert!((&mut waiting).now_or_never().is_none());
+        bell.ring();
+        bell.clone().ring();
+        assert!((&mut waiting).now_or_never().is_none(), "rung before the claim it owes");
+        bell.claiming();
+        bell.ring();
+        assert!(waiting.now_or_never().is_some(), "rung again once a claim began");
     }
 }

@@ -115,7 +115,7 @@ impl Links {
 /// 128 random bits for a confirmation link.
 pub fn new_nonce() -> anyhow::Result<[u8; 16]> {
     let mut nonce = [0u8; 16];
-    getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    super::random::fill(&mut nonce).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     Ok(nonce)
 }
 

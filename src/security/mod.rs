@@ -6,6 +6,7 @@ mod api_token;
 mod limits;
 mod links;
 mod password;
+pub mod random;
 mod secret_key;
 
 pub use admin_credential::{

@@ -154,7 +154,7 @@ impl SessionId {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
         id[..TIME_BYTES].copy_from_slice(&micros.to_be_bytes());
-        getrandom::fill(&mut id[TIME_BYTES..])
+        crate::security::random::fill(&mut id[TIME_BYTES..])
             .map_err(|e| StoreError::from(anyhow::anyhow!("no randomness: {e}")))?;
         Ok(Self::Ordered(id))
     }
