@@ -341,6 +341,7 @@ on_both_backends! {
                 ))
                 .await;
         }
+        app.database.count_rows_added_by_hand("confirmed", filler).await;
         assert_is_redirect_to(&app.other_visitor().signup("fresh-zq@new.example").await, "/");
         app.login_ok().await;
 

@@ -186,6 +186,7 @@ on_both_backends! {
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 12345) INSERT INTO subscribers (email, email_key, created_at) SELECT 'bulk' || i || '@spam.example', 'bulk' || i || '@spam.example', i FROM n"
         };
         app.database.execute(insert).await;
+        app.database.count_rows_added_by_hand("confirmed", 12345).await;
         app.other_visitor().signup("also-keep@example.org").await;
         app.login_ok().await;
         let page = app.get_html("/admin/delete-matching?q=spam.example").await;

@@ -105,6 +105,7 @@ on_both_backends! {
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 45000) INSERT INTO subscribers (email, email_key, created_at) SELECT 'n' || i || '@bulk.example', 'n' || i || '@bulk.example', i FROM n"
         };
         app.database.execute(insert).await;
+        app.database.count_rows_added_by_hand("confirmed", 45000).await;
         let admin = app.other_visitor();
         admin.login_ok().await;
         let csv = csv_of(&admin, "/admin/export.csv").await;

@@ -32,7 +32,9 @@ const SQLITE_INDEX: &str = "
     INSERT INTO subscribers_search (rowid, text)
     SELECT id, CASE WHEN lower(email) = email_key THEN email_key ELSE email_key || ' ' || email END
     FROM subscribers WHERE id > (SELECT indexed_up_to FROM search_progress);
-    UPDATE search_progress SET indexed_up_to = (SELECT coalesce(max(id), 0) FROM subscribers)";
+    UPDATE search_progress SET indexed_up_to = (SELECT coalesce(max(id), 0) FROM subscribers);
+    UPDATE subscriber_counts SET n = (SELECT count(*) FROM subscribers WHERE status = 'confirmed')
+    WHERE status = 'confirmed'";
 
 const POSTGRES_FILL: &str = "
     INSERT INTO subscribers (email, email_key, created_at)
@@ -70,7 +72,8 @@ async fn main() -> anyhow::Result<()> {
             connection.execute("PRAGMA journal_mode = WAL").await?;
             let mut transaction = connection.begin().await?;
             sqlx::query(SQLITE_FILL).bind(count).bind(now).execute(&mut *transaction).await?;
-            // As a server leaves it once it has caught up: every row in the search index.
+            // As a server leaves it once it has caught up: every row in the search index, and
+            // counted (the server counts the rows it adds itself).
             transaction.execute(SQLITE_INDEX).await?;
             transaction.commit().await?;
             connection.execute("PRAGMA optimize").await?;

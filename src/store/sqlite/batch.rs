@@ -7,11 +7,11 @@
 
 use std::collections::HashSet;
 
-use super::direct::{Outcome, WriteConnection};
+use super::direct::{Ran, Undo, WriteConnection};
 use super::ops::WriteOp;
 
 /// Rows affected by each write, in the order given.
-pub(super) async fn run(connection: &mut WriteConnection, ops: &[&WriteOp]) -> Vec<Outcome> {
+pub(super) async fn run(connection: &mut WriteConnection, ops: &[&WriteOp], undo: Undo) -> Ran {
     let order: Vec<usize> = if can_group(ops) {
         let adds_a_row = |op: &WriteOp| {
             matches!(op, WriteOp::AddSubscriber { .. } | WriteOp::RequestConfirmation { .. })
@@ -23,7 +23,7 @@ pub(super) async fn run(connection: &mut WriteConnection, ops: &[&WriteOp]) -> V
     } else {
         (0..ops.len()).collect()
     };
-    connection.run(ops, &order).await
+    connection.run(ops, &order, undo).await
 }
 
 /// Grouping reorders writes of different kinds, which is harmless only when no two of them touch
@@ -91,8 +91,9 @@ mod tests {
         let ops = [&first, &lease, &signup, &second];
         assert!(can_group(&ops));
         connection.sqlx().execute("BEGIN").await.unwrap();
-        let outcomes: Vec<u64> =
-            run(&mut connection, &ops).await.into_iter().map(Result::unwrap).collect();
+        let ran = run(&mut connection, &ops, Undo::Transaction).await;
+        assert!(!ran.undone_only_by_rollback);
+        let outcomes: Vec<u64> = ran.outcomes.into_iter().map(Result::unwrap).collect();
         assert_eq!(outcomes, [1, 0, 1, 1]);
         connection.sqlx().execute("COMMIT").await.unwrap();
         let kept: Vec<String> = sqlx::query_scalar("SELECT data FROM sessions ORDER BY key")
@@ -126,8 +127,16 @@ mod tests {
         if let WriteOp::AddSubscriber { address_hash, .. } = &mut kept {
             *address_hash = [1; 32];
         }
+        // With no savepoint per write, the failure is reported for the whole transaction.
         connection.sqlx().execute("BEGIN").await.unwrap();
-        let outcomes = run(&mut connection, &[&refused, &kept]).await;
+        let ran = run(&mut connection, &[&refused, &kept], Undo::Transaction).await;
+        assert!(ran.undone_only_by_rollback);
+        connection.sqlx().execute("ROLLBACK").await.unwrap();
+        // Run again as the writer does, each write undone on its own.
+        connection.sqlx().execute("BEGIN").await.unwrap();
+        let ran = run(&mut connection, &[&refused, &kept], Undo::EachWrite).await;
+        assert!(!ran.undone_only_by_rollback);
+        let outcomes = ran.outcomes;
         assert!(format!("{:#}", outcomes[0].as_ref().unwrap_err()).contains("refused"));
         assert_eq!(outcomes[1].as_ref().unwrap(), &1);
         connection.sqlx().execute("COMMIT").await.unwrap();
@@ -136,6 +145,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, ["b@example.com"], "the failed signup's row is undone, the other kept");
+        let counted: i64 =
+            sqlx::query_scalar("SELECT n FROM subscriber_counts WHERE status = 'confirmed'")
+                .fetch_one(connection.sqlx())
+                .await
+                .unwrap();
+        assert_eq!(counted, 1, "the failed signup's count is undone with it");
         connection.close().await;
     }
 

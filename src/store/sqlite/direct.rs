@@ -19,6 +19,47 @@ use crate::store::records::admit_request;
 /// Rows affected by one write, or one of [`answer`].
 pub(super) type Outcome = Result<u64, anyhow::Error>;
 
+/// How a failed write on the handle is undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Undo {
+    /// With the whole transaction: the writes run with no savepoint of their own, and the
+    /// batch is run again with [`Undo::EachWrite`] if one of them fails. A savepoint per signup
+    /// made SQLite copy every page the signup touched into a statement journal; such a write
+    /// fails only on a full disk, an I/O error or a broken constraint.
+    Transaction,
+    /// Each write of several statements in a savepoint of its own: one that fails is undone
+    /// alone, and the batch's others stay.
+    EachWrite,
+}
+
+pub(super) struct Ran {
+    pub(super) outcomes: Vec<Outcome>,
+    /// A write failed under [`Undo::Transaction`]: the transaction must be rolled back.
+    pub(super) undone_only_by_rollback: bool,
+}
+
+/// The rows the signups of a run added, counted in `subscriber_counts` with one statement per
+/// status rather than by a trigger on each insert: a trigger makes SQLite keep a statement
+/// journal for the insert. Every insert of a signup is in `run_compound`; imports count their
+/// own rows.
+#[derive(Default)]
+struct AddedRows {
+    confirmed: i64,
+    pending: i64,
+}
+
+impl AddedRows {
+    fn count(&self, c: &rusqlite::Connection) -> rusqlite::Result<()> {
+        for (status, n) in [("confirmed", self.confirmed), ("pending", self.pending)] {
+            if n > 0 {
+                c.prepare_cached("UPDATE subscriber_counts SET n = n + ?1 WHERE status = ?2")?
+                    .execute(params![n, status])?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Enough for every statement below, with room to spare.
 const STATEMENTS: usize = 16;
 
@@ -41,8 +82,11 @@ impl WriteConnection {
 
     /// Runs `ops` in the order given by `order` (indexes into `ops`); each write's outcome, in
     /// the order of `ops`. Consecutive writes that run on the handle share one lock of it.
-    pub(super) async fn run(&mut self, ops: &[&WriteOp], order: &[usize]) -> Vec<Outcome> {
+    /// With [`Undo::Transaction`], `Ran::undone_only_by_rollback` says a write on the handle
+    /// failed and may have left part of itself behind.
+    pub(super) async fn run(&mut self, ops: &[&WriteOp], order: &[usize], undo: Undo) -> Ran {
         let mut outcomes: Vec<Option<Outcome>> = ops.iter().map(|_| None).collect();
+        let mut undone_only_by_rollback = false;
         let mut rest = order;
         while let Some(&first) = rest.first() {
             if !runs_direct(ops[first]) {
@@ -53,23 +97,39 @@ impl WriteConnection {
             let run_length = rest.iter().position(|&i| !runs_direct(ops[i])).unwrap_or(rest.len());
             let (run, after) = rest.split_at(run_length);
             let ran = self
-                .with_handle(|direct| {
-                    for &i in run {
-                        outcomes[i] = Some(run_direct(direct, ops[i]));
+                .with_handle(|direct| match undo {
+                    Undo::Transaction => {
+                        let mut added = AddedRows::default();
+                        for &i in run {
+                            outcomes[i] = Some(run_direct(direct, ops[i], &mut added));
+                        }
+                        let counted = added.count(direct);
+                        let failed = run.iter().any(|&i| matches!(outcomes[i], Some(Err(_))));
+                        failed || counted.is_err()
+                    }
+                    Undo::EachWrite => {
+                        for &i in run {
+                            outcomes[i] = Some(run_direct_alone(direct, ops[i]));
+                        }
+                        false
                     }
                 })
                 .await;
-            if let Err(e) = ran {
-                for &i in run {
-                    outcomes[i] = Some(Err(anyhow!("{e:#}")));
+            match ran {
+                Ok(failed) => undone_only_by_rollback |= failed,
+                Err(e) => {
+                    for &i in run {
+                        outcomes[i] = Some(Err(anyhow!("{e:#}")));
+                    }
                 }
             }
             rest = after;
         }
-        outcomes
+        let outcomes = outcomes
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Err(anyhow!("write was not run"))))
-            .collect()
+            .collect();
+        Ran { outcomes, undone_only_by_rollback }
     }
 
     /// Finalizes the prepared statements while the handle is still open and locked: the
@@ -146,7 +206,25 @@ const INSERT_SUBSCRIBER: &str =
                               confirm_expires_at)
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (email_key) DO NOTHING";
 
-fn run_direct(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
+/// `op` with its own savepoint if it is several statements, its added rows counted in it.
+fn run_direct_alone(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
+    if !matches!(op, WriteOp::AddSubscriber { .. } | WriteOp::RequestConfirmation { .. }) {
+        return run_direct(c, op, &mut AddedRows::default());
+    }
+    c.prepare_cached("SAVEPOINT write_op")?.execute([])?;
+    let mut added = AddedRows::default();
+    let outcome = run_direct(c, op, &mut added).and_then(|rows| {
+        added.count(c)?;
+        Ok(rows)
+    });
+    if outcome.is_err() {
+        c.prepare_cached("ROLLBACK TO write_op")?.execute([])?;
+    }
+    c.prepare_cached("RELEASE write_op")?.execute([])?;
+    outcome
+}
+
+fn run_direct(c: &rusqlite::Connection, op: &WriteOp, added: &mut AddedRows) -> Outcome {
     let rows = match op {
         WriteOp::CreateSession { key, data, remembers, expires_at } => c
             .prepare_cached(
@@ -170,26 +248,15 @@ fn run_direct(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
             c.prepare_cached("DELETE FROM sessions WHERE key = ?")?.execute([&key[..]])?
         }
         WriteOp::Flush => 0,
-        compound => return in_savepoint(c, || run_compound(c, compound)),
+        compound => return run_compound(c, compound, added),
     };
     Ok(rows as u64)
 }
 
-/// A write of several statements is all or nothing, and leaves the batch's others alone.
-fn in_savepoint(c: &rusqlite::Connection, write: impl FnOnce() -> Outcome) -> Outcome {
-    c.prepare_cached("SAVEPOINT write_op")?.execute([])?;
-    let outcome = write();
-    if outcome.is_err() {
-        c.prepare_cached("ROLLBACK TO write_op")?.execute([])?;
-    }
-    c.prepare_cached("RELEASE write_op")?.execute([])?;
-    outcome
-}
-
-fn run_compound(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
+fn run_compound(c: &rusqlite::Connection, op: &WriteOp, added: &mut AddedRows) -> Outcome {
     match op {
         WriteOp::AddSubscriber { email, key, now, evidence, address_hash } => {
-            let added = c.prepare_cached(INSERT_SUBSCRIBER)?.execute(params![
+            let added_rows = c.prepare_cached(INSERT_SUBSCRIBER)?.execute(params![
                 email,
                 key,
                 now,
@@ -202,10 +269,11 @@ fn run_compound(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
                 None::<&[u8]>,
                 None::<i64>,
             ])?;
+            added.confirmed += added_rows as i64;
             // A signup on the form is new consent: a suppression of the address is lifted.
             c.prepare_cached("DELETE FROM suppressions WHERE address_hash = ?")?
                 .execute([&address_hash[..]])?;
-            Ok(added as u64)
+            Ok(added_rows as u64)
         }
         WriteOp::RequestConfirmation {
             email,
@@ -218,7 +286,7 @@ fn run_compound(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
             limit,
             window_start,
         } => {
-            let added = c.prepare_cached(INSERT_SUBSCRIBER)?.execute(params![
+            let inserted_rows = c.prepare_cached(INSERT_SUBSCRIBER)?.execute(params![
                 email,
                 key,
                 now,
@@ -231,10 +299,10 @@ fn run_compound(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
                 &nonce[..],
                 expires_at,
             ])?;
-            // The statement's own row: the rows its triggers add do not count in `changes`,
-            // and their ids are not left in `last_insert_rowid`. (`RETURNING` would collect
-            // the one id in a temporary table opened and closed for each signup.)
-            let inserted = (added == 1).then(|| c.last_insert_rowid());
+            // The new row's id. (`RETURNING` would collect the one id in a temporary table
+            // opened and closed for each signup.)
+            let inserted = (inserted_rows == 1).then(|| c.last_insert_rowid());
+            added.pending += inserted_rows as i64;
             let (id, sent): (i64, Option<String>) = match inserted {
                 // A new row (ids are never reused): no mail is queued for it yet, so only an
                 // earlier row's carried count can limit it.

@@ -129,8 +129,8 @@ pub(super) async fn run(
         counts.added += c.execute(insert).await.context("adding subscribers")?.rows_affected();
     }
     counts.existing += keep.len() as u64 - counts.added;
-    if source == "import" && counts.added > 0 {
-        // The insert trigger leaves imported rows to this (migration `one_insert_trigger`).
+    if counts.added > 0 {
+        // No trigger counts inserted rows (migration `signup_counts_by_the_writer`).
         sqlx::query("UPDATE subscriber_counts SET n = n + ?1 WHERE status = ?2")
             .bind(i64::try_from(counts.added).context("counting added rows")?)
             .bind(status)

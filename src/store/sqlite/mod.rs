@@ -107,9 +107,9 @@ impl SqliteStore {
     }
 }
 
-/// The write connection's own settings. Every write in a group commit can be undone alone (a
+/// The write connection's own settings. Most writes in a group commit can be undone alone (a
 /// savepoint, or an import's statement of many rows), so SQLite keeps a statement journal for
-/// it; past 64 KiB it spills to a new temporary file, created, written, closed and deleted again
+/// them (a signup's writes are the exception, `direct::Undo`); past 64 KiB it spills to a new temporary file, created, written, closed and deleted again
 /// in nearly every commit under load. In memory instead: W3 about 20% faster when measured, a
 /// third fewer write calls per signup. Only this connection: the readers' sorts stay bounded on
 /// disk.

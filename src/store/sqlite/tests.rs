@@ -97,6 +97,107 @@ async fn a_failing_statement_fails_alone_and_the_batch_still_commits() {
     assert_eq!(count(&store).await, 50);
 }
 
+/// A group commit's signups are counted by status by the writer, with no trigger on the insert.
+/// A signup that fails after its row went in is undone whole, count included, and its group
+/// commit runs again without it: the others are stored and counted once. Many rounds, each
+/// started at once behind a barrier, so the failing signup shares group commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signups_are_counted_by_status_and_one_failing_halfway_is_undone_whole() {
+    let (_dir, path, store) = server_store().await;
+    let refused_hash = [7u8; 32];
+    let side = rusqlite::Connection::open(&path).unwrap();
+    side.execute_batch(
+        "CREATE TRIGGER refuse BEFORE DELETE ON suppressions BEGIN \
+         SELECT RAISE(ABORT, 'refused'); END; \
+         INSERT INTO suppressions (address_hash, reason, created_at) \
+         VALUES (x'0707070707070707070707070707070707070707070707070707070707070707', 'test', 0)",
+    )
+    .unwrap();
+    let stored = |sql: &str| -> Vec<(String, i64)> {
+        let mut statement = side.prepare(sql).unwrap();
+        statement
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    for round in 0..20 {
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(31));
+        let writes: Vec<_> = (0..31)
+            .map(|i| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    let address = format!("r{round}-u{i}@example.com");
+                    barrier.wait().await;
+                    match i % 3 {
+                        _ if i == 30 => {
+                            let email = SubscriberEmail::parse(&address).unwrap();
+                            let evidence = evidence();
+                            let new = NewSubscriber {
+                                email: &email,
+                                evidence: &evidence,
+                                address_hash: refused_hash,
+                                now: 0,
+                            };
+                            store.add_subscriber(new).await.is_ok()
+                        }
+                        0 => add(&store, &SubscriberEmail::parse(&address).unwrap()).await.is_ok(),
+                        1 => {
+                            ask_confirmation(&store, &address, 0).await;
+                            true
+                        }
+                        // Already on the list: answered, not counted again.
+                        _ => add(&store, &SubscriberEmail::parse("again@example.com").unwrap())
+                            .await
+                            .is_ok(),
+                    }
+                })
+            })
+            .collect();
+        for (i, write) in writes.into_iter().enumerate() {
+            assert_eq!(write.await.unwrap(), i != 30, "round {round}, write {i}");
+        }
+        let counted = stored(
+            "SELECT status, n FROM subscriber_counts WHERE n > 0 AND status <> 'left' ORDER BY status",
+        );
+        let rows =
+            stored("SELECT status, count(*) FROM subscribers GROUP BY status ORDER BY status");
+        assert_eq!(counted, rows, "round {round}");
+        let expected = i64::from(round + 1) * 10 + 1;
+        assert_eq!(
+            rows,
+            [("confirmed".to_owned(), expected), ("pending".to_owned(), expected - 1)]
+        );
+    }
+    let refused: i64 = side
+        .query_row("SELECT count(*) FROM subscribers WHERE email LIKE '%-u30@%'", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(refused, 0, "a signup that failed halfway left its row");
+
+    // The owner's adds (admin page, API) and imports are counted too, by the import's own
+    // statement: no trigger counts for them either.
+    for (door, address) in [(Door::Admin, "owner@example.com"), (Door::Import, "csv@example.com")] {
+        let email = SubscriberEmail::parse(address).unwrap();
+        let row = crate::store::ImportRow { email: &email, address_hash: [9; 32], nonce: None };
+        let batch = crate::store::ImportBatch {
+            rows: std::slice::from_ref(&row),
+            door,
+            status: crate::domain::SubscriberStatus::Confirmed,
+            consent: "test",
+            confirm_expires_at: None,
+            dry_run: false,
+            now: 1,
+        };
+        assert_eq!(store.import_batch(batch).await.unwrap().added, 1);
+    }
+    let counted = stored("SELECT status, n FROM subscriber_counts WHERE status = 'confirmed'");
+    let rows = stored("SELECT status, count(*) FROM subscribers WHERE status = 'confirmed'");
+    assert_eq!(counted, rows);
+    assert_eq!(rows[0].1, 20 * 10 + 1 + 2);
+}
+
 #[tokio::test]
 async fn counts_are_maintained_and_match_counts_stop_at_the_cap() {
     let (_dir, _, store) = server_store().await;

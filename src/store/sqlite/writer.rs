@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::anyhow;
 use sqlx::{Executor, SqliteConnection};
 
-use super::direct::WriteConnection;
+use super::direct::{Undo, WriteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 pub(super) use super::ops::WriteOp;
@@ -164,7 +164,17 @@ async fn commit(connection: &mut WriteConnection, batch: &mut Vec<Job>, cache: &
         return;
     }
     let ops: Vec<&WriteOp> = batch.iter().map(|job| &job.op).collect();
-    let outcomes = batch::run(connection, &ops).await;
+    let mut ran = batch::run(connection, &ops, Undo::Transaction).await;
+    if ran.undone_only_by_rollback {
+        // Rare (a full disk, an I/O error): the batch again, each write undone on its own.
+        let _ = connection.sqlx().execute("ROLLBACK").await;
+        if let Err(e) = connection.sqlx().execute("BEGIN IMMEDIATE").await {
+            fail_all(batch, &anyhow!(e).context("starting a write transaction again"), cache);
+            return;
+        }
+        ran = batch::run(connection, &ops, Undo::EachWrite).await;
+    }
+    let outcomes = ran.outcomes;
     if let Err(e) = connection.sqlx().execute("COMMIT").await {
         // Whatever went wrong, nothing in this batch may be reported as written.
         let _ = connection.sqlx().execute("ROLLBACK").await;
