@@ -401,19 +401,20 @@ impl Store for SqliteStore {
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
             // A new address's confirmation and its webhook events wait in its row until a
             // lease queues them (migrations `confirmations_from_rows`,
-            // `created_events_from_rows`): they are counted as queued from the start.
+            // `created_events_from_rows`): they are counted as queued from the start, from
+            // index ranges (`backlog_counted_from_indexes`), not row by row.
             "SELECT purpose, sum(n), min(oldest) FROM (
                  SELECT purpose, count(*) AS n, min(created_at) AS oldest FROM outbox
                  WHERE status = 'queued' GROUP BY purpose
                  UNION ALL
-                 SELECT 'confirm', count(*), min(created_at) FROM confirmations_unqueued
-                 HAVING count(*) > 0
+                 SELECT 'confirm', n, oldest FROM confirmations_waiting WHERE n > 0
                  UNION ALL
                  SELECT 'webhook', count(*), min(occurred_at) FROM webhook_deliveries
                  HAVING count(*) > 0
                  UNION ALL
-                 SELECT 'webhook', count(*), min(occurred_at) FROM created_events_unqueued
-                 HAVING count(*) > 0)
+                 SELECT 'webhook', n, (SELECT occurred_at FROM created_events_unqueued
+                                       ORDER BY subscriber_id LIMIT 1)
+                 FROM (SELECT sum(n) AS n FROM created_events_waiting) WHERE n > 0)
              GROUP BY purpose
              ORDER BY 1",
         )

@@ -5,6 +5,7 @@ use super::*;
 use crate::domain::{ClientEvidence, Door, Evidence, SearchTerm, SubscriberEmail};
 use crate::store::{ListFilter, NewSubscriber, Role, Store};
 
+mod backlog;
 mod created_events;
 
 fn evidence() -> Evidence {

@@ -136,7 +136,8 @@ async fn queue_created_events(c: &mut SqliteConnection, limit: u32) -> anyhow::R
 fn endpoint_columns() -> String {
     format!(
         "{ENDPOINT_FIELDS}, {ENDPOINT_QUEUED}
-         + (SELECT count(*) FROM created_events_unqueued AS u WHERE u.endpoint_id = e.id) AS queued"
+         + coalesce((SELECT n FROM created_events_waiting AS w WHERE w.endpoint_id = e.id), 0)
+           AS queued"
     )
 }
 
