@@ -13,11 +13,8 @@ use super::ops::WriteOp;
 /// Rows affected by each write, in the order given.
 pub(super) async fn run(connection: &mut WriteConnection, ops: &[&WriteOp], undo: Undo) -> Ran {
     let order: Vec<usize> = if can_group(ops) {
-        let adds_a_row = |op: &WriteOp| {
-            matches!(op, WriteOp::AddSubscriber { .. } | WriteOp::RequestConfirmation { .. })
-        };
         let (mut rows, rest): (Vec<usize>, Vec<usize>) =
-            (0..ops.len()).partition(|&i| adds_a_row(ops[i]));
+            (0..ops.len()).partition(|&i| ops[i].adds_a_row());
         rows.extend(rest);
         rows
     } else {

@@ -20,7 +20,7 @@ use crate::store::records::admit_request;
 pub(super) type Outcome = Result<u64, anyhow::Error>;
 
 /// How a failed write on the handle is undone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub(super) enum Undo {
     /// With the whole transaction: the writes run with no savepoint of their own, and the
     /// batch is run again with [`Undo::EachWrite`] if one of them fails. A savepoint per signup
@@ -208,7 +208,7 @@ const INSERT_SUBSCRIBER: &str =
 
 /// `op` with its own savepoint if it is several statements, its added rows counted in it.
 fn run_direct_alone(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
-    if !matches!(op, WriteOp::AddSubscriber { .. } | WriteOp::RequestConfirmation { .. }) {
+    if !op.adds_a_row() {
         return run_direct(c, op, &mut AddedRows::default());
     }
     c.prepare_cached("SAVEPOINT write_op")?.execute([])?;

@@ -178,6 +178,11 @@ const REMOVE_MATCHING: &str = concat!(
 );
 
 impl WriteOp {
+    /// A signup's write, which may add a row to `subscribers`.
+    pub(super) fn adds_a_row(&self) -> bool {
+        matches!(self, Self::AddSubscriber { .. } | Self::RequestConfirmation { .. })
+    }
+
     /// The address or session this write is about, for deciding what a batch may reorder.
     pub(super) fn address_key(&self) -> Option<&str> {
         match self {
