@@ -21,47 +21,39 @@ async fn endpoint(store: &SqliteStore, events: u32) -> i64 {
     store.create_endpoint(NewEndpoint { url, secret: "s", events, now: 1 }).await.unwrap()
 }
 
-/// What waits in the rows, counted one row at a time through the views that queue them:
-/// confirmations and their first row's time, then each enabled endpoint's events.
-fn counted_row_by_row(path: &Path) -> (i64, Option<i64>, Vec<(i64, i64)>) {
+/// Confirmations waiting with their first row's time, then each enabled endpoint's events, as
+/// two statements give them.
+fn waiting(path: &Path, confirmations: &str, events: &str) -> (i64, Option<i64>, Vec<(i64, i64)>) {
     let c = rusqlite::Connection::open(path).unwrap();
-    let confirmations = c
-        .query_row(
-            "SELECT count(*), (SELECT created_at FROM confirmations_unqueued ORDER BY id LIMIT 1)
-             FROM confirmations_unqueued",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .unwrap();
+    let (n, oldest) = c.query_row(confirmations, [], |row| Ok((row.get(0)?, row.get(1)?))).unwrap();
     let events = c
-        .prepare(
-            "SELECT e.id, (SELECT count(*) FROM created_events_unqueued AS u
-                           WHERE u.endpoint_id = e.id)
-             FROM webhook_endpoints AS e WHERE e.disabled_at IS NULL ORDER BY e.id",
-        )
+        .prepare(events)
         .unwrap()
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    (confirmations.0, confirmations.1, events)
+    (n, oldest, events)
+}
+
+/// What waits in the rows, counted one row at a time through the views that queue them.
+fn counted_row_by_row(path: &Path) -> (i64, Option<i64>, Vec<(i64, i64)>) {
+    waiting(
+        path,
+        "SELECT count(*), (SELECT created_at FROM confirmations_unqueued ORDER BY id LIMIT 1)
+         FROM confirmations_unqueued",
+        "SELECT e.id, (SELECT count(*) FROM created_events_unqueued AS u
+                       WHERE u.endpoint_id = e.id)
+         FROM webhook_endpoints AS e WHERE e.disabled_at IS NULL ORDER BY e.id",
+    )
 }
 
 fn counted_from_indexes(path: &Path) -> (i64, Option<i64>, Vec<(i64, i64)>) {
-    let c = rusqlite::Connection::open(path).unwrap();
-    let confirmations = c
-        .query_row("SELECT n, oldest FROM confirmations_waiting", [], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })
-        .unwrap();
-    let events = c
-        .prepare("SELECT endpoint_id, n FROM created_events_waiting ORDER BY endpoint_id")
-        .unwrap()
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    (confirmations.0, confirmations.1, events)
+    waiting(
+        path,
+        "SELECT n, oldest FROM confirmations_waiting",
+        "SELECT endpoint_id, n FROM created_events_waiting ORDER BY endpoint_id",
+    )
 }
 
 /// The whole gauge as the rows give it: queued mails and deliveries plus what waits in rows.
