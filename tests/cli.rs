@@ -358,6 +358,32 @@ fn request_log_line(running: &Running, path: &str) -> String {
     }
 }
 
+/// The request log's layer is left out only where `RUST_LOG` would drop all it writes: with the
+/// web module at `warn` no line comes; with the trace events' own target at `info` the answer's
+/// line still does. (`enlist=info` keeps the line that names the listening address.)
+#[tokio::test]
+async fn request_lines_follow_the_log_filter() {
+    for (filter, logged) in [
+        ("warn,enlist=info,enlist::web=warn", false),
+        ("warn,enlist=info,enlist::web=warn,tower_http::trace=info", true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = enlist(dir.path());
+        command.args(["--log-format", "json"]).env("ENLIST_ADMIN_PASSWORD", common::ADMIN_PASSWORD);
+        command.env("RUST_LOG", filter);
+        let running = start(command);
+        for _ in 0..3 {
+            let response =
+                common::bare_client().get(format!("{}/healthz", running.address)).send().await;
+            assert_eq!(response.unwrap().status(), StatusCode::OK);
+        }
+        let answered = std::iter::from_fn(|| running.log.recv_timeout(Duration::from_secs(2)).ok())
+            .find(|line| line.contains("finished processing request"));
+        assert_eq!(answered.is_some(), logged, "RUST_LOG={filter}: {answered:?}");
+        assert!(running.terminate().success());
+    }
+}
+
 #[tokio::test]
 async fn forwarded_client_addresses_are_believed_only_from_trusted_proxies() {
     for (trusted, expected_client) in [(None, "127.0.0.1"), (Some("127.0.0.1"), "203.0.113.7")] {

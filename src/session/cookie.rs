@@ -1,56 +1,121 @@
 //! The session cookie: reading the id from `Cookie`, and turning what happened to the session
 //! into `Set-Cookie`. The only place that touches the cookie itself.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header::{COOKIE, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
 
 use super::{CookieChange, Session, SessionConfig, SessionId, secs};
 use crate::store::Store;
 use crate::web::AppError;
 
-/// State for [`session_layer`].
+/// Gives every request a [`Session`] and turns what happened to it into `Set-Cookie`. A plain
+/// tower layer: a `from_fn` one cloned and boxed the stack below it, and its future, per request.
 #[derive(Clone)]
 pub struct SessionLayerState {
     pub store: Arc<dyn Store>,
     pub config: Arc<SessionConfig>,
 }
 
-/// Gives every request a [`Session`] and turns what happened to it into `Set-Cookie`.
-pub async fn session_layer(
-    State(layer): State<SessionLayerState>,
-    mut request: Request,
-    next: Next,
-) -> Result<Response, AppError> {
-    let incoming = match session_cookie(request.headers(), layer.config.cookie_name) {
-        Ok(incoming) => incoming,
-        Err(CookieProblem::TooLarge) => return Err(AppError::CookiesTooLarge),
-        Err(CookieProblem::Duplicate) => {
-            return Err(AppError::BadRequest(
-                "Your browser sent this site's session cookie twice. Clear this site's cookies and \
-                 try again."
-                    .into(),
-            ));
+impl<S> Layer<S> for SessionLayerState {
+    type Service = Sessions<S>;
+
+    fn layer(&self, inner: S) -> Sessions<S> {
+        Sessions { inner, state: self.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Sessions<S> {
+    inner: S,
+    state: SessionLayerState,
+}
+
+impl<S> Service<Request> for Sessions<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = WithSession<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let config = &self.state.config;
+        let incoming = match session_cookie(request.headers(), config.cookie_name) {
+            Ok(incoming) => incoming,
+            Err(problem) => {
+                return WithSession::Refused { response: Some(refusal(problem).into_response()) };
+            }
+        };
+        let session = Session::new(self.state.store.clone(), config.clone(), incoming);
+        request.extensions_mut().insert(session.clone());
+        WithSession::Answering { inner: self.inner.call(request), session: Some(session) }
+    }
+}
+
+fn refusal(problem: CookieProblem) -> AppError {
+    match problem {
+        CookieProblem::TooLarge => AppError::CookiesTooLarge,
+        CookieProblem::Duplicate => AppError::BadRequest(
+            "Your browser sent this site's session cookie twice. Clear this site's cookies and \
+             try again."
+                .into(),
+        ),
+    }
+}
+
+pin_project! {
+    #[project = WithSessionProjection]
+    pub enum WithSession<F> {
+        Answering { #[pin] inner: F, session: Option<Session> },
+        Refused { response: Option<Response> },
+    }
+}
+
+impl<F, E> Future for WithSession<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            WithSessionProjection::Answering { inner, session } => {
+                let response = ready!(inner.poll(cx))?;
+                let session = session.take().expect("an answer is polled once");
+                Poll::Ready(Ok(with_cookie(&session, response)))
+            }
+            WithSessionProjection::Refused { response } => {
+                Poll::Ready(Ok(response.take().expect("a refusal is polled once")))
+            }
         }
-    };
-    let session = Session::new(layer.store, layer.config.clone(), incoming);
-    request.extensions_mut().insert(session.clone());
-    let mut response = next.run(request).await;
-    let cookie = match session.cookie_change().await {
+    }
+}
+
+fn with_cookie(session: &Session, mut response: Response) -> Response {
+    let config = session.config();
+    let cookie = match session.cookie_change() {
         CookieChange::Keep => None,
         CookieChange::Set(id) => {
-            Some(cookie_header(&layer.config, &id.encode(), secs(layer.config.visitor_ttl)))
+            Some(cookie_header(config, &id.encode(), secs(config.visitor_ttl)))
         }
-        CookieChange::Clear => Some(cookie_header(&layer.config, "", 0)),
+        CookieChange::Clear => Some(cookie_header(config, "", 0)),
     };
     if let Some(value) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         response.headers_mut().append(SET_COOKIE, value);
     }
-    Ok(response)
+    response
 }
 
 /// Far more than this site ever sets; anything bigger is junk or an attack.

@@ -6,7 +6,7 @@
 //! which writes through to storage before the handler answers, so a `303` is only ever sent after
 //! the session change it implies is durable.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::FromRequestParts;
@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 
 mod cookie;
 
-pub use cookie::{CookieProblem, SessionLayerState, session_cookie, session_layer};
+pub use cookie::{CookieProblem, SessionLayerState, session_cookie};
 
 use crate::domain::SubscriberEmail;
 use crate::security::{AdminCredentials, CredentialCheck, SecretKey};
@@ -242,7 +242,6 @@ struct RequestState {
     /// What storage held under the incoming id (`Some(None)`: nothing), before it is read.
     fetched: Option<Option<(SessionId, Arc<str>)>>,
     loaded: Option<Loaded>,
-    cookie: CookieChange,
 }
 
 struct Inner {
@@ -250,6 +249,9 @@ struct Inner {
     config: Arc<SessionConfig>,
     incoming: Option<SessionId>,
     state: Mutex<RequestState>,
+    /// Apart from `state`, and never held across an await, so the layer reads it the moment
+    /// the answer is ready.
+    cookie: std::sync::Mutex<CookieChange>,
 }
 
 /// The current request's session. Loaded from storage on first use, so routes that never ask
@@ -263,11 +265,8 @@ impl Session {
             store,
             config,
             incoming,
-            state: Mutex::new(RequestState {
-                fetched: None,
-                loaded: None,
-                cookie: CookieChange::Keep,
-            }),
+            state: Mutex::new(RequestState { fetched: None, loaded: None }),
+            cookie: std::sync::Mutex::new(CookieChange::Keep),
         }))
     }
 
@@ -277,7 +276,7 @@ impl Session {
             let loaded = Self::parse(self.fetch(&mut state).await?);
             if self.0.incoming.is_some() && loaded.id.is_none() {
                 // Unknown, expired, ended elsewhere or unreadable: tell the browser to forget it.
-                state.cookie = CookieChange::Clear;
+                self.set_cookie(CookieChange::Clear);
             }
             state.loaded = Some(loaded);
         }
@@ -299,7 +298,7 @@ impl Session {
             None => None,
         };
         if self.0.incoming.is_some() && fetched.is_none() {
-            state.cookie = CookieChange::Clear;
+            self.set_cookie(CookieChange::Clear);
         }
         state.fetched = Some(fetched.clone());
         Ok(fetched)
@@ -363,11 +362,11 @@ impl Session {
         loaded.id = new_id;
         loaded.data = data;
         loaded.stored = Arc::from(stored);
-        state.cookie = match new_id {
+        self.set_cookie(match new_id {
             Some(id) => CookieChange::Set(id),
             None if self.0.incoming.is_some() || old_id.is_some() => CookieChange::Clear,
             None => CookieChange::Keep,
-        };
+        });
         Ok(result)
     }
 
@@ -548,8 +547,16 @@ impl Session {
         self.write(false, |data| data.admin_notice.take()).await
     }
 
-    async fn cookie_change(&self) -> CookieChange {
-        self.0.state.lock().await.cookie
+    fn set_cookie(&self, change: CookieChange) {
+        *self.0.cookie.lock().unwrap_or_else(PoisonError::into_inner) = change;
+    }
+
+    fn cookie_change(&self) -> CookieChange {
+        *self.0.cookie.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn config(&self) -> &SessionConfig {
+        &self.0.config
     }
 }
 

@@ -5,10 +5,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Request};
 use ipnet::IpNet;
 
 /// Where a request came from, as far as we can trust the chain of proxies.
@@ -85,19 +83,17 @@ fn parse_node(node: &str) -> Option<IpAddr> {
         .or_else(|| node.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
-/// Puts a [`ClientIp`] on every request.
-pub async fn client_ip_layer(
-    State(trusted): State<TrustedProxies>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(addr)| addr.ip());
-    let client = trusted.client_ip(peer, request.headers());
-    request.extensions_mut().insert(ClientIp(client));
-    next.run(request).await
+impl TrustedProxies {
+    /// Puts a [`ClientIp`] on a request: the peer from `ConnectInfo` (0.0.0.0 when the router
+    /// is driven without a socket, as tests and the fuzzer do), or whom its proxy names.
+    pub fn mark<B>(&self, request: &mut Request<B>) {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(addr)| addr.ip());
+        let client = self.client_ip(peer, request.headers());
+        request.extensions_mut().insert(ClientIp(client));
+    }
 }
 
 #[cfg(test)]

@@ -5,16 +5,19 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use axum::extract::Request;
 use axum::http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
     ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
 };
 use axum::http::{HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::Response;
-use tower::{Layer, ServiceExt};
-use tower_http::csrf::CsrfLayer;
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+use tower_http::csrf::{CsrfLayer, ResponseFuture};
 use url::Url;
 
 use crate::config::Origin;
@@ -63,35 +66,100 @@ impl CrossOrigin {
     }
 }
 
-/// Takes the policy behind an `Arc`: `from_fn_with_state` clones its state for every request.
-pub async fn check(
-    State(policy): State<Arc<CrossOrigin>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let path = request.uri().path();
-    let cors = path == CORS_PATH;
-    let layer = if EMBEDDABLE.contains(&path) { &policy.embeddable } else { &policy.strict };
-    let allowed_origin = if cors { policy.allows(request.headers().get(ORIGIN)) } else { None };
-    if cors
-        && request.method() == Method::OPTIONS
-        && request.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD)
-    {
-        return preflight(allowed_origin);
+/// The check as a plain tower layer: a `from_fn` one cloned and boxed the stack below it, and
+/// its future, on every request, page views included, which the check lets through unread.
+impl<S> Layer<S> for CrossOrigin {
+    type Service = CrossOriginCheck<S>;
+
+    fn layer(&self, inner: S) -> CrossOriginCheck<S> {
+        CrossOriginCheck { inner, policy: Arc::new(self.clone()) }
     }
-    let service = layer.layer(next);
-    let mut response = match service.oneshot(request).await {
-        Ok(response) => response,
-        Err(never) => match never {},
-    };
-    if cors {
-        let headers = response.headers_mut();
-        headers.append(VARY, HeaderValue::from_static("origin"));
-        if let Some(origin) = allowed_origin {
-            headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+}
+
+#[derive(Clone)]
+pub struct CrossOriginCheck<S> {
+    inner: S,
+    policy: Arc<CrossOrigin>,
+}
+
+impl<S> Service<Request> for CrossOriginCheck<S>
+where
+    S: Service<Request, Response = Response> + Clone,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Checked<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let path = request.uri().path();
+        let cors = path == CORS_PATH;
+        if !cors && is_safe(request.method()) {
+            return Checked::Passed { inner: self.inner.call(request) };
+        }
+        let allowed_origin =
+            if cors { self.policy.allows(request.headers().get(ORIGIN)) } else { None };
+        if cors
+            && request.method() == Method::OPTIONS
+            && request.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            return Checked::Answered { response: Some(preflight(allowed_origin)) };
+        }
+        let policy = &self.policy;
+        let layer = if EMBEDDABLE.contains(&path) { &policy.embeddable } else { &policy.strict };
+        // The readied service goes into the check; a clone waits for the next request.
+        let waiting = self.inner.clone();
+        let readied = std::mem::replace(&mut self.inner, waiting);
+        Checked::Verified {
+            inner: layer.layer(readied).call(request),
+            cors: cors.then_some(allowed_origin),
         }
     }
-    response
+}
+
+/// The methods the check lets through unread: they change nothing here.
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+pin_project! {
+    #[project = CheckedProjection]
+    pub enum Checked<F: Future> {
+        Passed { #[pin] inner: F },
+        /// `cors`: on the API signup, the origin to allow, if it is allowed.
+        Verified { #[pin] inner: ResponseFuture<F>, cors: Option<Option<HeaderValue>> },
+        Answered { response: Option<Response> },
+    }
+}
+
+impl<F, E> Future for Checked<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CheckedProjection::Passed { inner } => inner.poll(cx),
+            CheckedProjection::Verified { inner, cors } => {
+                let mut response = ready!(inner.poll(cx))?;
+                if let Some(allowed_origin) = cors.take() {
+                    let headers = response.headers_mut();
+                    headers.append(VARY, HeaderValue::from_static("origin"));
+                    if let Some(origin) = allowed_origin {
+                        headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+                    }
+                }
+                Poll::Ready(Ok(response))
+            }
+            CheckedProjection::Answered { response } => {
+                Poll::Ready(Ok(response.take().expect("an answer is polled once")))
+            }
+        }
+    }
 }
 
 /// A browser asking whether a page of another site may post JSON here. An origin that is not

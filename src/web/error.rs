@@ -1,15 +1,17 @@
 //! The one place that decides what a client sees when something is not a plain success: the
 //! status code, and the page (or, under `/api/`, the problem document). Causes go to the log here, once; clients get a short page.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::extract::{Request, State};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::http::{HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
+use pin_project_lite::pin_project;
 use serde::Serialize;
+use tower::{Layer, Service};
 
 use super::messages;
 use super::render::Templates;
@@ -407,13 +409,76 @@ struct ErrorContext<'a> {
 
 /// Gives every error response a page in the site's look: those from `AppError`, and the bare
 /// ones produced by the router and middleware (404, 405, 403 cross-origin, 413, panics...).
-pub async fn render_error_pages(
-    State(templates): State<Arc<Templates>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let for_api = request.uri().path().starts_with(API_PREFIX);
-    let response = next.run(request).await;
+/// A plain tower layer: a `from_fn` one would clone and box the stack below it per request.
+#[derive(Clone)]
+pub struct ErrorPagesLayer(pub Arc<Templates>);
+
+impl<S> Layer<S> for ErrorPagesLayer {
+    type Service = ErrorPages<S>;
+
+    fn layer(&self, inner: S) -> ErrorPages<S> {
+        ErrorPages { inner, templates: self.0.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct ErrorPages<S> {
+    inner: S,
+    templates: Arc<Templates>,
+}
+
+impl<S, B, RB> Service<Request<B>> for ErrorPages<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    RB: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    RB::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = WithErrorPage<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let for_api = request.uri().path().starts_with(API_PREFIX);
+        WithErrorPage {
+            inner: self.inner.call(request),
+            templates: Some(self.templates.clone()),
+            for_api,
+        }
+    }
+}
+
+pin_project! {
+    pub struct WithErrorPage<F> {
+        #[pin]
+        inner: F,
+        templates: Option<Arc<Templates>>,
+        for_api: bool,
+    }
+}
+
+impl<F, E, RB> Future for WithErrorPage<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    RB: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    RB::Error: Into<axum::BoxError>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.inner.poll(cx))?.map(axum::body::Body::new);
+        Poll::Ready(Ok(match this.templates.take() {
+            Some(templates) => with_error_page(&templates, *this.for_api, response),
+            None => response,
+        }))
+    }
+}
+
+fn with_error_page(templates: &Templates, for_api: bool, response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;

@@ -1,6 +1,7 @@
-//! The headers every answer carries and the request id, in one plain tower layer with values
-//! made once. Eight layers did this before (a request id, its copy onto the answer, six header
-//! setters); each wrapped the future of the next, on every request.
+//! What every request is given on arrival (an id, the client's address) and every answer carries
+//! on leaving (the standard headers, the same id), in one plain tower layer with values made
+//! once. Nine layers did this before, the client's address among them as a `from_fn` layer that
+//! cloned the whole stack below it and boxed it, and its future, on every request.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use axum::http::{HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+use super::TrustedProxies;
+
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 const POLICY: HeaderValue = HeaderValue::from_static(
@@ -24,16 +27,27 @@ const POLICY: HeaderValue = HeaderValue::from_static(
 
 /// Adds the headers; keeps an `x-request-id` the client (or a proxy) sent, else numbers the
 /// request, and answers with the same id.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct StandardHeadersLayer {
     next_id: Arc<AtomicU64>,
+    trusted_proxies: TrustedProxies,
+}
+
+impl StandardHeadersLayer {
+    pub fn new(trusted_proxies: TrustedProxies) -> Self {
+        Self { next_id: Arc::default(), trusted_proxies }
+    }
 }
 
 impl<S> Layer<S> for StandardHeadersLayer {
     type Service = StandardHeaders<S>;
 
     fn layer(&self, inner: S) -> StandardHeaders<S> {
-        StandardHeaders { inner, next_id: self.next_id.clone() }
+        StandardHeaders {
+            inner,
+            next_id: self.next_id.clone(),
+            trusted_proxies: self.trusted_proxies.clone(),
+        }
     }
 }
 
@@ -41,6 +55,7 @@ impl<S> Layer<S> for StandardHeadersLayer {
 pub struct StandardHeaders<S> {
     inner: S,
     next_id: Arc<AtomicU64>,
+    trusted_proxies: TrustedProxies,
 }
 
 impl<S, B, RB> Service<Request<B>> for StandardHeaders<S>
@@ -56,6 +71,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        self.trusted_proxies.mark(&mut request);
         let id = match request.headers().get(X_REQUEST_ID) {
             Some(sent) => sent.clone(),
             None => {
