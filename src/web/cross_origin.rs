@@ -3,9 +3,8 @@
 //! two signup doors only, and only the public API signup answers CORS, so an allowed site's
 //! `fetch()` can read its answer. Admin and token routes stay closed to every other site.
 
-use std::sync::Arc;
-
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use axum::extract::Request;
