@@ -136,10 +136,10 @@ mod tests {
                 "/read",
                 post(move |body: Body| async move {
                     handler_ran.store(true, Ordering::Relaxed);
-                    match axum::body::to_bytes(body, usize::MAX).await {
-                        Ok(bytes) => (StatusCode::OK, bytes.len().to_string()),
-                        Err(_) => (StatusCode::PAYLOAD_TOO_LARGE, String::new()),
-                    }
+                    let bytes = axum::body::to_bytes(body, usize::MAX)
+                        .await
+                        .map_err(|_| AppError::PayloadTooLarge)?;
+                    Ok::<_, AppError>(bytes.len().to_string())
                 }),
             )
             .route(
