@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
+use axum::{Router, ServiceExt};
 use tokio::net::TcpListener;
 use url::Url;
 
@@ -66,7 +66,7 @@ pub enum StartError {
 /// A server that is bound to its address and ready to run.
 pub struct Server {
     listener: TcpListener,
-    router: Router,
+    app: web::App,
     store: Arc<dyn Store>,
     public_url: Url,
     generated_admin_password: Option<AdminPassword>,
@@ -244,10 +244,10 @@ impl Server {
             }
         };
         let trusted_proxies = TrustedProxies::new(settings.trusted_proxies.clone());
-        let router = web::app(state, sessions, trusted_proxies);
+        let app = web::App { state, sessions, trusted_proxies };
         Ok(Self {
             listener,
-            router,
+            app,
             metrics_listener,
             store,
             public_url,
@@ -269,7 +269,7 @@ impl Server {
 
     /// The application without its listener, to drive in-process (fuzzing, property tests).
     pub fn into_router(self) -> Router {
-        self.router
+        self.app.into_router()
     }
 
     /// The admin password made up on first start, to be shown to the operator exactly once.
@@ -311,7 +311,7 @@ impl Server {
             let _ = webhooks_stopped.wait_for(|stop| *stop).await;
         }));
         let (stopping, stop_requested) = tokio::sync::oneshot::channel::<()>();
-        let app = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let app = self.app.into_service().into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             let _ = stopping.send(());

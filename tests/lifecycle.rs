@@ -139,7 +139,7 @@ breakable! {
     async fn purge_stale(&self, pending_before: i64, requests_before: i64) -> StoreResult<u64>;
     async fn admin_password_hash(&self) -> StoreResult<Option<String>>;
     async fn swap_admin_password_hash(&self, expected: Option<&str>, phc: &str, now: i64) -> StoreResult<bool>;
-    async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<String>>;
+    async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<Arc<str>>>;
     async fn create_session(&self, key: &SessionKey, data: &str, remembers: Option<&str>, expires_at: i64) -> StoreResult<bool>;
     async fn save_session(&self, key: &SessionKey, data: &str, remembers: Option<&str>, expires_at: i64) -> StoreResult<()>;
     async fn delete_session(&self, key: &SessionKey) -> StoreResult<()>;

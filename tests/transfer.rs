@@ -186,6 +186,21 @@ on_both_backends! {
         assert_eq!(big_form.status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 
+    async fn an_upload_larger_than_the_extractors_default_limit_is_read_whole(backend: Backend) {
+        // 100,000 rows, 3 MB: past axum's 2 MiB default, which only the upload's route raises.
+        let app = spawn_app(backend).await;
+        let admin = app.other_visitor();
+        admin.login_ok().await;
+        let file: String = (0..100_000).map(|n| format!("big{n:06}@upload-size.example\n")).collect();
+        assert!(file.len() > 2 * 1024 * 1024);
+        let response = upload(&admin, "big.csv", file.into_bytes(), &[("dry_run", "1")]).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let page = common::unescape(&response.text().await.unwrap());
+        assert!(page.contains("big.csv: 100,000 rows."), "{page}");
+        assert!(page.contains("Would be added</dt><dd>100,000</dd>"), "{page}");
+        assert_eq!(app.count_rows("subscribers").await, 0);
+    }
+
     async fn an_import_never_puts_back_someone_who_left(backend: Backend) {
         let smtp = SmtpServer::start().await;
         let url = smtp.url();

@@ -294,7 +294,7 @@ impl Session {
                 .store
                 .load_session(&id.storage_key(), unix_now())
                 .await?
-                .map(|json| (id, Arc::from(json))),
+                .map(|json| (id, json)),
             None => None,
         };
         if self.0.incoming.is_some() && fetched.is_none() {

@@ -294,7 +294,7 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 
     /// The session's JSON data, unless it is missing or expired.
-    async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<String>>;
+    async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<Arc<str>>>;
     /// Inserts a new session; `false` if the key is already taken. `remembers` is the key
     /// (`SubscriberEmail::key`) of the address the session remembers, if any. A session
     /// remembers an address only while its row exists: without one, `visitor_email` and

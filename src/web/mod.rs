@@ -16,15 +16,17 @@ mod pages;
 mod public;
 mod render;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
-use axum::http::Request;
+use axum::http::{Request, Response};
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
-use tower::ServiceBuilder;
+use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::map_response_body::MapResponseBodyLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -161,129 +163,161 @@ impl Drop for InFlight {
     }
 }
 
-/// The whole application as a router: pure, so tests and the binary build the same thing.
-/// `public_url` is the operator's `--public-url`, if given.
-pub fn app(
-    state: AppState,
-    sessions: SessionLayerState,
-    trusted_proxies: TrustedProxies,
-) -> Router {
-    // The gate wraps each method's handler, not the route: a method a route does not serve is a
-    // 405 with `Allow` for everyone, not a redirect to the login page.
-    let gate = from_fn_with_state(state.clone(), admin::require_admin);
-    let admin_only = Router::new()
-        .route("/admin", get(admin::list).route_layer(gate.clone()))
-        .route("/admin/export.csv", get(admin::export).route_layer(gate.clone()))
-        .route(UPLOAD_PATH, post(admin::import).route_layer(gate.clone()))
-        .route("/admin/subscribers/{id}", get(admin::subscriber_page).route_layer(gate.clone()))
-        .route("/admin/resend", post(admin::resend).route_layer(gate.clone()))
-        .route("/admin/delete", post(admin::delete).route_layer(gate.clone()))
-        .route("/admin/add", post(admin::add).route_layer(gate.clone()))
-        .route("/admin/tokens", post(admin::create_token).route_layer(gate.clone()))
-        .route("/admin/tokens/revoke", post(admin::revoke_token).route_layer(gate.clone()))
-        .route("/admin/webhooks", post(admin::add_webhook).route_layer(gate.clone()))
-        .route("/admin/webhooks/{id}", get(admin::webhook_page).route_layer(gate.clone()))
-        .route("/admin/webhooks/{id}/ping", post(admin::ping_webhook).route_layer(gate.clone()))
-        .route("/admin/webhooks/{id}/remove", post(admin::remove_webhook).route_layer(gate.clone()))
-        .route(
-            "/admin/announcements",
-            get(admin::announcements_page)
-                .post(admin::create_announcement)
-                .route_layer(gate.clone()),
-        )
-        .route(
-            "/admin/announcements/{id}",
-            get(admin::announcement_page)
-                .post(admin::update_announcement)
-                .route_layer(gate.clone()),
-        )
-        .route(
-            "/admin/announcements/{id}/preview",
-            get(admin::announcement_preview).route_layer(gate.clone()),
-        )
-        .route(
-            "/admin/announcements/{id}/test",
-            post(admin::test_announcement).route_layer(gate.clone()),
-        )
-        .route(
-            "/admin/announcements/{id}/send",
-            get(admin::send_page).post(admin::send_announcement).route_layer(gate.clone()),
-        )
-        .route(
-            "/admin/announcements/{id}/{action}",
-            post(admin::act_on_announcement).route_layer(gate.clone()),
-        )
-        .route("/admin/delete-selected", post(admin::delete_selected).route_layer(gate.clone()))
-        .route(
-            "/admin/delete-matching",
-            get(admin::delete_matching_page).post(admin::delete_matching).route_layer(gate.clone()),
-        )
-        .route("/admin/logout", post(admin::logout).route_layer(gate));
+/// The whole application, before it is assembled: the binary serves its layered stack as it is,
+/// and in-process users (fuzzing, property tests) drive it as a [`Router`].
+pub struct App {
+    pub state: AppState,
+    pub sessions: SessionLayerState,
+    pub trusted_proxies: TrustedProxies,
+}
 
-    let layers = ServiceBuilder::new()
-        .layer(metrics::ObserveLayer::new(state.metrics.clone(), state.in_flight.clone()))
-        .layer(headers::StandardHeadersLayer::new(trusted_proxies))
-        // Request logs are INFO spans and events. Where the filter drops them (`RUST_LOG=warn`)
-        // the layer would still time, wrap and describe every request for nothing: 4% of a
-        // remembered visitor's page view. Causes of errors are logged where they happen.
-        .option_layer(request_logs_kept().then(|| {
-            ServiceBuilder::new()
-                .layer(MapResponseBodyLayer::new(axum::body::Body::new))
-                .layer(
-                    TraceLayer::new_for_http()
-                        // Path only: query strings can hold searched addresses.
-                        .make_span_with(|request: &Request<_>| {
-                            let id = request
-                                .headers()
-                                .get(headers::X_REQUEST_ID)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default();
-                            let client = request.extensions().get::<ClientIp>().map(|c| c.0);
-                            tracing::info_span!(
-                                "request",
-                                method = %request.method(),
-                                path = request.uri().path(),
-                                id,
-                                client = client.map(tracing::field::display),
-                            )
-                        })
-                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
-                )
-                .into_inner()
-        }))
-        .layer(error::ErrorPagesLayer(state.templates.clone()))
-        .layer(CatchPanicLayer::new())
-        .layer(sessions)
-        .layer(state.cross_origin.clone())
-        .layer(body::BodyLimitsLayer)
-        // `BodyLimits` decides per route; the extractors' own limit only backs it up.
-        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES));
+impl App {
+    /// The application as a router, for callers that drive it in-process.
+    pub fn into_router(self) -> Router {
+        Router::new().fallback_service(self.into_service())
+    }
 
-    let routes = Router::new()
-        .route("/", get(public::home))
-        .route("/signup", post(public::signup))
-        .route("/unregister", post(public::unregister))
-        .route("/resend", post(public::resend))
-        .route("/confirm/{token}", get(links::confirm_page).post(links::confirm))
-        .route("/u/{token}", get(links::unsubscribe_page).post(links::unsubscribe))
-        .route("/u/{token}/data", post(links::download))
-        .route("/u/{token}/erase", post(links::erase))
-        .route("/left", get(links::left))
-        .route("/erased", get(links::erased))
-        .route("/admin/login", get(admin::login_page).post(admin::login))
-        .route("/healthz", get(public::healthz))
-        .route("/archive", get(archive::archive))
-        .route("/archive/{id}", get(archive::archived))
-        .route("/metrics", get(metrics::metrics))
-        .route("/static/{file}", get(public::static_file))
-        .merge(admin_only)
-        .merge(api::router())
-        .route_layer(metrics::NoteRouteLayer)
-        .fallback(public::not_found)
-        .with_state(state);
-    // One stack around the whole router, rather than `Router::layer`, which wraps every route in
-    // its own copy and clones that per request.
-    Router::new().fallback_service(layers.service(routes))
+    /// The layer stack around the routes. Served as it is, not as a router's fallback: a router
+    /// clones and boxes its fallback for every request.
+    pub fn into_service(
+        self,
+    ) -> impl Service<
+        Request<Body>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static {
+        let Self { state, sessions, trusted_proxies } = self;
+        // The gate wraps each method's handler, not the route: a method a route does not serve is a
+        // 405 with `Allow` for everyone, not a redirect to the login page.
+        let gate = from_fn_with_state(state.clone(), admin::require_admin);
+        let admin_only = Router::new()
+            .route("/admin", get(admin::list).route_layer(gate.clone()))
+            .route("/admin/export.csv", get(admin::export).route_layer(gate.clone()))
+            .route(
+                UPLOAD_PATH,
+                post(admin::import)
+                    .route_layer(gate.clone())
+                    // The multipart extractor's own limit, raised for the upload alone.
+                    .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+            )
+            .route("/admin/subscribers/{id}", get(admin::subscriber_page).route_layer(gate.clone()))
+            .route("/admin/resend", post(admin::resend).route_layer(gate.clone()))
+            .route("/admin/delete", post(admin::delete).route_layer(gate.clone()))
+            .route("/admin/add", post(admin::add).route_layer(gate.clone()))
+            .route("/admin/tokens", post(admin::create_token).route_layer(gate.clone()))
+            .route("/admin/tokens/revoke", post(admin::revoke_token).route_layer(gate.clone()))
+            .route("/admin/webhooks", post(admin::add_webhook).route_layer(gate.clone()))
+            .route("/admin/webhooks/{id}", get(admin::webhook_page).route_layer(gate.clone()))
+            .route("/admin/webhooks/{id}/ping", post(admin::ping_webhook).route_layer(gate.clone()))
+            .route(
+                "/admin/webhooks/{id}/remove",
+                post(admin::remove_webhook).route_layer(gate.clone()),
+            )
+            .route(
+                "/admin/announcements",
+                get(admin::announcements_page)
+                    .post(admin::create_announcement)
+                    .route_layer(gate.clone()),
+            )
+            .route(
+                "/admin/announcements/{id}",
+                get(admin::announcement_page)
+                    .post(admin::update_announcement)
+                    .route_layer(gate.clone()),
+            )
+            .route(
+                "/admin/announcements/{id}/preview",
+                get(admin::announcement_preview).route_layer(gate.clone()),
+            )
+            .route(
+                "/admin/announcements/{id}/test",
+                post(admin::test_announcement).route_layer(gate.clone()),
+            )
+            .route(
+                "/admin/announcements/{id}/send",
+                get(admin::send_page).post(admin::send_announcement).route_layer(gate.clone()),
+            )
+            .route(
+                "/admin/announcements/{id}/{action}",
+                post(admin::act_on_announcement).route_layer(gate.clone()),
+            )
+            .route("/admin/delete-selected", post(admin::delete_selected).route_layer(gate.clone()))
+            .route(
+                "/admin/delete-matching",
+                get(admin::delete_matching_page)
+                    .post(admin::delete_matching)
+                    .route_layer(gate.clone()),
+            )
+            .route("/admin/logout", post(admin::logout).route_layer(gate));
+
+        let layers = ServiceBuilder::new()
+            .layer(metrics::ObserveLayer::new(state.metrics.clone(), state.in_flight.clone()))
+            .layer(headers::StandardHeadersLayer::new(trusted_proxies))
+            // Request logs are INFO spans and events. Where the filter drops them (`RUST_LOG=warn`)
+            // the layer would still time, wrap and describe every request for nothing: 4% of a
+            // remembered visitor's page view. Causes of errors are logged where they happen.
+            .option_layer(request_logs_kept().then(|| {
+                ServiceBuilder::new()
+                    .layer(MapResponseBodyLayer::new(axum::body::Body::new))
+                    .layer(
+                        TraceLayer::new_for_http()
+                            // Path only: query strings can hold searched addresses.
+                            .make_span_with(|request: &Request<_>| {
+                                let id = request
+                                    .headers()
+                                    .get(headers::X_REQUEST_ID)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or_default();
+                                let client = request.extensions().get::<ClientIp>().map(|c| c.0);
+                                tracing::info_span!(
+                                    "request",
+                                    method = %request.method(),
+                                    path = request.uri().path(),
+                                    id,
+                                    client = client.map(tracing::field::display),
+                                )
+                            })
+                            .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                    )
+                    .into_inner()
+            }))
+            .layer(error::ErrorPagesLayer(state.templates.clone()))
+            .layer(CatchPanicLayer::new())
+            .layer(sessions)
+            .layer(state.cross_origin.clone())
+            // It decides per route; the extractors' own limit (axum's 2 MB) only backs it up.
+            .layer(body::BodyLimitsLayer);
+
+        let routes = Router::new()
+            .route("/", get(public::home))
+            .route("/signup", post(public::signup))
+            .route("/unregister", post(public::unregister))
+            .route("/resend", post(public::resend))
+            .route("/confirm/{token}", get(links::confirm_page).post(links::confirm))
+            .route("/u/{token}", get(links::unsubscribe_page).post(links::unsubscribe))
+            .route("/u/{token}/data", post(links::download))
+            .route("/u/{token}/erase", post(links::erase))
+            .route("/left", get(links::left))
+            .route("/erased", get(links::erased))
+            .route("/admin/login", get(admin::login_page).post(admin::login))
+            .route("/healthz", get(public::healthz))
+            .route("/archive", get(archive::archive))
+            .route("/archive/{id}", get(archive::archived))
+            .route("/metrics", get(metrics::metrics))
+            .route("/static/{file}", get(public::static_file))
+            .merge(admin_only)
+            .merge(api::router())
+            .route_layer(metrics::NoteRouteLayer)
+            .fallback(public::not_found)
+            .with_state(state);
+        // One stack around the whole router, rather than `Router::layer`, which wraps every route in
+        // its own copy and clones that per request.
+        layers.service(routes)
+    }
 }
 
 /// Whether the logger keeps a request's span (this module's INFO) or its answer's line (the trace

@@ -12,8 +12,11 @@ use crate::session::SessionVersion;
 /// At most this many pages (about 1.5 kB each) are kept; past it, an arbitrary one makes room.
 const MAX_PAGES: usize = 1024;
 
+/// Keyed by a session's whole stored record, so the hash is foldhash's rather than SipHash's: a
+/// record is a few hundred bytes, hashed on every page view. Records are written by this service,
+/// not chosen by visitors, and the hasher is still seeded per process.
 #[derive(Default)]
-pub struct RenderedPages(Mutex<HashMap<SessionVersion, Bytes>>);
+pub struct RenderedPages(Mutex<HashMap<SessionVersion, Bytes, foldhash::fast::RandomState>>);
 
 impl RenderedPages {
     pub fn get(&self, version: &SessionVersion) -> Option<Bytes> {

@@ -1,5 +1,7 @@
 //! The [`Store`] implementation for PostgreSQL.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use super::PostgresStore;
@@ -485,13 +487,14 @@ impl Store for PostgresStore {
         self.pool.close().await;
     }
 
-    async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<String>> {
+    async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<Arc<str>>> {
         let select =
             sqlx::query_scalar("SELECT data FROM sessions WHERE key = $1 AND expires_at > $2")
                 .bind(&key[..])
                 .bind(now)
                 .fetch_optional(&self.pool);
-        self.bounded("loading a session", select).await
+        let data: Option<String> = self.bounded("loading a session", select).await?;
+        Ok(data.map(Arc::from))
     }
 
     async fn create_session(

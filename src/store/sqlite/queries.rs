@@ -618,9 +618,9 @@ impl Store for SqliteStore {
         );
     }
 
-    async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<String>> {
+    async fn load_session(&self, key: &SessionKey, now: i64) -> StoreResult<Option<Arc<str>>> {
         let ticket = match self.sessions.lookup(key, now) {
-            Lookup::Hit(data) => return Ok(data.map(|d| d.to_string())),
+            Lookup::Hit(data) => return Ok(data),
             Lookup::Miss(ticket) => ticket,
         };
         let row: Option<(String, i64)> = sqlx::query_as(
@@ -631,9 +631,9 @@ impl Store for SqliteStore {
         .fetch_optional(&self.readers)
         .await
         .context("loading a session")?;
-        let found = row.as_ref().map(|(data, expires)| (Arc::from(data.as_str()), *expires));
-        self.sessions.fill(key, found, ticket);
-        Ok(row.map(|(data, _)| data))
+        let found = row.map(|(data, expires)| (Arc::<str>::from(data), expires));
+        self.sessions.fill(key, found.clone(), ticket);
+        Ok(found.map(|(data, _)| data))
     }
 
     async fn create_session(
