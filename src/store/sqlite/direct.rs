@@ -5,9 +5,8 @@
 //! another, and on busy cores each of those hand-offs waits for a thread to be scheduled: with
 //! mail and webhooks on, the writer spent more time handing statements over than in SQLite. So
 //! while the writer holds the handle (`lock_handle`, one hand-off for a run of writes), these
-//! writes run in the writer task itself, with their prepared statements kept between batches.
-//! `BEGIN` and `COMMIT` stay on sqlx's thread: they are the statements that may wait (for another
-//! process's lock, for the disk), and waiting there holds up no thread of the runtime.
+//! writes run on the writer's own thread, with their prepared statements kept between batches.
+//! `BEGIN` and `COMMIT` stay on sqlx's thread, two hand-offs a commit of many writes.
 
 use anyhow::{Context, anyhow};
 use rusqlite::{OptionalExtension, params};

@@ -18,6 +18,7 @@ mod quick_reads;
 mod search_index;
 mod session_cache;
 mod token_cache;
+mod wal_sync;
 mod webhooks;
 mod writer;
 
@@ -65,7 +66,8 @@ impl SqliteStore {
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit is on disk before we acknowledge it, even across power loss.
+            // FULL: a commit is on disk before we acknowledge it, even across power loss. The
+            // writer's group commits keep that promise with their own fsync (`wal_sync`).
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             // Erasing an address overwrites it in the file rather than leaving it in free pages.
@@ -88,6 +90,7 @@ impl SqliteStore {
         .execute(&mut writer)
         .await
         .context("releasing leases of a previous run")?;
+        let sync = hand_fsyncs_to_syncer(&mut writer, options.get_filename()).await?;
         let quick = Arc::new(QuickReads::new(options.get_filename()));
         let readers = SqlitePoolOptions::new()
             .max_connections(limits.pool_size)
@@ -96,8 +99,10 @@ impl SqliteStore {
             .await
             .context("opening SQLite read connections")?;
         let sessions = Arc::new(SessionCache::default());
+        let writer = Writer::spawn(writer, sync, sessions.clone(), role == Role::Server)
+            .context("starting the SQLite writer")?;
         Ok(Self {
-            writer: Writer::spawn(writer, sessions.clone(), role == Role::Server),
+            writer,
             readers,
             quick,
             sessions,
@@ -119,6 +124,32 @@ async fn prepare_writer(writer: &mut sqlx::SqliteConnection) -> anyhow::Result<(
         .await
         .context("keeping the writer's statement journals in memory")?;
     Ok(())
+}
+
+/// Turns the writer's commits into ones that do not wait for the disk, and returns what makes
+/// them durable instead: an `fdatasync` of the database's write-ahead log (`wal_sync`). SQLite
+/// keeps that file (the same inode) while any connection is open, and this process holds its
+/// writer's connection for as long as it uses the file; the file exists once the migrations
+/// have run, and is created the way SQLite would create it otherwise.
+async fn hand_fsyncs_to_syncer(
+    writer: &mut sqlx::SqliteConnection,
+    database: &Path,
+) -> anyhow::Result<wal_sync::SyncWal> {
+    let mut path = database.as_os_str().to_owned();
+    path.push("-wal");
+    let wal = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", Path::new(&path).display()))?;
+    sqlx::query("PRAGMA synchronous = NORMAL")
+        .execute(writer)
+        .await
+        .context("leaving the writer's fsyncs to its syncer")?;
+    Ok(Box::new(move || wal.sync_data()))
 }
 
 /// Takes the exclusive lock (`flock`, independent of SQLite's own `fcntl` locks) that makes this

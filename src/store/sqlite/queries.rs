@@ -609,10 +609,13 @@ impl Store for SqliteStore {
         let stats = self.writer.stats();
         let writes = stats.writes.load(Ordering::Relaxed);
         let commits = stats.commits.load(Ordering::Relaxed).max(1);
-        // Writes per commit is how much group commit saved in fsyncs.
+        let syncs = stats.syncs.load(Ordering::Relaxed);
+        // Writes per commit is how much group commit saved in fsyncs; commits per sync, how
+        // much syncing beside the writer saved again.
         tracing::info!(
             writes,
             commits,
+            syncs,
             per_commit = writes as f64 / commits as f64,
             "SQLite writer flushed"
         );

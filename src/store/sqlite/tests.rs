@@ -1,3 +1,4 @@
+use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -66,6 +67,29 @@ async fn concurrent_writes_share_commits_and_all_land() {
         (stats.commits.load(Ordering::Relaxed), stats.writes.load(Ordering::Relaxed));
     assert!(writes >= 500);
     assert!(commits < writes / 2, "{writes} writes in {commits} commits: no batching");
+    let syncs = stats.syncs.load(Ordering::Relaxed);
+    assert!((1..=commits).contains(&syncs), "{syncs} fsyncs for {commits} answered commits");
+}
+
+#[tokio::test]
+async fn the_writer_leaves_its_commits_fsync_to_the_syncer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let options = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .synchronous(sqlx::sqlite::SqliteSynchronous::Full);
+    let mut writer = options.connect().await.unwrap();
+    let mut sync = hand_fsyncs_to_syncer(&mut writer, &path).await.unwrap();
+    let synchronous: i64 =
+        sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut writer).await.unwrap();
+    assert_eq!(synchronous, 1, "NORMAL: the writer's COMMIT does not wait for the disk");
+    sync().unwrap();
+    let mut wal = path.into_os_string();
+    wal.push("-wal");
+    let mode = std::fs::metadata(&wal).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the log is as private as the database");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! Group commit: one task owns SQLite's write connection. Every write waiting when it is free goes
-//! into one `BEGIN IMMEDIATE … COMMIT` (one fsync for all of them), and each caller hears back only
-//! after that commit, so nothing is acknowledged before it is durable.
+//! into one `BEGIN IMMEDIATE … COMMIT`, and each caller hears back only after an fsync of the log
+//! that holds that commit (`wal_sync`), so nothing is acknowledged before it is durable.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub(super) use super::ops::WriteOp;
 use super::session_cache::SessionCache;
+use super::wal_sync::{Settled, SyncWal, Syncer};
 use super::{batch, search_index};
 use crate::store::{StoreError, StoreResult};
 
@@ -21,10 +22,10 @@ use crate::store::{StoreError, StoreResult};
 const MAX_BATCH: usize = 256;
 const QUEUE: usize = 4096;
 
-struct Job {
-    op: WriteOp,
-    /// Rows affected, sent only after the commit.
-    reply: oneshot::Sender<StoreResult<u64>>,
+pub(super) struct Job {
+    pub(super) op: WriteOp,
+    /// Rows affected, sent only once the commit is durable.
+    pub(super) reply: oneshot::Sender<StoreResult<u64>>,
 }
 
 #[derive(Debug, Clone)]
@@ -41,22 +42,35 @@ pub(super) struct Writer {
 pub(super) struct WriterStats {
     pub(super) commits: AtomicU64,
     pub(super) writes: AtomicU64,
+    /// One fsync covers every commit made before it began.
+    pub(super) syncs: Arc<AtomicU64>,
 }
 
 impl Writer {
-    /// `index_search`: keep the search index up in idle time (a server) or not (a tool).
+    /// `connection` must not wait for the disk at `COMMIT` (`synchronous = NORMAL`): `sync`
+    /// makes its log durable before any caller is answered. `index_search`: keep the search
+    /// index up in idle time (a server) or not (a tool).
     pub(super) fn spawn(
         connection: SqliteConnection,
+        sync: SyncWal,
         cache: Arc<SessionCache>,
         index_search: bool,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
+        let syncer = Syncer::spawn(sync, cache, stats.syncs.clone())?;
         let closed = Arc::new(AtomicBool::new(false));
         let idle_work = IdleWork { index_search, closed: closed.clone() };
         let connection = WriteConnection::new(connection);
-        tokio::spawn(write_loop(connection, queue, stats.clone(), cache, idle_work));
-        Self { jobs, stats, closed }
+        // Every write goes through this one loop, so it runs on a thread of its own: as a task
+        // among the visitors' tasks, each of its hand-offs to SQLite's thread (`BEGIN`, the
+        // handle, `COMMIT`) waited behind them for a worker to pick it up again.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+        let work = write_loop(connection, queue, stats.clone(), syncer, idle_work);
+        std::thread::Builder::new()
+            .name("enlist-writer".into())
+            .spawn(move || runtime.block_on(work))?;
+        Ok(Self { jobs, stats, closed })
     }
 
     /// Commits everything sent so far; afterwards the writer starts nothing by itself. A
@@ -100,7 +114,7 @@ async fn write_loop(
     mut connection: WriteConnection,
     mut queue: mpsc::Receiver<Job>,
     stats: Arc<WriterStats>,
-    cache: Arc<SessionCache>,
+    syncer: Syncer,
     idle_work: IdleWork,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -137,7 +151,7 @@ async fn write_loop(
         }
         stats.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
         stats.commits.fetch_add(1, Ordering::Relaxed);
-        commit(&mut connection, &mut batch, &cache).await;
+        commit(&mut connection, &mut batch, &syncer).await;
         unindexed = idle_work.wanted();
         if unindexed && last_step.elapsed() >= search_index::MAX_LAG {
             unindexed = index_step(connection.sqlx()).await;
@@ -158,9 +172,13 @@ async fn index_step(connection: &mut SqliteConnection) -> bool {
     }
 }
 
-async fn commit(connection: &mut WriteConnection, batch: &mut Vec<Job>, cache: &SessionCache) {
+async fn commit(connection: &mut WriteConnection, batch: &mut Vec<Job>, syncer: &Syncer) {
+    if let Some(lost) = syncer.durability_lost() {
+        fail_all(batch, &lost, syncer);
+        return;
+    }
     if let Err(e) = connection.sqlx().execute("BEGIN IMMEDIATE").await {
-        fail_all(batch, &anyhow!(e).context("starting a write transaction"), cache);
+        fail_all(batch, &anyhow!(e).context("starting a write transaction"), syncer);
         return;
     }
     let ops: Vec<&WriteOp> = batch.iter().map(|job| &job.op).collect();
@@ -169,39 +187,20 @@ async fn commit(connection: &mut WriteConnection, batch: &mut Vec<Job>, cache: &
         // Rare (a full disk, an I/O error): the batch again, each write undone on its own.
         let _ = connection.sqlx().execute("ROLLBACK").await;
         if let Err(e) = connection.sqlx().execute("BEGIN IMMEDIATE").await {
-            fail_all(batch, &anyhow!(e).context("starting a write transaction again"), cache);
+            fail_all(batch, &anyhow!(e).context("starting a write transaction again"), syncer);
             return;
         }
         ran = batch::run(connection, &ops, Undo::EachWrite).await;
     }
-    let outcomes = ran.outcomes;
     if let Err(e) = connection.sqlx().execute("COMMIT").await {
         // Whatever went wrong, nothing in this batch may be reported as written.
         let _ = connection.sqlx().execute("ROLLBACK").await;
-        fail_all(batch, &anyhow!(e).context("committing a write transaction"), cache);
+        fail_all(batch, &anyhow!(e).context("committing a write transaction"), syncer);
         return;
     }
-    let mut ended_sessions = false;
-    for (job, outcome) in batch.iter().zip(&outcomes) {
-        if let Ok(rows) = outcome {
-            job.op.committed(*rows, cache);
-            ended_sessions |= job.op.ended_sessions(*rows);
-        }
-    }
-    // After the batch's own session writes (one it created may have ended with its row), and
-    // before anyone hears of the commit.
-    if ended_sessions {
-        cache.forget_all();
-    }
-    for (job, outcome) in batch.drain(..).zip(outcomes) {
-        let result = outcome.map_err(|e| StoreError(e.context(job.op.describe())));
-        let _ = job.reply.send(result);
-    }
+    syncer.settle(Settled::committed(std::mem::take(batch), ran.outcomes));
 }
 
-fn fail_all(batch: &mut Vec<Job>, error: &anyhow::Error, cache: &SessionCache) {
-    for job in batch.drain(..) {
-        job.op.failed(cache);
-        let _ = job.reply.send(Err(StoreError(anyhow!("{error:#}"))));
-    }
+fn fail_all(batch: &mut Vec<Job>, error: &anyhow::Error, syncer: &Syncer) {
+    syncer.settle(Settled::failed(std::mem::take(batch), error));
 }
