@@ -1,6 +1,6 @@
-//! Group commit: one task owns SQLite's write connection. Every write waiting when it is free goes
-//! into one `BEGIN IMMEDIATE … COMMIT`, and each caller hears back only after an fsync of the log
-//! that holds that commit (`wal_sync`), so nothing is acknowledged before it is durable.
+//! Group commit: one thread owns SQLite's write connection. Every write waiting when it is free
+//! goes into one `BEGIN IMMEDIATE … COMMIT`, and each caller hears back only after an fsync of the
+//! log that holds that commit (`wal_sync`), so nothing is acknowledged before it is durable.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
