@@ -16,10 +16,10 @@
 //! crash loses only frames no one was told about, and SQLite's recovery stops at the first
 //! frame whose checksum does not follow.
 //!
-//! What `NORMAL` changes is visibility: SQLite's readers may see a commit a fraction of a
-//! millisecond before it is durable. Nothing outside the process acts on such a read alone: mail,
-//! webhook and announcement work is claimed by a write through the writer, whose answer waits for
-//! an fsync that covers every earlier commit.
+//! What `NORMAL` changes is visibility: SQLite's readers may see a commit up to one fsync's time
+//! before it is durable. Nothing outside the process acts on such a read alone: mail, webhook and
+//! announcement work is claimed by a write through the writer, whose answer waits for an fsync
+//! that covers every earlier commit.
 
 use std::io;
 use std::sync::Arc;
