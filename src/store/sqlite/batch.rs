@@ -12,15 +12,19 @@ use super::ops::WriteOp;
 
 /// Rows affected by each write, in the order given.
 pub(super) async fn run(connection: &mut WriteConnection, ops: &[&WriteOp], undo: Undo) -> Ran {
-    let order: Vec<usize> = if can_group(ops) {
+    connection.run(ops, &order(ops), undo).await
+}
+
+/// The order to run `ops` in (indexes into it).
+pub(super) fn order(ops: &[&WriteOp]) -> Vec<usize> {
+    if can_group(ops) {
         let (mut rows, rest): (Vec<usize>, Vec<usize>) =
             (0..ops.len()).partition(|&i| ops[i].adds_a_row());
         rows.extend(rest);
         rows
     } else {
         (0..ops.len()).collect()
-    };
-    connection.run(ops, &order, undo).await
+    }
 }
 
 /// Grouping reorders writes of different kinds, which is harmless only when no two of them touch

@@ -6,7 +6,8 @@
 //! mail and webhooks on, the writer spent more time handing statements over than in SQLite. So
 //! while the writer holds the handle (`lock_handle`, one hand-off for a run of writes), these
 //! writes run on the writer's own thread, with their prepared statements kept between batches.
-//! `BEGIN` and `COMMIT` stay on sqlx's thread, two hand-offs a commit of many writes.
+//! A batch of nothing else (the common case under load) is committed on the handle too, under
+//! the same lock; a batch with other writes has its `BEGIN` and `COMMIT` on sqlx's thread.
 
 use anyhow::{Context, anyhow};
 use rusqlite::{OptionalExtension, params};
@@ -60,7 +61,7 @@ impl AddedRows {
 }
 
 /// Enough for every statement below, with room to spare.
-const STATEMENTS: usize = 16;
+const STATEMENTS: usize = 20;
 
 pub(super) struct WriteConnection {
     /// Only used while `sqlx`'s handle is locked. Declared first so that it is dropped first:
@@ -96,23 +97,7 @@ impl WriteConnection {
             let run_length = rest.iter().position(|&i| !runs_direct(ops[i])).unwrap_or(rest.len());
             let (run, after) = rest.split_at(run_length);
             let ran = self
-                .with_handle(|direct| match undo {
-                    Undo::Transaction => {
-                        let mut added = AddedRows::default();
-                        for &i in run {
-                            outcomes[i] = Some(run_direct(direct, ops[i], &mut added));
-                        }
-                        let counted = added.count(direct);
-                        let failed = run.iter().any(|&i| matches!(outcomes[i], Some(Err(_))));
-                        failed || counted.is_err()
-                    }
-                    Undo::EachWrite => {
-                        for &i in run {
-                            outcomes[i] = Some(run_direct_alone(direct, ops[i]));
-                        }
-                        false
-                    }
-                })
+                .with_handle(|direct| run_on_handle(direct, ops, run, undo, &mut outcomes))
                 .await;
             match ran {
                 Ok(failed) => undone_only_by_rollback |= failed,
@@ -124,11 +109,18 @@ impl WriteConnection {
             }
             rest = after;
         }
-        let outcomes = outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(anyhow!("write was not run"))))
-            .collect();
-        Ran { outcomes, undone_only_by_rollback }
+        Ran { outcomes: every_outcome(outcomes), undone_only_by_rollback }
+    }
+
+    /// A batch whose every write runs on the handle ([`runs_direct`]), committed under one lock
+    /// of it: `BEGIN`, the writes and `COMMIT` without a hand-off to sqlx's thread between
+    /// them. Each write's outcome, in the order of `ops`; an error if nothing was committed.
+    pub(super) async fn commit_on_handle(
+        &mut self,
+        ops: &[&WriteOp],
+        order: &[usize],
+    ) -> anyhow::Result<Vec<Outcome>> {
+        self.with_handle(|direct| commit_direct(direct, ops, order)).await?
     }
 
     /// Finalizes the prepared statements while the handle is still open and locked: the
@@ -186,8 +178,66 @@ impl Drop for WriteConnection {
     }
 }
 
+/// The body of `WriteConnection::commit_on_handle`: the same steps as the writer's commit
+/// through sqlx, on the handle.
+fn commit_direct(
+    c: &rusqlite::Connection,
+    ops: &[&WriteOp],
+    order: &[usize],
+) -> anyhow::Result<Vec<Outcome>> {
+    c.prepare_cached("BEGIN IMMEDIATE")?.execute([]).context("starting a write transaction")?;
+    let mut outcomes: Vec<Option<Outcome>> = ops.iter().map(|_| None).collect();
+    if run_on_handle(c, ops, order, Undo::Transaction, &mut outcomes) {
+        // Rare (a full disk, an I/O error): the batch again, each write undone on its own.
+        let _ = c.execute_batch("ROLLBACK");
+        c.prepare_cached("BEGIN IMMEDIATE")?
+            .execute([])
+            .context("starting a write transaction again")?;
+        outcomes.iter_mut().for_each(|o| *o = None);
+        run_on_handle(c, ops, order, Undo::EachWrite, &mut outcomes);
+    }
+    if let Err(e) = c.prepare_cached("COMMIT").and_then(|mut commit| commit.execute([])) {
+        // Whatever went wrong, nothing in this batch may be reported as written.
+        let _ = c.execute_batch("ROLLBACK");
+        return Err(anyhow!(e).context("committing a write transaction"));
+    }
+    Ok(every_outcome(outcomes))
+}
+
+/// Runs the writes `run` (indexes into `ops`) on the handle, filling in their outcomes; under
+/// [`Undo::Transaction`], whether one failed and the transaction must be rolled back.
+fn run_on_handle(
+    c: &rusqlite::Connection,
+    ops: &[&WriteOp],
+    run: &[usize],
+    undo: Undo,
+    outcomes: &mut [Option<Outcome>],
+) -> bool {
+    match undo {
+        Undo::Transaction => {
+            let mut added = AddedRows::default();
+            for &i in run {
+                outcomes[i] = Some(run_direct(c, ops[i], &mut added));
+            }
+            let counted = added.count(c);
+            let failed = run.iter().any(|&i| matches!(outcomes[i], Some(Err(_))));
+            failed || counted.is_err()
+        }
+        Undo::EachWrite => {
+            for &i in run {
+                outcomes[i] = Some(run_direct_alone(c, ops[i]));
+            }
+            false
+        }
+    }
+}
+
+fn every_outcome(outcomes: Vec<Option<Outcome>>) -> Vec<Outcome> {
+    outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(anyhow!("write was not run")))).collect()
+}
+
 /// The writes of a visitor's signup and session, and the flush.
-fn runs_direct(op: &WriteOp) -> bool {
+pub(super) fn runs_direct(op: &WriteOp) -> bool {
     matches!(
         op,
         WriteOp::AddSubscriber { .. }

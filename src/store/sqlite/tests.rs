@@ -122,6 +122,72 @@ async fn a_failing_statement_fails_alone_and_the_batch_still_commits() {
     assert_eq!(count(&store).await, 50);
 }
 
+/// A group commit whose `COMMIT` itself fails (here a deferred foreign key, checked only then)
+/// keeps none of its writes and tells every one of them so; the writer goes on. Both ways a
+/// batch is committed are driven: signups alone (on SQLite's handle) and signups with a write
+/// that goes through sqlx's thread. Many rounds, each started at once behind a barrier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_fails_keeps_nothing_of_its_batch_and_says_so() {
+    let (_dir, path, store) = server_store().await;
+    let side = rusqlite::Connection::open(&path).unwrap();
+    side.execute_batch(
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY);
+         CREATE TABLE child (p INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
+         CREATE TRIGGER dangle AFTER INSERT ON subscribers WHEN new.email_key LIKE 'fail-%'
+         BEGIN INSERT INTO child VALUES (1); END",
+    )
+    .unwrap();
+    let stored = |address: &str| -> bool {
+        side.query_row("SELECT count(*) FROM subscribers WHERE email = ?", [address], |row| {
+            row.get::<_, i64>(0)
+        })
+        .unwrap()
+            == 1
+    };
+    for round in 0..20 {
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(21));
+        let writes: Vec<_> = (0..21)
+            .map(|i| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    let address = match i {
+                        0 => format!("fail-{round}@example.com"),
+                        _ => format!("r{round}-u{i}@example.com"),
+                    };
+                    barrier.wait().await;
+                    if i == 20 && round % 2 == 1 {
+                        let _ = store.delete_expired_sessions(0).await;
+                        return (None, true);
+                    }
+                    let email = SubscriberEmail::parse(&address).unwrap();
+                    let written = add(&store, &email).await.is_ok();
+                    (Some(address), written)
+                })
+            })
+            .collect();
+        for write in writes {
+            let (address, written) = write.await.unwrap();
+            let Some(address) = address else { continue };
+            assert_eq!(stored(&address), written, "round {round}: {address}");
+            if address.starts_with("fail-") {
+                assert!(!written, "round {round}: the failing commit's own write");
+            }
+        }
+        let after = SubscriberEmail::parse(&format!("after-{round}@example.com")).unwrap();
+        add(&store, &after).await.expect("the writer goes on after a failed commit");
+    }
+    let (rows, counted): (i64, i64) = side
+        .query_row(
+            "SELECT (SELECT count(*) FROM subscribers),
+                    (SELECT n FROM subscriber_counts WHERE status = 'confirmed')",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(rows, counted, "what a failed commit counted is undone with it");
+    assert!(rows >= 20, "every round's last signup is kept");
+}
+
 /// A group commit's signups are counted by status by the writer, with no trigger on the insert.
 /// A signup that fails after its row went in is undone whole, count included, and its group
 /// commit runs again without it: the others are stored and counted once. Many rounds, each

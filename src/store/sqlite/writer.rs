@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::anyhow;
 use sqlx::{Executor, SqliteConnection};
 
-use super::direct::{Undo, WriteConnection};
+use super::direct::{Undo, WriteConnection, runs_direct};
 use tokio::sync::{mpsc, oneshot};
 
 pub(super) use super::ops::WriteOp;
@@ -177,11 +177,19 @@ async fn commit(connection: &mut WriteConnection, batch: &mut Vec<Job>, syncer: 
         fail_all(batch, &lost, syncer);
         return;
     }
+    let ops: Vec<&WriteOp> = batch.iter().map(|job| &job.op).collect();
+    if ops.iter().all(|op| runs_direct(op)) {
+        // The common batch under load, signups and sessions: no hand-off to sqlx's thread.
+        match connection.commit_on_handle(&ops, &batch::order(&ops)).await {
+            Ok(outcomes) => syncer.settle(Settled::committed(std::mem::take(batch), outcomes)),
+            Err(e) => fail_all(batch, &e, syncer),
+        }
+        return;
+    }
     if let Err(e) = connection.sqlx().execute("BEGIN IMMEDIATE").await {
         fail_all(batch, &anyhow!(e).context("starting a write transaction"), syncer);
         return;
     }
-    let ops: Vec<&WriteOp> = batch.iter().map(|job| &job.op).collect();
     let mut ran = batch::run(connection, &ops, Undo::Transaction).await;
     if ran.undone_only_by_rollback {
         // Rare (a full disk, an I/O error): the batch again, each write undone on its own.
