@@ -45,22 +45,11 @@ fn can_group(ops: &[&WriteOp]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::ops::{EvidenceRow, Target};
+    use super::super::ops::Target;
     use super::*;
 
     fn add(key: &str) -> WriteOp {
-        WriteOp::AddSubscriber {
-            email: key.into(),
-            key: key.into(),
-            now: 0,
-            evidence: EvidenceRow {
-                source: "form",
-                ip: "127.0.0.0/24".into(),
-                agent: None,
-                consent: "x".into(),
-            },
-            address_hash: [0; 32],
-        }
+        WriteOp::test_signup(key, [0; 32])
     }
 
     #[tokio::test]
@@ -124,10 +113,7 @@ mod tests {
             .unwrap();
         let mut connection = WriteConnection::new(connection);
         let refused = add("a@example.com");
-        let mut kept = add("b@example.com");
-        if let WriteOp::AddSubscriber { address_hash, .. } = &mut kept {
-            *address_hash = [1; 32];
-        }
+        let kept = WriteOp::test_signup("b@example.com", [1; 32]);
         // With no savepoint per write, the failure is reported for the whole transaction.
         connection.sqlx().execute("BEGIN").await.unwrap();
         let ran = run(&mut connection, &[&refused, &kept], Undo::Transaction).await;

@@ -177,6 +177,25 @@ const REMOVE_MATCHING: &str = concat!(
     " ORDER BY id DESC LIMIT ?4)"
 );
 
+#[cfg(test)]
+impl WriteOp {
+    /// A form signup of `address` (its own key), as the writer's tests make them.
+    pub(super) fn test_signup(address: &str, address_hash: AddressHash) -> Self {
+        Self::AddSubscriber {
+            email: address.into(),
+            key: address.into(),
+            now: 0,
+            evidence: EvidenceRow {
+                source: "form",
+                ip: "127.0.0.0/24".into(),
+                agent: None,
+                consent: "x".into(),
+            },
+            address_hash,
+        }
+    }
+}
+
 impl WriteOp {
     /// A signup's write, which may add a row to `subscribers`.
     pub(super) fn adds_a_row(&self) -> bool {

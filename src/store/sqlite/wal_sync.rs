@@ -177,23 +177,12 @@ mod tests {
 
     use sqlx::{Connection, SqliteConnection};
 
-    use super::super::ops::{EvidenceRow, WriteOp};
+    use super::super::ops::WriteOp;
     use super::super::writer::Writer;
     use super::*;
 
     fn signup(address: &str) -> WriteOp {
-        WriteOp::AddSubscriber {
-            email: address.into(),
-            key: address.into(),
-            now: 0,
-            evidence: EvidenceRow {
-                source: "form",
-                ip: "127.0.0.0/24".into(),
-                agent: None,
-                consent: "x".into(),
-            },
-            address_hash: [address.len() as u8; 32],
-        }
+        WriteOp::test_signup(address, [address.len() as u8; 32])
     }
 
     async fn migrated(dir: &tempfile::TempDir) -> (SqliteConnection, String) {
