@@ -1,8 +1,8 @@
 //! The ceiling for the API's list on this machine: the newest page of 100 subscribers of a
 //! SQLite file as the same JSON, with nothing else. Each tokio worker reads through a
 //! connection of its own, on its own thread, and writes the rows' columns straight into the
-//! answer. No token check, no parameters, no layers: each of those only adds cost, so no list
-//! of this page on this machine can run faster. It runs SQLite as enlist does (mimalloc under
+//! answer. No token check, no parameters, no layers: each of those only adds cost, so enlist's
+//! list of this page on this machine cannot run faster. It runs SQLite as enlist does (mimalloc under
 //! it, no allocation statistics, plans that do not depend on bound values): without those it
 //! ran slower than enlist's own list.
 

@@ -4,7 +4,7 @@
 //! queued up meanwhile in one transaction, and each request is answered `303` with its session
 //! cookie once that commit is durable. No origin check, no evidence of consent, no counts,
 //! search index, metrics, mail or signed cookie: every one of those only adds to the cost, so
-//! no product's W3 on this machine can beat this one's. SQLite runs as in enlist: on mimalloc,
+//! enlist's W3 on this machine cannot beat this one's. SQLite runs as in enlist: on mimalloc,
 //! without allocation statistics.
 
 use std::sync::mpsc;
