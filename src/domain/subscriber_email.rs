@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::fmt;
 
 use email_address::{EmailAddress, Options};
@@ -51,44 +52,62 @@ fn is_invisible(c: char) -> bool {
         | '\u{E0000}'..='\u{E007F}')
 }
 
+/// What an address must look like as typed, and as stored.
+fn syntax() -> Options {
+    Options::default().without_display_text().without_domain_literal().with_required_tld()
+}
+
+/// The local part and the domain of an address as typed, once every check that reads the
+/// typed text has passed.
+fn split_as_typed(raw: &str) -> Result<(&str, &str), EmailError> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        return Err(EmailError::Empty);
+    }
+    if trimmed.chars().any(|c| c.is_control() || is_invisible(c)) {
+        return Err(EmailError::ControlCharacter);
+    }
+    if trimmed.len() > MAX_ADDRESS_LEN {
+        return Err(EmailError::TooLong);
+    }
+    let (local, domain) = trimmed.rsplit_once('@').ok_or(EmailError::Malformed)?;
+    if local.len() > MAX_LOCAL_PART_LEN {
+        return Err(EmailError::LocalPartTooLong);
+    }
+    // Quoted local parts and display names are legal in headers but nobody types them into a
+    // signup form; refusing them keeps every stored address safe to paste anywhere.
+    if local.starts_with('"') {
+        return Err(EmailError::Malformed);
+    }
+    EmailAddress::parse_with_options(trimmed, syntax()).map_err(|_| EmailError::Malformed)?;
+    Ok((local, domain))
+}
+
 impl SubscriberEmail {
     pub fn parse(raw: &str) -> Result<Self, EmailError> {
-        let trimmed = raw.trim();
-        if trimmed.is_empty() {
-            return Err(EmailError::Empty);
-        }
-        if trimmed.chars().any(|c| c.is_control() || is_invisible(c)) {
-            return Err(EmailError::ControlCharacter);
-        }
-        if trimmed.len() > MAX_ADDRESS_LEN {
-            return Err(EmailError::TooLong);
-        }
-        let (local, domain) = trimmed.rsplit_once('@').ok_or(EmailError::Malformed)?;
-        if local.len() > MAX_LOCAL_PART_LEN {
-            return Err(EmailError::LocalPartTooLong);
-        }
-        // Quoted local parts and display names are legal in headers but nobody types them into a
-        // signup form; refusing them keeps every stored address safe to paste anywhere.
-        if local.starts_with('"') {
-            return Err(EmailError::Malformed);
-        }
-        let syntax =
-            Options::default().without_display_text().without_domain_literal().with_required_tld();
-        EmailAddress::parse_with_options(trimmed, syntax).map_err(|_| EmailError::Malformed)?;
-
+        let (local, domain) = split_as_typed(raw)?;
         let ascii_domain =
             idna::domain_to_ascii_strict(domain).map_err(|_| EmailError::BadDomain)?;
-        let (unicode_domain, unicode_check) = idna::domain_to_unicode(&ascii_domain);
-        unicode_check.map_err(|_| EmailError::BadDomain)?;
+        // Nearly every address typed into a form has nothing to decode.
+        let unicode_domain = if ascii_domain.split('.').any(|label| label.starts_with("xn--")) {
+            let (unicode_domain, unicode_check) = idna::domain_to_unicode(&ascii_domain);
+            unicode_check.map_err(|_| EmailError::BadDomain)?;
+            Cow::Owned(unicode_domain)
+        } else {
+            Cow::Borrowed(ascii_domain.as_str())
+        };
 
         let address = format!("{local}@{unicode_domain}");
         if address.len() > MAX_ADDRESS_LEN {
             return Err(EmailError::TooLong);
         }
         // The form people see must be a valid address too: punycode can decode to symbols that no
-        // domain may contain (found by fuzzing), and the stored form must parse again unchanged.
-        if EmailAddress::parse_with_options(&address, syntax).is_err()
-            || unicode_domain.chars().any(|c| c.is_control() || is_invisible(c))
+        // domain may contain (found by fuzzing), mapping can turn characters into dots, and the
+        // stored form must parse again unchanged. A domain that reads as typed but for its
+        // letters' case passed the checks above already.
+        if !unicode_domain.eq_ignore_ascii_case(domain)
+            && (EmailAddress::parse_with_options(&address, syntax()).is_err()
+                || unicode_domain.chars().any(|c| c.is_control() || is_invisible(c)))
         {
             return Err(EmailError::BadDomain);
         }
@@ -225,7 +244,61 @@ mod tests {
         (local, domain).prop_map(|(l, d)| format!("{l}@{d}"))
     }
 
+    /// `parse` as it was before it skipped decoding a domain with nothing to decode: every
+    /// domain through `domain_to_unicode`, every address parsed a second time.
+    fn parse_decoding_every_domain(raw: &str) -> Result<(String, String), EmailError> {
+        let (local, domain) = split_as_typed(raw)?;
+        let ascii_domain =
+            idna::domain_to_ascii_strict(domain).map_err(|_| EmailError::BadDomain)?;
+        let (unicode_domain, unicode_check) = idna::domain_to_unicode(&ascii_domain);
+        unicode_check.map_err(|_| EmailError::BadDomain)?;
+        let address = format!("{local}@{unicode_domain}");
+        if address.len() > MAX_ADDRESS_LEN {
+            return Err(EmailError::TooLong);
+        }
+        if EmailAddress::parse_with_options(&address, syntax()).is_err()
+            || unicode_domain.chars().any(|c| c.is_control() || is_invisible(c))
+        {
+            return Err(EmailError::BadDomain);
+        }
+        Ok((address, format!("{}@{ascii_domain}", local.to_lowercase())))
+    }
+
+    /// Domains that UTS 46 maps before it encodes: case, full-width forms, ideographic full
+    /// stops, characters that become several letters or a dot, trailing dots, punycode.
+    fn mapped_domain() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            "[a-zA-Z0-9]{1,8}",
+            Just("ｅｘａｍｐｌｅ".to_string()),
+            Just("Ｅxample".to_string()),
+            Just("bücher".to_string()),
+            Just("xn--bcher-kva".to_string()),
+            Just("xn--zz".to_string()),
+            Just("㏂".to_string()),
+            Just("㍱".to_string()),
+            Just("ﬃ".to_string()),
+            Just("ß".to_string()),
+            Just("a-b".to_string()),
+            Just("-a".to_string()),
+        ];
+        let dot = prop_oneof![Just("."), Just("。"), Just("．"), Just("")];
+        proptest::collection::vec((piece, dot), 1..5).prop_map(|parts| {
+            parts.into_iter().map(|(piece, dot)| format!("{piece}{dot}")).collect::<String>()
+        })
+    }
+
     proptest! {
+        #[test]
+        fn skipping_the_decoding_changes_no_answer(
+            local in "[A-Za-z0-9.+_-]{1,12}",
+            domain in mapped_domain(),
+            tld in prop_oneof![Just(".com"), Just(".ＣＯＭ"), Just(".Com。"), Just("")],
+        ) {
+            let raw = format!("{local}@{domain}{tld}");
+            let now = SubscriberEmail::parse(&raw).map(|e| (e.address, e.key));
+            prop_assert_eq!(now, parse_decoding_every_domain(&raw), "{:?}", raw);
+        }
+
         #[test]
         fn valid_addresses_parse_and_round_trip(raw in valid_address()) {
             let parsed = SubscriberEmail::parse(&raw).unwrap();
@@ -244,6 +317,8 @@ mod tests {
 
         #[test]
         fn arbitrary_input_never_panics_and_valid_output_is_bounded(raw in any::<String>()) {
+            let now = SubscriberEmail::parse(&raw).map(|e| (e.address.clone(), e.key.clone()));
+            prop_assert_eq!(now, parse_decoding_every_domain(&raw));
             if let Ok(email) = SubscriberEmail::parse(&raw) {
                 prop_assert!(email.as_str().len() <= MAX_ADDRESS_LEN);
                 prop_assert!(!email.as_str().chars().any(char::is_control));
