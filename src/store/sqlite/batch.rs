@@ -141,6 +141,134 @@ mod tests {
         connection.close().await;
     }
 
+    async fn migrated() -> (tempfile::TempDir, WriteConnection) {
+        use sqlx::{Connection, SqliteConnection};
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let mut connection = SqliteConnection::connect(&url).await.unwrap();
+        sqlx::migrate!("migrations/sqlite").run(&mut connection).await.unwrap();
+        (dir, WriteConnection::new(connection))
+    }
+
+    fn remembering(key: u8, address: &str) -> WriteOp {
+        WriteOp::CreateSession {
+            key: [key; 32],
+            data: format!(r#"{{"visitor_email":"{address}"}}"#),
+            remembers: Some(address.into()),
+            expires_at: 1,
+        }
+    }
+
+    fn pending(address: &str) -> WriteOp {
+        let WriteOp::AddSubscriber { email, key, now, evidence, address_hash } =
+            WriteOp::test_signup(address, [2; 32])
+        else {
+            unreachable!("test_signup is a signup")
+        };
+        WriteOp::RequestConfirmation {
+            email,
+            key,
+            now,
+            evidence,
+            address_hash,
+            nonce: [3; 16],
+            expires_at: 100,
+            limit: 3,
+            window_start: -100,
+        }
+    }
+
+    /// Each session's data and the address of the row it names, in the order of its key.
+    async fn sessions(connection: &mut WriteConnection) -> Vec<(String, Option<String>)> {
+        sqlx::query_as(
+            "SELECT s.data, b.email FROM sessions AS s
+             LEFT JOIN subscribers AS b ON b.id = s.subscriber_id ORDER BY s.key",
+        )
+        .fetch_all(connection.sqlx())
+        .await
+        .unwrap()
+    }
+
+    /// A session created behind its signup takes the row's id from the signup's own write; one
+    /// whose address was already on the list, or was never written, looks it up as before.
+    #[tokio::test]
+    async fn a_session_behind_its_signup_names_the_row_that_signup_wrote() {
+        use sqlx::Executor;
+        let (_dir, mut connection) = migrated().await;
+        let earlier = add("earlier@example.com");
+        let ran = run(&mut connection, &[&earlier], Undo::Transaction).await;
+        assert_eq!(ran.outcomes[0].as_ref().unwrap(), &1);
+        // New rows, a row already there (no id from its insert), a pending signup of an
+        // address already pending (its id found by the signup's own lookup), and an address
+        // with no row; each session arrives in another order than its signup.
+        let (a, b, again, waiting) = (
+            add("a@example.com"),
+            add("b@example.com"),
+            add("earlier@example.com"),
+            pending("waiting@example.com"),
+        );
+        let first = run(&mut connection, &[&waiting], Undo::Transaction).await;
+        assert!(first.outcomes[0].is_ok());
+        let waiting_again = pending("waiting@example.com");
+        let ops: [&WriteOp; 9] = [
+            &remembering(1, "b@example.com"),
+            &a,
+            &remembering(2, "earlier@example.com"),
+            &b,
+            &again,
+            &waiting_again,
+            &remembering(3, "a@example.com"),
+            &remembering(4, "nobody@example.com"),
+            &remembering(5, "waiting@example.com"),
+        ];
+        assert!(can_group(&ops));
+        connection.sqlx().execute("BEGIN").await.unwrap();
+        let ran = run(&mut connection, &ops, Undo::Transaction).await;
+        assert!(!ran.undone_only_by_rollback);
+        connection.sqlx().execute("COMMIT").await.unwrap();
+        let named = |address: &str| {
+            (format!(r#"{{"visitor_email":"{address}"}}"#), Some(address.to_string()))
+        };
+        assert_eq!(
+            sessions(&mut connection).await,
+            [
+                named("b@example.com"),
+                named("earlier@example.com"),
+                named("a@example.com"),
+                ("{}".to_string(), None),
+                named("waiting@example.com"),
+            ]
+        );
+        connection.close().await;
+    }
+
+    /// A signup undone by its savepoint takes back the id its insert learned: the session
+    /// behind it finds no row and remembers no address.
+    #[tokio::test]
+    async fn a_session_behind_an_undone_signup_names_no_row() {
+        use sqlx::Executor;
+        let (_dir, mut connection) = migrated().await;
+        connection
+            .sqlx()
+            .execute(
+                "CREATE TRIGGER refuse BEFORE DELETE ON suppressions BEGIN \
+                 SELECT RAISE(ABORT, 'refused'); END; \
+                 INSERT INTO suppressions (address_hash, reason, created_at) \
+                 VALUES (zeroblob(32), 'test', 0)",
+            )
+            .await
+            .unwrap();
+        let refused = add("a@example.com");
+        let session = remembering(1, "a@example.com");
+        connection.sqlx().execute("BEGIN").await.unwrap();
+        let ran = run(&mut connection, &[&refused, &session], Undo::EachWrite).await;
+        assert!(ran.outcomes[0].is_err());
+        assert_eq!(ran.outcomes[1].as_ref().unwrap(), &1);
+        connection.sqlx().execute("COMMIT").await.unwrap();
+        assert_eq!(sessions(&mut connection).await, [("{}".to_string(), None)]);
+        connection.close().await;
+    }
+
     #[test]
     fn only_batches_without_shared_rows_are_grouped() {
         let (a, b) = (add("a@example.com"), add("b@example.com"));

@@ -9,6 +9,8 @@
 //! A batch of nothing else (the common case under load) is committed on the handle too, under
 //! the same lock; a batch with other writes has its `BEGIN` and `COMMIT` on sqlx's thread.
 
+use std::collections::HashMap;
+
 use anyhow::{Context, anyhow};
 use rusqlite::{OptionalExtension, params};
 use sqlx::SqliteConnection;
@@ -57,6 +59,32 @@ impl AddedRows {
             }
         }
         Ok(())
+    }
+}
+
+/// The row of each address a signup of this run on the handle wrote or found, so that the
+/// session created right behind its signup names it without looking the address up twice
+/// (whether its row exists, and its id). Nothing that runs on the handle removes a subscriber
+/// ([`runs_direct`]), so an id learned here stays right until the run ends; a write undone by its
+/// savepoint takes its id back with it.
+#[derive(Default)]
+struct RowsOfRun<'a> {
+    ids: HashMap<&'a str, i64>,
+}
+
+impl<'a> RowsOfRun<'a> {
+    fn learned(&mut self, key: &'a str, id: i64) {
+        self.ids.insert(key, id);
+    }
+
+    fn of(&self, key: Option<&str>) -> Option<i64> {
+        key.and_then(|key| self.ids.get(key).copied())
+    }
+
+    fn undone(&mut self, op: &WriteOp) {
+        if let Some(key) = op.address_key() {
+            self.ids.remove(key);
+        }
     }
 }
 
@@ -213,11 +241,12 @@ fn run_on_handle(
     undo: Undo,
     outcomes: &mut [Option<Outcome>],
 ) -> bool {
+    let mut rows = RowsOfRun::default();
     match undo {
         Undo::Transaction => {
             let mut added = AddedRows::default();
             for &i in run {
-                outcomes[i] = Some(run_direct(c, ops[i], &mut added));
+                outcomes[i] = Some(run_direct(c, ops[i], &mut added, &mut rows));
             }
             let counted = added.count(c);
             let failed = run.iter().any(|&i| matches!(outcomes[i], Some(Err(_))));
@@ -225,7 +254,7 @@ fn run_on_handle(
         }
         Undo::EachWrite => {
             for &i in run {
-                outcomes[i] = Some(run_direct_alone(c, ops[i]));
+                outcomes[i] = Some(run_direct_alone(c, ops[i], &mut rows));
             }
             false
         }
@@ -255,35 +284,58 @@ const INSERT_SUBSCRIBER: &str =
                               confirm_expires_at)
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (email_key) DO NOTHING";
 
+/// A new session keeps the address it remembers only if that address has a row, and names
+/// the row (see `Store::create_session`).
+const INSERT_SESSION: &str = "INSERT INTO sessions (key, data, subscriber_id, expires_at) \
+     VALUES (?1, CASE WHEN ?3 IS NULL OR EXISTS (SELECT 1 FROM subscribers WHERE email_key = ?3) \
+                 THEN ?2 ELSE json_remove(?2, '$.visitor_email', '$.awaiting_confirmation') END, \
+             (SELECT id FROM subscribers WHERE email_key = ?3), ?4) \
+     ON CONFLICT (key) DO NOTHING";
+
+/// The same, for a session whose address's row this run has just written or found.
+const INSERT_SESSION_OF_ROW: &str = "INSERT INTO sessions (key, data, subscriber_id, expires_at) \
+     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key) DO NOTHING";
+
 /// `op` with its own savepoint if it is several statements, its added rows counted in it.
-fn run_direct_alone(c: &rusqlite::Connection, op: &WriteOp) -> Outcome {
+fn run_direct_alone<'a>(
+    c: &rusqlite::Connection,
+    op: &'a WriteOp,
+    rows: &mut RowsOfRun<'a>,
+) -> Outcome {
     if !op.adds_a_row() {
-        return run_direct(c, op, &mut AddedRows::default());
+        return run_direct(c, op, &mut AddedRows::default(), rows);
     }
     c.prepare_cached("SAVEPOINT write_op")?.execute([])?;
     let mut added = AddedRows::default();
-    let outcome = run_direct(c, op, &mut added).and_then(|rows| {
+    let outcome = run_direct(c, op, &mut added, rows).and_then(|affected| {
         added.count(c)?;
-        Ok(rows)
+        Ok(affected)
     });
     if outcome.is_err() {
+        rows.undone(op);
         c.prepare_cached("ROLLBACK TO write_op")?.execute([])?;
     }
     c.prepare_cached("RELEASE write_op")?.execute([])?;
     outcome
 }
 
-fn run_direct(c: &rusqlite::Connection, op: &WriteOp, added: &mut AddedRows) -> Outcome {
-    let rows = match op {
-        WriteOp::CreateSession { key, data, remembers, expires_at } => c
-            .prepare_cached(
-                "INSERT INTO sessions (key, data, subscriber_id, expires_at) VALUES (?1, \
-                 CASE WHEN ?3 IS NULL OR EXISTS (SELECT 1 FROM subscribers WHERE email_key = ?3) \
-                 THEN ?2 ELSE json_remove(?2, '$.visitor_email', '$.awaiting_confirmation') END, \
-                 (SELECT id FROM subscribers WHERE email_key = ?3), ?4) \
-                 ON CONFLICT (key) DO NOTHING",
-            )?
-            .execute(params![&key[..], data, remembers, expires_at])?,
+fn run_direct<'a>(
+    c: &rusqlite::Connection,
+    op: &'a WriteOp,
+    added: &mut AddedRows,
+    rows: &mut RowsOfRun<'a>,
+) -> Outcome {
+    let affected = match op {
+        WriteOp::CreateSession { key, data, remembers, expires_at } => {
+            match rows.of(remembers.as_deref()) {
+                Some(id) => c
+                    .prepare_cached(INSERT_SESSION_OF_ROW)?
+                    .execute(params![&key[..], data, id, expires_at])?,
+                None => c
+                    .prepare_cached(INSERT_SESSION)?
+                    .execute(params![&key[..], data, remembers, expires_at])?,
+            }
+        }
         // A session from before `subscriber_id` moves over to it here (`owner` emptied).
         WriteOp::SaveSession { key, data, remembers, expires_at } => c
             .prepare_cached(
@@ -297,12 +349,17 @@ fn run_direct(c: &rusqlite::Connection, op: &WriteOp, added: &mut AddedRows) -> 
             c.prepare_cached("DELETE FROM sessions WHERE key = ?")?.execute([&key[..]])?
         }
         WriteOp::Flush => 0,
-        compound => return run_compound(c, compound, added),
+        compound => return run_compound(c, compound, added, rows),
     };
-    Ok(rows as u64)
+    Ok(affected as u64)
 }
 
-fn run_compound(c: &rusqlite::Connection, op: &WriteOp, added: &mut AddedRows) -> Outcome {
+fn run_compound<'a>(
+    c: &rusqlite::Connection,
+    op: &'a WriteOp,
+    added: &mut AddedRows,
+    rows: &mut RowsOfRun<'a>,
+) -> Outcome {
     match op {
         WriteOp::AddSubscriber { email, key, now, evidence, address_hash } => {
             let added_rows = c.prepare_cached(INSERT_SUBSCRIBER)?.execute(params![
@@ -319,6 +376,9 @@ fn run_compound(c: &rusqlite::Connection, op: &WriteOp, added: &mut AddedRows) -
                 None::<i64>,
             ])?;
             added.confirmed += added_rows as i64;
+            if added_rows == 1 {
+                rows.learned(key, c.last_insert_rowid());
+            }
             // A signup on the form is new consent: a suppression of the address is lifted.
             c.prepare_cached("DELETE FROM suppressions WHERE address_hash = ?")?
                 .execute([&address_hash[..]])?;
@@ -373,6 +433,7 @@ fn run_compound(c: &rusqlite::Connection, op: &WriteOp, added: &mut AddedRows) -
                             Ok((row.get::<_, i64>(0)?, row.get::<_, bool>(1)?))
                         })?;
                     if confirmed {
+                        rows.learned(key, id);
                         return Ok(answer::ALREADY);
                     }
                     // See `ops::carry_mail_limit`: the outbox holds the count while the row
@@ -393,6 +454,7 @@ fn run_compound(c: &rusqlite::Connection, op: &WriteOp, added: &mut AddedRows) -
                     (id, sent)
                 }
             };
+            rows.learned(key, id);
             if admit_request(sent.as_deref(), *window_start, *limit, *now).is_none() {
                 if inserted.is_some() {
                     // The row stays, as a refused request's row always has, but no mail.
