@@ -13,8 +13,8 @@ const MIN_KEY_BYTES: usize = 32;
 /// Several instances behind one load balancer must share the same file.
 ///
 /// Kept as HMAC's state after the key: every signature starts from a copy of it, instead of
-/// hashing the key (when it is longer than a block) and both padded key blocks again each
-/// time, which was four of the six SHA-256 blocks a short message's signature costs.
+/// hashing both padded key blocks again each time (and, for a key longer than a block, the key
+/// itself): two of the four SHA-256 blocks a short message's signature costs, or four of six.
 #[derive(Clone)]
 pub struct SecretKey(Hmac<Sha256>);
 
