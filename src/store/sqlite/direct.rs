@@ -265,7 +265,8 @@ fn every_outcome(outcomes: Vec<Option<Outcome>>) -> Vec<Outcome> {
     outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(anyhow!("write was not run")))).collect()
 }
 
-/// The writes of a visitor's signup and session, and the flush.
+/// The writes of a visitor's signup and session, and the flush. None of them may remove a
+/// subscriber: [`RowsOfRun`] keeps the ids a run has learned until the run ends.
 pub(super) fn runs_direct(op: &WriteOp) -> bool {
     matches!(
         op,
