@@ -52,20 +52,44 @@ mod tests {
         WriteOp::test_signup(key, [0; 32])
     }
 
-    #[tokio::test]
-    async fn a_signup_goes_in_before_the_sessions_that_name_it_around_a_write_through_sqlx() {
-        use sqlx::{Connection, Executor, SqliteConnection};
+    async fn migrated() -> (tempfile::TempDir, WriteConnection) {
+        use sqlx::{Connection, SqliteConnection};
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
         let mut connection = SqliteConnection::connect(&url).await.unwrap();
         sqlx::migrate!("migrations/sqlite").run(&mut connection).await.unwrap();
-        let mut connection = WriteConnection::new(connection);
-        let session = |key: u8, remembers: &str| WriteOp::CreateSession {
+        (dir, WriteConnection::new(connection))
+    }
+
+    fn remembering(key: u8, address: &str) -> WriteOp {
+        WriteOp::CreateSession {
             key: [key; 32],
-            data: format!(r#"{{"visitor_email":"{remembers}"}}"#),
-            remembers: Some(remembers.into()),
+            data: format!(r#"{{"visitor_email":"{address}"}}"#),
+            remembers: Some(address.into()),
             expires_at: 1,
-        };
+        }
+    }
+
+    /// Makes a signup's second statement (lifting a suppression) fail after its first has
+    /// inserted the row.
+    async fn refuse_suppression_deletes(connection: &mut WriteConnection) {
+        use sqlx::Executor;
+        connection
+            .sqlx()
+            .execute(
+                "CREATE TRIGGER refuse BEFORE DELETE ON suppressions BEGIN \
+                 SELECT RAISE(ABORT, 'refused'); END; \
+                 INSERT INTO suppressions (address_hash, reason, created_at) \
+                 VALUES (zeroblob(32), 'test', 0)",
+            )
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_signup_goes_in_before_the_sessions_that_name_it_around_a_write_through_sqlx() {
+        use sqlx::Executor;
+        let (_dir, mut connection) = migrated().await;
         let lease = WriteOp::LeaseMail {
             now: 0,
             until: 1,
@@ -76,8 +100,11 @@ mod tests {
         // The signup arrives after the session that names it, and a write that goes through
         // sqlx's thread sits between the two sessions: the handle is taken, given back and
         // taken again within one transaction.
-        let (first, signup, second) =
-            (session(1, "a@example.com"), add("a@example.com"), session(2, "b@example.com"));
+        let (first, signup, second) = (
+            remembering(1, "a@example.com"),
+            add("a@example.com"),
+            remembering(2, "b@example.com"),
+        );
         let ops = [&first, &lease, &signup, &second];
         assert!(can_group(&ops));
         connection.sqlx().execute("BEGIN").await.unwrap();
@@ -96,22 +123,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_write_on_the_handle_is_undone_alone() {
-        use sqlx::{Connection, Executor, SqliteConnection};
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let mut connection = SqliteConnection::connect(&url).await.unwrap();
-        sqlx::migrate!("migrations/sqlite").run(&mut connection).await.unwrap();
-        // The signup's second statement fails after its first has inserted the row.
-        connection
-            .execute(
-                "CREATE TRIGGER refuse BEFORE DELETE ON suppressions BEGIN \
-                 SELECT RAISE(ABORT, 'refused'); END; \
-                 INSERT INTO suppressions (address_hash, reason, created_at) \
-                 VALUES (zeroblob(32), 'test', 0)",
-            )
-            .await
-            .unwrap();
-        let mut connection = WriteConnection::new(connection);
+        use sqlx::Executor;
+        let (_dir, mut connection) = migrated().await;
+        refuse_suppression_deletes(&mut connection).await;
         let refused = add("a@example.com");
         let kept = WriteOp::test_signup("b@example.com", [1; 32]);
         // With no savepoint per write, the failure is reported for the whole transaction.
@@ -139,24 +153,6 @@ mod tests {
                 .unwrap();
         assert_eq!(counted, 1, "the failed signup's count is undone with it");
         connection.close().await;
-    }
-
-    async fn migrated() -> (tempfile::TempDir, WriteConnection) {
-        use sqlx::{Connection, SqliteConnection};
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
-        let mut connection = SqliteConnection::connect(&url).await.unwrap();
-        sqlx::migrate!("migrations/sqlite").run(&mut connection).await.unwrap();
-        (dir, WriteConnection::new(connection))
-    }
-
-    fn remembering(key: u8, address: &str) -> WriteOp {
-        WriteOp::CreateSession {
-            key: [key; 32],
-            data: format!(r#"{{"visitor_email":"{address}"}}"#),
-            remembers: Some(address.into()),
-            expires_at: 1,
-        }
     }
 
     fn pending(address: &str) -> WriteOp {
@@ -248,16 +244,7 @@ mod tests {
     async fn a_session_behind_an_undone_signup_names_no_row() {
         use sqlx::Executor;
         let (_dir, mut connection) = migrated().await;
-        connection
-            .sqlx()
-            .execute(
-                "CREATE TRIGGER refuse BEFORE DELETE ON suppressions BEGIN \
-                 SELECT RAISE(ABORT, 'refused'); END; \
-                 INSERT INTO suppressions (address_hash, reason, created_at) \
-                 VALUES (zeroblob(32), 'test', 0)",
-            )
-            .await
-            .unwrap();
+        refuse_suppression_deletes(&mut connection).await;
         let refused = add("a@example.com");
         let session = remembering(1, "a@example.com");
         connection.sqlx().execute("BEGIN").await.unwrap();
