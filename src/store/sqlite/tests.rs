@@ -464,6 +464,38 @@ async fn search_reads_rows_the_index_does_not_hold_yet() {
     assert!(search(&store, &one, None).await.is_empty(), "a deleted row left in the index");
 }
 
+/// Under writes that never leave the writer idle, the search index still takes a step at least
+/// every `MAX_LAG`: rows written in a long busy spell become searchable through the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_keeps_up_under_writes_that_never_pause() {
+    let (_dir, _, store) = server_store().await;
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writers: Vec<_> = (0..16)
+        .map(|task| {
+            let (store, writing) = (store.clone(), writing.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while writing.load(Ordering::Relaxed) {
+                    let email = format!("t{task}-{i}@busy.example");
+                    add(&store, &SubscriberEmail::parse(&email).unwrap()).await.unwrap();
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(search_index::MAX_LAG * 5 / 2).await;
+    let indexed_while_writing = indexed_up_to(&store).await;
+    writing.store(false, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    assert!(
+        indexed_while_writing > 0,
+        "no index step in {:?} of writes",
+        search_index::MAX_LAG * 5 / 2
+    );
+}
+
 /// After `close` the writer still commits what it is sent but starts nothing of its own: a tool
 /// or test that goes on to write the file must never find it locked by an index step begun
 /// after the close (a blocked caller on a one-thread runtime would wait for its busy timeout).
