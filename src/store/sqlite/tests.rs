@@ -469,6 +469,7 @@ async fn search_reads_rows_the_index_does_not_hold_yet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_keeps_up_under_writes_that_never_pause() {
     let (_dir, _, store) = server_store().await;
+    let busy_spell = search_index::MAX_LAG * 5 / 2;
     let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let writers: Vec<_> = (0..16)
         .map(|task| {
@@ -483,17 +484,13 @@ async fn the_index_keeps_up_under_writes_that_never_pause() {
             })
         })
         .collect();
-    tokio::time::sleep(search_index::MAX_LAG * 5 / 2).await;
+    tokio::time::sleep(busy_spell).await;
     let indexed_while_writing = indexed_up_to(&store).await;
     writing.store(false, Ordering::Relaxed);
     for writer in writers {
         writer.await.unwrap();
     }
-    assert!(
-        indexed_while_writing > 0,
-        "no index step in {:?} of writes",
-        search_index::MAX_LAG * 5 / 2
-    );
+    assert!(indexed_while_writing > 0, "no index step in {busy_spell:?} of writes");
 }
 
 /// After `close` the writer still commits what it is sent but starts nothing of its own: a tool
