@@ -90,6 +90,39 @@ pub struct Subscriber {
     pub status: SubscriberStatus,
 }
 
+impl Subscriber {
+    pub fn as_row(&self) -> SubscriberRow<'_> {
+        SubscriberRow {
+            id: self.id,
+            email: &self.email,
+            created_at: self.created_at,
+            status: self.status,
+        }
+    }
+}
+
+/// A [`Subscriber`] as it is read, its address borrowed from the read: a page written straight
+/// from these copies no address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriberRow<'a> {
+    pub id: i64,
+    pub email: &'a str,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub status: SubscriberStatus,
+}
+
+impl SubscriberRow<'_> {
+    pub fn to_owned(self) -> Subscriber {
+        Subscriber {
+            id: self.id,
+            email: self.email.to_owned(),
+            created_at: self.created_at,
+            status: self.status,
+        }
+    }
+}
+
 /// What a bounded walk down the list found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Walk {
@@ -163,6 +196,21 @@ pub trait Store: Send + Sync + 'static {
         before: Option<i64>,
         limit: u32,
     ) -> StoreResult<Vec<Subscriber>>;
+    /// The rows [`Store::list_subscribers`] returns without a search, handed to `each` as they
+    /// are read: the API writes its page from them without a copy of each row.
+    async fn each_subscriber(
+        &self,
+        status: Option<SubscriberStatus>,
+        before: Option<i64>,
+        limit: u32,
+        each: &mut (dyn for<'r> FnMut(SubscriberRow<'r>) + Send),
+    ) -> StoreResult<()> {
+        let filter = ListFilter { search: None, status };
+        for row in self.list_subscribers(filter, before, limit).await? {
+            each(row.as_row());
+        }
+        Ok(())
+    }
     /// Walks at most `window` rows below `before`, newest first, and returns up to `limit` of
     /// them containing `term` (for terms too short for the trigram indexes).
     async fn walk_matching(

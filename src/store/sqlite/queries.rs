@@ -24,7 +24,7 @@ use crate::store::{
     ConfirmationRequest, Confirmed, Counts, DeliveryOutcome, EndpointRecord, Expansion,
     ExportChunk, FailureGroup, ImportBatch, ImportCounts, Leaving, ListFilter, MailOutcome,
     MailRecord, NewEndpoint, NewSubscriber, NewToken, Pace, QueuedDelivery, QueuedMail, Selection,
-    SessionKey, Store, StoreResult, Subscriber, SubscriberRecord, TokenRecord, Walk,
+    SessionKey, Store, StoreResult, Subscriber, SubscriberRecord, SubscriberRow, TokenRecord, Walk,
 };
 
 /// The FTS5 query for a search term: a phrase (the term in double quotes, inner quotes doubled),
@@ -209,6 +209,16 @@ impl Store for SqliteStore {
         .await
         .context("listing subscribers")?;
         Ok(rows)
+    }
+
+    async fn each_subscriber(
+        &self,
+        status: Option<SubscriberStatus>,
+        before: Option<i64>,
+        limit: u32,
+        each: &mut (dyn for<'r> FnMut(SubscriberRow<'r>) + Send),
+    ) -> StoreResult<()> {
+        self.quick.each(status, before.unwrap_or(i64::MAX), limit, each)
     }
 
     async fn walk_matching(

@@ -16,7 +16,7 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::domain::SubscriberStatus;
-use crate::store::{StoreResult, Subscriber};
+use crate::store::{StoreResult, Subscriber, SubscriberRow};
 
 /// Connections kept between uses; more only exist while more threads read at once.
 const KEEP: usize = 8;
@@ -79,6 +79,19 @@ impl QuickReads {
         before: i64,
         limit: u32,
     ) -> StoreResult<Vec<Subscriber>> {
+        let mut rows = Vec::with_capacity(limit.min(1_000) as usize);
+        self.each(status, before, limit, &mut |row| rows.push(row.to_owned()))?;
+        Ok(rows)
+    }
+
+    /// The rows of [`Self::page`], handed to `each` as SQLite steps to them.
+    pub(super) fn each(
+        &self,
+        status: Option<SubscriberStatus>,
+        before: i64,
+        limit: u32,
+        each: &mut dyn FnMut(SubscriberRow<'_>),
+    ) -> StoreResult<()> {
         // One of two fixed words, written into the statement so that SQLite sees `pending` and
         // uses the partial index of pending rows.
         let sql = match status {
@@ -97,25 +110,33 @@ impl QuickReads {
         };
         self.with("listing subscribers", |connection| {
             let mut statement = connection.prepare_cached(sql)?;
-            let rows = statement.query_map((before, limit), |row| {
-                // Borrowed from the row: the status only picks one of two values.
-                let status = row.get_ref(3)?.as_str().map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(3, Type::Text, Box::new(e))
-                })?;
-                Ok(Subscriber {
-                    id: row.get(0)?,
-                    email: row.get(1)?,
-                    created_at: row.get(2)?,
-                    status: SubscriberStatus::parse(status).ok_or_else(|| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            3,
-                            Type::Text,
-                            format!("unknown subscriber status {status:?}").into(),
-                        )
-                    })?,
-                })
-            })?;
-            rows.collect()
+            let mut rows = statement.query((before, limit))?;
+            while let Some(row) = rows.next()? {
+                each(subscriber_row(row)?);
+            }
+            Ok(())
         })
     }
+}
+
+/// A row of `id, email, created_at, status`, read in place.
+fn subscriber_row<'r>(row: &'r rusqlite::Row<'_>) -> rusqlite::Result<SubscriberRow<'r>> {
+    let text = |column: usize| {
+        row.get_ref(column)?
+            .as_str()
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, Type::Text, Box::new(e)))
+    };
+    let status = text(3)?;
+    Ok(SubscriberRow {
+        id: row.get(0)?,
+        email: text(1)?,
+        created_at: row.get(2)?,
+        status: SubscriberStatus::parse(status).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                3,
+                Type::Text,
+                format!("unknown subscriber status {status:?}").into(),
+            )
+        })?,
+    })
 }

@@ -4,7 +4,7 @@
 
 mod announcements;
 mod auth;
-mod json;
+pub mod json;
 mod signup;
 mod subscribers;
 

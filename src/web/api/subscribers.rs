@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::ApiCaller;
-use super::json::ApiJson;
+use super::json::{self, ApiJson};
 use super::{ApiStatus, Problem};
 use crate::domain::{Door, Rfc3339, SearchTerm, SubscriberEmail};
 use crate::signup::{OwnerAdd, OwnerAdded, owner_add};
-use crate::store::{Subscriber, SubscriberRecord};
+use crate::store::{Subscriber, SubscriberRecord, SubscriberRow};
 use crate::web::AppState;
 use crate::web::admin::find;
 use crate::web::error::{AppError, created, no_content};
@@ -84,50 +84,65 @@ pub struct SubscriberPage {
     next_before: Option<i64>,
 }
 
-impl SubscriberPage {
-    /// The page as JSON, byte for byte what its derived `Serialize` writes (a test holds the two
-    /// equal), with the keys written as they are and an address copied whole when it needs no
-    /// escape: serde_json checks every byte of every key and value, a tenth of the list's time.
-    fn to_json(&self) -> Vec<u8> {
-        // About 110 bytes a row: one buffer of the right size, not one doubled from 128 bytes.
-        let mut out = Vec::with_capacity(64 + 128 * self.subscribers.len());
-        let mut digits = itoa::Buffer::new();
-        out.extend_from_slice(br#"{"subscribers":["#);
-        for (i, row) in self.subscribers.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(br#"{"id":"#);
-            out.extend_from_slice(digits.format(row.id).as_bytes());
-            out.extend_from_slice(br#","email":"#);
-            json_string(&mut out, &row.email);
-            let status: &[u8] = match row.status {
-                ApiStatus::Pending => br#","status":"pending","signed_up_at":""#,
-                ApiStatus::Confirmed => br#","status":"confirmed","signed_up_at":""#,
-            };
-            out.extend_from_slice(status);
-            out.extend_from_slice(&row.signed_up_at.bytes());
-            out.extend_from_slice(br#""}"#);
-        }
-        out.extend_from_slice(br#"],"next_before":"#);
-        match self.next_before {
-            Some(id) => out.extend_from_slice(digits.format(id).as_bytes()),
-            None => out.extend_from_slice(b"null"),
-        }
-        out.push(b'}');
-        out
-    }
+/// A [`SubscriberPage`] written as its rows arrive, byte for byte what its derived `Serialize`
+/// writes (a test holds the two equal): the keys as they are, and an address copied whole when
+/// it needs no escape. serde_json checks every byte of every key and value, a tenth of the
+/// list's time, and a page written from rows the store lends copies no address.
+struct PageJson {
+    out: Vec<u8>,
+    limit: usize,
+    written: usize,
+    last_id: i64,
+    /// A row came past `limit`: there is an older page.
+    more: bool,
 }
 
-/// `text` as a JSON string. Only quotes, backslashes and control characters need escapes.
-fn json_string(out: &mut Vec<u8>, text: &str) {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push(b'"');
-        out.extend_from_slice(text.as_bytes());
-        out.push(b'"');
-    } else if serde_json::to_writer(&mut *out, text).is_err() {
-        // Writing a string into a Vec cannot fail; were it to, the page must still be JSON.
-        out.extend_from_slice(b"null");
+impl PageJson {
+    fn new(limit: usize) -> Self {
+        // About 110 bytes a row: one buffer of the right size, not one doubled from 128 bytes.
+        let mut out = Vec::with_capacity(64 + 128 * limit);
+        out.extend_from_slice(br#"{"subscribers":["#);
+        Self { out, limit, written: 0, last_id: 0, more: false }
+    }
+
+    /// Writes the row, or notes that the page is full and another follows.
+    fn push(&mut self, row: SubscriberRow<'_>) {
+        if self.written == self.limit {
+            self.more = true;
+            return;
+        }
+        let out = &mut self.out;
+        if self.written > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#"{"id":"#);
+        out.extend_from_slice(itoa::Buffer::new().format(row.id).as_bytes());
+        out.extend_from_slice(br#","email":"#);
+        json::write_string(out, row.email);
+        let status: &[u8] = match ApiStatus::from(row.status) {
+            ApiStatus::Pending => br#","status":"pending","signed_up_at":""#,
+            ApiStatus::Confirmed => br#","status":"confirmed","signed_up_at":""#,
+        };
+        out.extend_from_slice(status);
+        out.extend_from_slice(&Rfc3339(row.created_at).bytes());
+        out.extend_from_slice(br#""}"#);
+        self.written += 1;
+        self.last_id = row.id;
+    }
+
+    /// Where the next page starts, when rows came past this one's end.
+    fn next_before(&self) -> Option<i64> {
+        self.more.then_some(self.last_id)
+    }
+
+    fn finish(mut self, next_before: Option<i64>) -> Vec<u8> {
+        self.out.extend_from_slice(br#"],"next_before":"#);
+        match next_before {
+            Some(id) => self.out.extend_from_slice(itoa::Buffer::new().format(id).as_bytes()),
+            None => self.out.extend_from_slice(b"null"),
+        }
+        self.out.push(b'}');
+        self.out
     }
 }
 
@@ -177,12 +192,21 @@ pub async fn list(
     }
     let search = SearchTerm::parse(q)?;
     let status = params.status.map(Into::into);
-    let found = find(&app, search.as_ref(), status, params.before, limit as usize).await?;
-    let page = SubscriberPage {
-        subscribers: found.rows.into_iter().map(Into::into).collect(),
-        next_before: found.next_before,
+    let mut page = PageJson::new(limit as usize);
+    let next_before = match search {
+        // The whole list: one row more than the page says whether another follows.
+        None => {
+            let mut push = |row: SubscriberRow<'_>| page.push(row);
+            app.store.each_subscriber(status, params.before, limit + 1, &mut push).await?;
+            page.next_before()
+        }
+        Some(term) => {
+            let found = find(&app, Some(&term), status, params.before, limit as usize).await?;
+            found.rows.iter().for_each(|row| page.push(row.as_row()));
+            found.next_before
+        }
     };
-    Ok(([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], page.to_json())
+    Ok(([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], page.finish(next_before))
         .into_response())
 }
 
@@ -334,9 +358,24 @@ pub(super) fn parse_id(raw: &str) -> Result<i64, AppError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::SubscriberStatus;
 
-    fn row(id: i64, email: &str, status: ApiStatus, at: i64) -> SubscriberSummary {
-        SubscriberSummary { id, email: email.into(), status, signed_up_at: Rfc3339(at) }
+    fn row(id: i64, email: &str, status: SubscriberStatus, at: i64) -> Subscriber {
+        Subscriber { id, email: email.into(), status, created_at: at }
+    }
+
+    /// What the derived `Serialize` writes for these rows, and what [`PageJson`] writes.
+    fn both(rows: &[Subscriber], next_before: Option<i64>) -> (String, String) {
+        let page = SubscriberPage {
+            subscribers: rows.iter().cloned().map(Into::into).collect(),
+            next_before,
+        };
+        let mut written = PageJson::new(rows.len());
+        rows.iter().for_each(|row| written.push(row.as_row()));
+        (
+            String::from_utf8(serde_json::to_vec(&page).unwrap()).unwrap(),
+            String::from_utf8(written.finish(next_before)).unwrap(),
+        )
     }
 
     #[test]
@@ -352,26 +391,38 @@ mod tests {
             "ünïcødé@bücher.example",
             "",
         ];
-        let statuses = [ApiStatus::Pending, ApiStatus::Confirmed];
+        let statuses = [SubscriberStatus::Pending, SubscriberStatus::Confirmed];
         let rows: Vec<_> = awkward
             .iter()
             .enumerate()
             .map(|(i, email)| row(i as i64 * 7919 - 3, email, statuses[i % 2], i as i64 * 86_399))
             .collect();
         let pages = [
-            SubscriberPage { subscribers: rows, next_before: Some(i64::MAX) },
-            SubscriberPage {
-                subscribers: vec![row(i64::MIN, "a@b.c", ApiStatus::Pending, -1)],
-                next_before: None,
-            },
-            SubscriberPage { subscribers: Vec::new(), next_before: None },
+            (rows, Some(i64::MAX)),
+            (vec![row(i64::MIN, "a@b.c", SubscriberStatus::Pending, -1)], None),
+            (Vec::new(), None),
         ];
-        for page in pages {
-            let expected = serde_json::to_vec(&page).unwrap();
-            assert_eq!(
-                String::from_utf8(page.to_json()).unwrap(),
-                String::from_utf8(expected).unwrap()
-            );
+        for (rows, next_before) in pages {
+            let (expected, written) = both(&rows, next_before);
+            assert_eq!(written, expected);
         }
+    }
+
+    #[test]
+    fn a_row_past_the_limit_is_not_written_and_names_the_next_page() {
+        let rows = [
+            row(30, "c@example.com", SubscriberStatus::Confirmed, 3),
+            row(20, "b@example.com", SubscriberStatus::Pending, 2),
+            row(10, "a@example.com", SubscriberStatus::Confirmed, 1),
+        ];
+        let mut page = PageJson::new(2);
+        rows.iter().for_each(|row| page.push(row.as_row()));
+        assert_eq!(page.next_before(), Some(20));
+        let (expected, _) = both(&rows[..2], Some(20));
+        assert_eq!(String::from_utf8(page.finish(Some(20))).unwrap(), expected);
+
+        let mut exact = PageJson::new(3);
+        rows.iter().for_each(|row| exact.push(row.as_row()));
+        assert_eq!(exact.next_before(), None);
     }
 }
