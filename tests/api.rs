@@ -177,9 +177,11 @@ on_both_backends! {
     async fn listing_searches_filters_and_pages_like_the_admin_page(backend: Backend) {
         let app = spawn_app(backend).await;
         let token = token_from_admin_page(&app, "reader", true).await;
-        for n in 0..25 {
+        for n in 0..24 {
             app.other_visitor().signup(&format!("user{n:02}@example.com")).await;
         }
+        // Not ASCII: read and written through the slower of the two paths.
+        app.other_visitor().signup("kim@bücher.example").await;
         app.other_visitor().signup("zed@other.example").await;
         let page = |query: &str| {
             let url = format!("/api/v1/subscribers{query}");
@@ -194,6 +196,7 @@ on_both_backends! {
         let rows = first["subscribers"].as_array().unwrap();
         assert_eq!(rows.len(), 10);
         assert_eq!(rows[0]["email"], "zed@other.example", "newest first");
+        assert_eq!(rows[1]["email"], "kim@bücher.example");
         let mut seen: Vec<String> =
             rows.iter().map(|r| r["email"].as_str().unwrap().to_owned()).collect();
         let mut before = first["next_before"].as_i64().unwrap();

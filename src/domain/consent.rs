@@ -28,9 +28,15 @@ impl SubscriberStatus {
 
     /// `None` for anything else, so a status filter can only name a real one.
     pub fn parse(raw: &str) -> Option<Self> {
+        Self::from_bytes(raw.as_bytes())
+    }
+
+    /// [`Self::parse`] of a column's bytes as stored: a row is read without a UTF-8 check of a
+    /// word that can only be one of two.
+    pub fn from_bytes(raw: &[u8]) -> Option<Self> {
         match raw {
-            "pending" => Some(Self::Pending),
-            "confirmed" => Some(Self::Confirmed),
+            b"pending" => Some(Self::Pending),
+            b"confirmed" => Some(Self::Confirmed),
             _ => None,
         }
     }

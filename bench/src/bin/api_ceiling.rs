@@ -4,7 +4,8 @@
 //! answer. No token check, no parameters, no layers: each of those only adds cost, so enlist's
 //! list of this page on this machine cannot run faster. It runs SQLite as enlist does (mimalloc under
 //! it, no allocation statistics, plans that do not depend on bound values: without those it
-//! ran slower than enlist's own list), and writes each address with enlist's `write_string`.
+//! ran slower than enlist's own list), and reads and writes each address with enlist's
+//! `stored_text` and `write_string`.
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -16,9 +17,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Parser;
 use enlist::domain::Rfc3339;
+use enlist::store::stored_text;
 use enlist::web::api::json::write_string;
 use rusqlite::OpenFlags;
 use rusqlite::config::DbConfig;
+use rusqlite::types::Type;
 
 #[derive(Parser)]
 struct Args {
@@ -96,9 +99,10 @@ fn page() -> rusqlite::Result<Vec<u8>> {
             out.extend_from_slice(br#"{"id":"#);
             out.extend_from_slice(digits.format(id).as_bytes());
             out.extend_from_slice(br#","email":"#);
-            write_string(&mut out, row.get_ref(1)?.as_str()?);
+            let email = row.get_ref(1)?.as_bytes()?;
+            write_string(&mut out, stored_text(email).map_err(|e| conversion_failure(1, e))?);
             out.extend_from_slice(br#","status":""#);
-            out.extend_from_slice(row.get_ref(2)?.as_str()?.as_bytes());
+            out.extend_from_slice(row.get_ref(2)?.as_bytes()?);
             out.extend_from_slice(br#"","signed_up_at":""#);
             out.extend_from_slice(&Rfc3339(row.get(3)?).bytes());
             out.extend_from_slice(br#""}"#);
@@ -124,4 +128,8 @@ fn open() -> rusqlite::Result<rusqlite::Connection> {
     // every step.
     connection.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(connection)
+}
+
+fn conversion_failure(column: usize, error: std::str::Utf8Error) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, Type::Text, Box::new(error))
 }

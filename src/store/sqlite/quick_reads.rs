@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rusqlite::config::DbConfig;
-use rusqlite::types::Type;
+use rusqlite::types::{Type, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
 use crate::domain::SubscriberStatus;
-use crate::store::{StoreResult, Subscriber, SubscriberRow};
+use crate::store::{StoreResult, Subscriber, SubscriberRow, stored_text};
 
 /// Connections kept between uses; more only exist while more threads read at once.
 const KEEP: usize = 8;
@@ -121,22 +121,28 @@ impl QuickReads {
 
 /// A row of `id, email, created_at, status`, read in place.
 fn subscriber_row<'r>(row: &'r rusqlite::Row<'_>) -> rusqlite::Result<SubscriberRow<'r>> {
-    let text = |column: usize| {
-        row.get_ref(column)?
-            .as_str()
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(column, Type::Text, Box::new(e)))
+    let bytes = |column: usize| match row.get_ref(column)? {
+        ValueRef::Text(bytes) => Ok(bytes),
+        other => Err(conversion_failure(
+            column,
+            format!("{} where text belongs", other.data_type()).into(),
+        )),
     };
-    let status = text(3)?;
+    let status = bytes(3)?;
     Ok(SubscriberRow {
         id: row.get(0)?,
-        email: text(1)?,
+        email: stored_text(bytes(1)?).map_err(|e| conversion_failure(1, Box::new(e)))?,
         created_at: row.get(2)?,
-        status: SubscriberStatus::parse(status).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                3,
-                Type::Text,
-                format!("unknown subscriber status {status:?}").into(),
-            )
+        status: SubscriberStatus::from_bytes(status).ok_or_else(|| {
+            let status = String::from_utf8_lossy(status);
+            conversion_failure(3, format!("unknown subscriber status {status:?}").into())
         })?,
     })
+}
+
+fn conversion_failure(
+    column: usize,
+    error: Box<dyn std::error::Error + Send + Sync>,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, Type::Text, error)
 }
